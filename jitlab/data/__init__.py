@@ -1,0 +1,6 @@
+"""Data modules: the embedded offline data sets (and, later, ImageNet and the toy spiral)."""
+
+from jitlab.data.base import ImageDataModule
+from jitlab.data.embedded import EmbeddedDataModule
+
+__all__ = ["ImageDataModule", "EmbeddedDataModule"]

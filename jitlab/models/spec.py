@@ -1,0 +1,31 @@
+"""A network's construction spec ({"class_path", "init_args"}), stored in checkpoints to rebuild it."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from torch import nn
+
+
+def record_init_args(frame_locals: dict[str, Any]) -> dict[str, Any]:
+    """The constructor's arguments from its ``locals()`` (call first thing in ``__init__``)."""
+    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
+
+
+def net_spec(net: nn.Module) -> dict[str, Any]:
+    """``{"class_path": ..., "init_args": ...}`` of a network that recorded its arguments as ``init_args``."""
+    if not hasattr(net, "init_args"):
+        raise TypeError(f"{type(net).__name__} does not record its init_args; it cannot be rebuilt from a checkpoint")
+    cls = type(net)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(net.init_args)}
+
+
+def build_net(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild a network from its spec; only ``nn.Module`` subclasses are accepted."""
+    module_name, _, class_name = spec["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
+        raise TypeError(f"{spec['class_path']} is not an nn.Module class")
+    return cls(**spec.get("init_args", {}))

@@ -1,0 +1,235 @@
+"""JiTModule: wires a denoiser network, the flow of one Table 1 cell and the optimiser. No math of its own."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from jitlab.errors import ConfigError
+from jitlab.flow import Flow, FlowConfig
+from jitlab.models.spec import build_net, net_spec
+from jitlab.sampling import Sampler, guided_velocity, index_seed, initial_noise, integrate
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with ``lr = blr * global_batch / 256`` (or ``lr`` if set), linear warm-up, then constant or cosine.
+
+    warmup_epochs is used unless warmup_steps is set. min_lr_ratio is the floor of the cosine schedule.
+    """
+
+    blr: float = 5e-5
+    lr: float | None = None
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_epochs: float = 5.0
+    warmup_steps: int | None = None
+    schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.blr > 0:
+            raise ConfigError("optim.blr", f"must be > 0, got {self.blr}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError("optim.lr", f"must be > 0 or null, got {self.lr}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError("optim.schedule", f"unknown schedule {self.schedule!r}; valid choices: constant, cosine")
+        if self.warmup_epochs < 0 or (self.warmup_steps is not None and self.warmup_steps < 0):
+            raise ConfigError("optim.warmup_epochs", "warm-up must be >= 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("optim.betas", f"must lie in [0, 1), got {self.betas}")
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """The multiplier of the base lr at optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class JiTModule(L.LightningModule):
+    """Training and sampling of one cell of the ablation grid.
+
+    Args:
+        net: the denoiser ``net(z, t, y)`` (``class_path``/``init_args`` in YAML): ``jitlab.models.JiT``,
+            or any module with ``sample_shape`` and, for class conditioning, ``num_classes``.
+        flow: prediction space, loss space, time sampler, noise scale, t_eps (Tables 1-3).
+        optim: AdamW and learning-rate schedule.
+        label_drop: probability of replacing the label by the null class (enables CFG).
+        compile: ``torch.compile`` the network's forward (checkpoints keep plain key names).
+        t_bins: number of equal-width bins of ``t`` for the per-bin loss logs.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        flow: FlowConfig = FlowConfig(),
+        optim: OptimConfig = OptimConfig(),
+        label_drop: float = 0.1,
+        compile: bool = False,
+        t_bins: int = 4,
+    ):
+        super().__init__()
+        if isinstance(net, dict):  # rebuilt from a checkpoint's hyper-parameters
+            net = build_net(net)
+        flow = flow if isinstance(flow, FlowConfig) else FlowConfig(**flow)
+        optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
+        if not 0.0 <= label_drop < 1.0:
+            raise ConfigError("model.label_drop", f"must lie in [0, 1), got {label_drop}")
+        if t_bins < 1:
+            raise ConfigError("model.t_bins", f"must be >= 1, got {t_bins}")
+        self.save_hyperparameters(ignore=["net", "flow", "optim"])
+        self.hparams["net"] = net_spec(net)
+        self.hparams["flow"] = {k: str(v) if k in ("pred", "loss") else v for k, v in asdict(flow).items()}
+        self.hparams["optim"] = asdict(optim)
+        self.net = net
+        self.flow = Flow(flow)
+        self.optim = optim
+        self.label_drop = label_drop
+        self.null_class: int | None = getattr(net, "num_classes", None)
+        self.compile = compile
+        self._forward = net
+        self.register_buffer("_bin_sum", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
+        self.register_buffer("_bin_count", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
+        self._last_batch_end: float | None = None
+        self._images_per_sec: float | None = None
+        self._last_logged_step = -1
+        self._generator: torch.Generator | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.compile and self._forward is self.net:
+            # compile a view of the forward only: the registered module (and its state-dict keys) stays plain
+            object.__setattr__(self, "_forward", torch.compile(self.net))
+
+    def global_batch_size(self) -> int:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and hasattr(dm, "global_batch_size"):
+            return int(dm.global_batch_size)
+        raise RuntimeError("the data module must define global_batch_size to scale the learning rate")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optim
+        global_batch = self.global_batch_size()
+        lr = cfg.lr if cfg.lr is not None else cfg.blr * global_batch / 256
+        total = int(self.trainer.estimated_stepping_batches)
+        if cfg.warmup_steps is not None:
+            warmup = cfg.warmup_steps
+        else:
+            batches = self.trainer.num_training_batches
+            per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if math.isfinite(batches) else 0
+            warmup = int(round(cfg.warmup_epochs * per_epoch))
+        rank_zero_info(
+            f"jitlab: lr = {lr:.3g} (blr {cfg.blr:g} x global batch {global_batch} / 256), warm-up {warmup} steps, "
+            f"{cfg.schedule} schedule over {total} steps"
+        )
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule, cfg.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # -- training -------------------------------------------------------------------------
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """The training noise (t, eps, label drop) of one micro-batch, drawn from (seed, rank, step, micro-batch).
+
+        A function of the position in training rather than a running state: a resumed run draws
+        exactly what an uninterrupted one would, and every process draws different noise.
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        micro = batch_idx % self.trainer.accumulate_grad_batches
+        key = index_seed(seed, (self.global_step * 4096 + micro) * 65536 + self.global_rank)
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device)
+        return self._generator.manual_seed(key)
+
+    def drop_labels(self, y: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Replace labels by the null class with probability ``label_drop`` (classifier-free guidance)."""
+        if self.null_class is None or self.label_drop == 0:
+            return y
+        drop = torch.rand(y.shape, device=y.device, generator=generator) < self.label_drop  # (N,)
+        return torch.where(drop, torch.full_like(y, self.null_class), y)
+
+    def loss_per_sample(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Per-sample loss (N,) of the configured cell, and the times t (N,) it was drawn at."""
+        t, eps, z = self.flow.draw(x, generator)  # (N,), (N, ...), (N, ...)
+        out = self._forward(z, t, y)  # (N, ...) in the prediction space
+        return self.flow.per_sample_loss(out, x, eps, z, t), t
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch  # (N, ...), (N,)
+        generator = self.step_generator(batch_idx)
+        per_sample, t = self.loss_per_sample(x, self.drop_labels(y, generator), generator)  # (N,), (N,)
+        loss = per_sample.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}: the run diverged")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self._accumulate_bins(per_sample.detach(), t)
+        return loss
+
+    def _accumulate_bins(self, per_sample: Tensor, t: Tensor) -> None:
+        bins = self._bin_sum.numel()
+        index = (t * bins).long().clamp_(0, bins - 1)  # (N,)
+        self._bin_sum.index_add_(0, index, per_sample.double())
+        self._bin_count.index_add_(0, index, torch.ones_like(per_sample, dtype=torch.float64))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            rate = batch[0].shape[0] * self.trainer.world_size / max(now - self._last_batch_end, 1e-9)
+            self._images_per_sec = rate if self._images_per_sec is None else 0.9 * self._images_per_sec + 0.1 * rate
+        self._last_batch_end = now
+        step = self.global_step
+        if step % self.trainer.log_every_n_steps != 0 or step == self._last_logged_step:
+            return  # log once per optimizer step, every log_every_n_steps
+        self._last_logged_step = step
+        sums = self.trainer.strategy.reduce(self._bin_sum.clone(), reduce_op="sum")
+        counts = self.trainer.strategy.reduce(self._bin_count.clone(), reduce_op="sum")
+        bins = sums.numel()
+        metrics = {
+            f"train/loss_t{i / bins:.2f}-{(i + 1) / bins:.2f}": (sums[i] / counts[i]).float()
+            for i in range(bins) if counts[i] > 0
+        }
+        metrics["train/lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
+        if self._images_per_sec is not None:
+            metrics["train/images_per_sec"] = torch.tensor(self._images_per_sec)
+        self.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+        self._bin_sum.zero_()
+        self._bin_count.zero_()
+
+    # -- validation -----------------------------------------------------------------------
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        generator = torch.Generator(device=x.device).manual_seed(1000 + batch_idx)  # the same t and eps every time
+        per_sample, _ = self.loss_per_sample(x, y, generator)
+        loss = per_sample.mean()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        return loss
+
+    # -- sampling -------------------------------------------------------------------------
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.net.sample_shape)
+
+    @torch.no_grad()
+    def generate(self, indices: Sequence[int], labels: Tensor | None, *, steps: int = 50,
+                 method: Sampler = Sampler.heun, cfg_scale: float = 1.0,
+                 cfg_interval: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> Tensor:
+        """Generate one sample per global index (noise drawn from the index); returns (N, *sample_shape)."""
+        z = initial_noise(indices, self.sample_shape, seed, self.flow.cfg.noise_scale, self.device)  # (N, ...)
+        if labels is None:
+            labels = torch.zeros(len(indices), dtype=torch.long)
+        labels = labels.to(self.device)
+        velocity = guided_velocity(self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
+        return integrate(velocity, z, steps, method)

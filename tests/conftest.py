@@ -1,0 +1,25 @@
+"""Shared fixtures: small networks and data modules that train in seconds on CPU."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def tiny_net(img_size: int = 16, num_classes: int = 10, **overrides):
+    from jitlab.models import JiT
+
+    kwargs = dict(img_size=img_size, patch_size=4, hidden_size=48, depth=2, num_heads=3, bottleneck_dim=16,
+                  in_context_len=2, in_context_start=1, num_classes=num_classes, attn_impl="sdpa")
+    kwargs.update(overrides)
+    return JiT(**kwargs)
+
+
+@pytest.fixture
+def tiny_net_factory():
+    return tiny_net

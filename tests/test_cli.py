@@ -1,0 +1,106 @@
+"""The `jitlab` command: info, configs under experiments/, invalid values, the default run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jitlab.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = sorted(p for p in (REPO / "experiments").glob("*.yaml"))
+
+# a cheap single step for any config: small images, batch 2, fp32, no compile, no validation
+ONE_STEP = [
+    "--data.init_args.resolution=32", "--data.init_args.global_batch_size=2", "--data.init_args.num_workers=0",
+    "--trainer.max_steps=1", "--trainer.max_epochs=1", "--trainer.limit_val_batches=0",
+    "--trainer.precision=32-true", "--model.compile=false", "--trainer.enable_progress_bar=false",
+    "--trainer.accelerator=cpu", "--trainer.devices=1", "--samples.num_images=2", "--samples.steps=1",
+]
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("name,img,params,gmacs", [
+    ("JiT-B/16", 256, 131.3e6, 25.2), ("JiT-B/32", 512, 133.4e6, 25.8), ("JiT-L/16", 256, 459.1e6, 87.9),
+    ("JiT-H/16", 256, 952.8e6, 182.0), ("JiT-G/16", 256, 2007.6e6, 383.7),
+])
+def test_info_json_matches_the_release(name, img, params, gmacs, capsys):
+    code, out = run_cli(["info", "--model", name, "--img_size", str(img), "--json"], capsys)
+    assert code == 0
+    row = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(row["params"], int) and abs(row["params"] / params - 1) < 0.01
+    assert abs(row["gmacs"] / gmacs - 1) < 0.01
+
+
+def test_info_table_and_bad_size(capsys):
+    code, out = run_cli(["info", "--model", "JiT-B/16", "--img_size", "256"], capsys)
+    assert code == 0 and "131.3M" in out and "GMACs" in out
+    code, out = run_cli(["info", "--model", "JiT-B/16", "--img_size", "100"], capsys)
+    assert code == 2 and "patch_size" in out and "100" in out
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
+def test_every_experiment_yaml_parses_and_runs_one_step(config, tmp_path, capsys):
+    code, out = run_cli(["fit", "--config", str(config), "--print_config"], capsys)
+    assert code == 0, out
+    printed = yaml.safe_load(out[out.index("seed_everything"):])
+    assert printed["model"]["net"]["class_path"]
+    code, out = run_cli(["fit", "--config", str(config), *ONE_STEP, f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert code == 0, out
+    assert list(tmp_path.rglob("*.ckpt")), "no checkpoint written"
+
+
+def test_mini_yaml_equals_the_builtin_default(capsys):
+    code, default = run_cli(["fit", "--print_config"], capsys)
+    assert code == 0
+    code, mini = run_cli(["fit", "--config", str(REPO / "experiments" / "mini.yaml"), "--print_config"], capsys)
+    assert code == 0
+
+    def strip(text: str) -> dict:
+        return yaml.safe_load(text[text.index("seed_everything"):])
+
+    assert strip(default) == strip(mini)
+
+
+@pytest.mark.parametrize("args,field,hint", [
+    (["--model.flow.pred=xx"], "pred", "eps"),
+    (["--model.flow.loss=velocity"], "loss", "eps"),
+    (["--model.net.init_args.patch_size=5"], "patch_size", "divide"),
+    (["--model.net.init_args.hidden_size=100"], "hidden_size", "num_heads"),
+    (["--model.net.init_args.in_context_start=9"], "in_context_start", "depth"),
+    (["--model.flow.sigma=-0.5"], "sigma", "> 0"),
+    (["--model.net.init_args.img_size=64"], "img_size", "data"),
+    (["--data.init_args.kind=mnist"], "kind", "shapes"),
+    (["--model.optim.schedule=linear"], "schedule", "cosine"),
+])
+def test_invalid_values_fail_naming_the_field(args, field, hint, tmp_path, capsys):
+    code, out = run_cli(["fit", *args, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}"], capsys)
+    assert code != 0
+    assert field in out and hint in out, out[-2000:]
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_console_script_fit_writes_checkpoint_logs_and_grids(tmp_path):
+    """The acceptance command, as a user types it (a subprocess of the installed console script)."""
+    exe = Path(sys.executable).with_name("jitlab")
+    result = subprocess.run([str(exe), "fit", "--trainer.max_steps=30", f"--trainer.default_root_dir={tmp_path}",
+                             "--trainer.enable_progress_bar=false", "--samples.steps=5"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.rglob("*.ckpt"))
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    run = next(tmp_path.rglob("samples.png")).parent
+    assert (run / "data.png").exists() and (run / "config.yaml").exists()
