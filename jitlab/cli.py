@@ -15,6 +15,7 @@ from jitlab.errors import ConfigError
 # jitlab's own verbs: name -> (module, help). Each module has main(argv) -> exit code.
 VERBS: dict[str, tuple[str, str]] = {
     "info": ("jitlab.info", "parameters and GMACs of a named model"),
+    "sample": ("jitlab.sample", "images from a checkpoint: PNG grid and/or .npz"),
 }
 
 # The built-in default run (the mini preset); experiments/mini.yaml must say the same.
