@@ -104,3 +104,34 @@ def test_console_script_fit_writes_checkpoint_logs_and_grids(tmp_path):
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     run = next(tmp_path.rglob("samples.png")).parent
     assert (run / "data.png").exists() and (run / "config.yaml").exists()
+
+
+def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path):
+    """Lightning DDP (gloo) with 2 processes: the global batch of 64 splits into 2 x 32."""
+    exe = Path(sys.executable).with_name("jitlab")
+    result = subprocess.run([str(exe), "fit", "--trainer.devices=2", "--trainer.strategy=ddp",
+                             "--trainer.accelerator=cpu", "--trainer.max_steps=3", "--samples.steps=2",
+                             f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"],
+                            capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 64" in result.stderr + result.stdout
+    import torch
+
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+
+
+def test_micro_batch_is_global_batch_over_processes_and_accumulation():
+    from types import SimpleNamespace
+
+    from jitlab.data import EmbeddedDataModule
+    from jitlab.errors import ConfigError
+
+    dm = EmbeddedDataModule(global_batch_size=1024)
+    dm.trainer = SimpleNamespace(world_size=8, accumulate_grad_batches=1, global_rank=0)
+    assert dm.micro_batch_size() == 128
+    dm.trainer = SimpleNamespace(world_size=16, accumulate_grad_batches=2, global_rank=0)
+    assert dm.micro_batch_size() == 32
+    dm.trainer = SimpleNamespace(world_size=3, accumulate_grad_batches=1, global_rank=0)
+    with pytest.raises(ConfigError, match="multiple of 3"):
+        dm.micro_batch_size()

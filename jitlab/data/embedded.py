@@ -63,6 +63,7 @@ class EmbeddedDataModule(ImageDataModule):
         seed: int = 0,
     ):
         super().__init__(resolution, global_batch_size, num_workers, seed)
+        self.save_hyperparameters()  # stored in checkpoints: evaluation rebuilds the data from them
         if kind not in ("shapes", "photos"):
             raise ConfigError("data.kind", f"unknown kind {kind!r}; valid choices: shapes, photos")
         if train_size <= 0 or val_size <= 0:
