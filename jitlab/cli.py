@@ -16,6 +16,7 @@ from jitlab.errors import ConfigError
 VERBS: dict[str, tuple[str, str]] = {
     "info": ("jitlab.info", "parameters and GMACs of a named model"),
     "sample": ("jitlab.sample", "images from a checkpoint: PNG grid and/or .npz"),
+    "convert-official": ("jitlab.convert", "convert a released JiT .pth (model, model_ema1/2, args) to a jitlab checkpoint"),
 }
 
 # The built-in default run (the mini preset); experiments/mini.yaml must say the same.

@@ -99,7 +99,7 @@ class JiTModule(L.LightningModule):
         self.label_drop = label_drop
         self.null_class: int | None = getattr(net, "num_classes", None)
         self.compile = compile
-        self._forward = net
+        object.__setattr__(self, "_forward", net)  # not a submodule: the weights live under net.* only
         self.register_buffer("_bin_sum", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
         self.register_buffer("_bin_count", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
         self._last_batch_end: float | None = None
