@@ -32,7 +32,7 @@ DEFAULT_DATA = {
     "init_args": {"kind": "shapes", "resolution": 32, "global_batch_size": 64, "num_workers": 0},
 }
 DEFAULT_TRAINER = {
-    "max_steps": 1500, "log_every_n_steps": 25, "val_check_interval": 500, "check_val_every_n_epoch": None,
+    "max_steps": 1000, "log_every_n_steps": 25, "val_check_interval": 500, "check_val_every_n_epoch": None,
     "limit_val_batches": 2, "precision": "32-true", "default_root_dir": "runs/default",
 }
 
@@ -58,6 +58,7 @@ def _lightning_cli() -> type:
                 "data": DEFAULT_DATA,
                 "ema.decays": [0.999, 0.99],
                 "ema.warmup": True,
+                "samples.every_n_steps": 500,
                 "checkpoint.save_last": True,
                 "checkpoint.every_n_train_steps": 500,
                 "checkpoint.save_top_k": 1,
