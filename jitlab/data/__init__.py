@@ -2,5 +2,6 @@
 
 from jitlab.data.base import ImageDataModule
 from jitlab.data.embedded import EmbeddedDataModule
+from jitlab.data.toy import SpiralDataModule
 
-__all__ = ["ImageDataModule", "EmbeddedDataModule"]
+__all__ = ["ImageDataModule", "EmbeddedDataModule", "SpiralDataModule"]
