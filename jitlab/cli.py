@@ -16,6 +16,10 @@ from jitlab.errors import ConfigError
 VERBS: dict[str, tuple[str, str]] = {
     "info": ("jitlab.info", "parameters and GMACs of a named model"),
     "sample": ("jitlab.sample", "images from a checkpoint: PNG grid and/or .npz"),
+    "eval": ("jitlab.evaluate", "score a checkpoint over EMA x CFG x interval; writes metrics.json"),
+    "train-ref": ("jitlab.metrics.refnet", "train and cache the reference classifier of an embedded data set (FD-ref)"),
+    "fid-stats": ("jitlab.metrics.stats", "reference statistics (mu, sigma) as .npz"),
+    "fig2": ("jitlab.toy.fig2", "the toy of Figure 2: spiral in D dims, x/eps/v prediction -> reports/fig2.*"),
     "convert-official": ("jitlab.convert", "convert a released JiT .pth (model, model_ema1/2, args) to a jitlab checkpoint"),
 }
 
