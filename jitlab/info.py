@@ -66,5 +66,5 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'tokens':<16}{row['tokens']}")
     print(f"{'patch dim':<16}{row['patch_dim']}")
     print(f"{'hidden size':<16}{row['hidden_size']}")
-    print(f"{"bottleneck d'":<16}{row['bottleneck_dim']}")
+    print("bottleneck d'".ljust(16) + str(row["bottleneck_dim"]))
     return 0
