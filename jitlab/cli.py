@@ -48,12 +48,14 @@ def _lightning_cli() -> type:
 
     from jitlab.callbacks import SampleGrid
     from jitlab.ema import MultiEMA
+    from jitlab.periodic_eval import PeriodicEval
 
     class JitlabCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(MultiEMA, "ema")
             parser.add_lightning_class_args(SampleGrid, "samples")
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            parser.add_lightning_class_args(PeriodicEval, "evaluation")  # off unless evaluation.every_n_steps > 0
             parser.set_defaults({
                 "seed_everything": 0,
                 "model.net": DEFAULT_NET,

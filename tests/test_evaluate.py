@@ -54,3 +54,28 @@ def test_interval_parsing_rejects_bad_values():
     for bad in ("0.5,0.2", "-0.1,1", "0,1.5"):
         with pytest.raises(Exception, match="T_MIN"):
             evaluate.parse_interval(bad)
+
+
+def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_path):
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from jitlab.data import EmbeddedDataModule
+    from jitlab.ema import MultiEMA
+    from jitlab.module import JiTModule, OptimConfig
+    from jitlab.periodic_eval import PeriodicEval
+    from tests.conftest import tiny_net
+
+    L.seed_everything(0)
+    callback = PeriodicEval(every_n_steps=2, num_images=12, steps=2, ref_images=40, batch_size=6)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=4, logger=CSVLogger(tmp_path), log_every_n_steps=1,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        enable_checkpointing=False, callbacks=[MultiEMA(decays=[0.9]), callback])
+    trainer.fit(JiTModule(tiny_net(), optim=OptimConfig(lr=1e-2, warmup_steps=0)),
+                EmbeddedDataModule(resolution=16, global_batch_size=8, train_size=64))
+    path = next(tmp_path.rglob("metrics.json"))
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(r["metric"] == "FD-ref-12" and r["value"] > 0 and r["nfe"] == 3 for r in rows)
+    assert rows[0]["value"] != rows[1]["value"]
+    assert "eval/FD-ref-12" in trainer.callback_metrics

@@ -1,0 +1,89 @@
+"""Optional evaluation during `fit`: every N steps, score samples of the first EMA (FD-ref or FID).
+
+Each process generates a disjoint slice of the global indices; the torchmetrics states sync, so
+every process logs the same value. Rows go to ``metrics.json`` in the run directory (atomically),
+with the same fields as `jitlab eval`.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Literal
+
+import lightning as L
+
+from jitlab.callbacks import ema_context, run_dir
+from jitlab.generate import SamplerSettings, generate_uint8, labels_for, rank_indices
+from jitlab.sampling import Sampler
+
+
+class PeriodicEval(L.Callback):
+    """Args:
+        every_n_steps: evaluate every N optimizer steps (0 = never).
+        num_images: generated images per evaluation (the metric's name carries the count).
+        features: ``refnet`` (FD-ref, embedded data) or ``inception`` (FID; needs ``inception_weights``).
+        steps, sampler, cfg_scale, cfg_interval, seed: the sampler settings.
+        ref_stats: a reference statistics ``.npz``; default: built from the run's data (``ref_images`` images).
+    """
+
+    def __init__(self, every_n_steps: int = 0, num_images: int = 500, features: Literal["refnet", "inception"] = "refnet",
+                 steps: int = 25, sampler: Sampler = Sampler.heun, cfg_scale: float = 1.0,
+                 cfg_interval: tuple[float, float] = (0.1, 1.0), seed: int = 0, inception_weights: str | None = None,
+                 ref_stats: str | None = None, ref_images: int = 2000, batch_size: int = 100):
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.features = features
+        self.settings = SamplerSettings(Sampler(sampler), steps, cfg_scale, tuple(cfg_interval), seed)
+        self.inception_weights = inception_weights
+        self.ref_stats = ref_stats
+        self.ref_images = ref_images
+        self.batch_size = batch_size
+        self._last = -1
+        self._scorer_parts = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != self._last:
+            self._last = step
+            self.evaluate(trainer, pl_module)
+
+    def _instruments(self, trainer: L.Trainer, pl_module: L.LightningModule):
+        """The feature extractor and reference statistics, built once per run."""
+        if self._scorer_parts is None:
+            from jitlab import evaluate
+            from jitlab.metrics import features
+
+            data = dict(getattr(trainer.datamodule, "hparams", {}) or {})
+            if self.features == "refnet":
+                extractor = features.build_extractor("refnet", kind=data.get("kind", "shapes"),
+                                                     resolution=data["resolution"])
+            else:
+                extractor = features.build_extractor("inception", inception_weights=self.inception_weights)
+            extractor = extractor.to(pl_module.device)
+            args = SimpleNamespace(ref_stats=self.ref_stats, ref_images=self.ref_images, device=str(pl_module.device))
+            self._scorer_parts = (extractor, evaluate.reference_stats(args, extractor, data))
+        return self._scorer_parts
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict]:
+        from jitlab import evaluate
+        from jitlab.metrics.scores import SampleScores
+
+        extractor, ref = self._instruments(trainer, pl_module)
+        indices = rank_indices(self.num_images, trainer.global_rank, trainer.world_size)
+        labels = labels_for(indices, pl_module.null_class)
+        scores = SampleScores(extractor, reference=ref.pair).to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        with ema_context(trainer, pl_module):
+            for _, images, _ in generate_uint8(pl_module, indices, labels, self.settings, self.batch_size, progress=False):
+                scores.update(images.to(pl_module.device))
+        pl_module.train(was_training)
+        results = scores.compute()
+        rows = [{**r, **self.settings.record(), "ema": "first", "step": trainer.global_step} for r in results]
+        for row in rows:
+            pl_module.log(f"eval/{row['metric']}", row["value"], rank_zero_only=True)
+        if trainer.is_global_zero:
+            path = run_dir(trainer) / "metrics.json"
+            merged = evaluate.merge_rows(path, rows)
+            evaluate.write_json(path, {"rows": merged, "best": evaluate.best_row(merged)})
+        return rows
