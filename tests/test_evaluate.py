@@ -79,3 +79,23 @@ def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_p
     assert all(r["metric"] == "FD-ref-12" and r["value"] > 0 and r["nfe"] == 3 for r in rows)
     assert rows[0]["value"] != rows[1]["value"]
     assert "eval/FD-ref-12" in trainer.callback_metrics
+
+
+def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """FID end to end with a random-weights InceptionV3 file (the real one cannot be fetched here)."""
+    from jitlab.metrics.features import INCEPTION_WEIGHTS_ENV
+    from tests.test_metrics import random_inception_weights
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    out = tmp_path / "metrics.json"
+    base = [str(tiny_checkpoint), "--features", "inception", "--num_images", "8", "--steps", "1", "--ref_images", "8",
+            "--batch_size", "8", "--out", str(out)]
+    assert evaluate.main([*base, "--inception_weights", str(tmp_path / "absent.pth")]) == 2
+    assert "weights" in capsys.readouterr().out and not out.exists()
+    weights = tmp_path / "inception.pth"
+    random_inception_weights(weights)
+    assert evaluate.main([*base, "--inception_weights", str(weights), "--is"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["metric"] for r in rows} == {"FID-8", "IS-8"}
+    assert all(r["feature_space"] == "inception-v3-pool3" and r["n_samples"] == 8 for r in rows)
