@@ -26,11 +26,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise RuntimeError(f"cannot read checkpoint {path}: {error}") from error
 
 
-def load_module(path: str | Path, ema: int | None = 0, device: str | torch.device = "cpu"):
-    """A ``JiTModule`` in eval mode with EMA ``ema`` (index into the decays; ``None`` = raw weights)."""
+def load_module(path: str | Path, ema: int | None = 0, device: str | torch.device = "cpu",
+                ckpt: dict[str, Any] | None = None):
+    """A ``JiTModule`` in eval mode with EMA ``ema`` (index into the decays; ``None`` = raw weights).
+
+    ``ckpt``: the checkpoint already read from ``path`` (saves reading it again).
+    """
     from jitlab.module import JiTModule
 
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if ckpt is None else ckpt
     hparams = dict(ckpt["hyper_parameters"])
     hparams.pop("_instantiator", None)
     hparams.pop("_class_path", None)

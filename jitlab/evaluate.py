@@ -14,7 +14,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -53,14 +52,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="metrics.json (default: beside the checkpoint)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
-
-
-def data_of(ckpt: dict) -> dict[str, Any]:
-    """The data module's init arguments stored in the checkpoint (embedded data sets record them)."""
-    hparams = dict(ckpt.get("datamodule_hyper_parameters") or {})
-    if not hparams:
-        raise KeyError("the checkpoint records no data module; pass --ref_stats to score against a statistics file")
-    return hparams
 
 
 def reference_stats(args: argparse.Namespace, extractor, data: dict | None):
@@ -112,42 +103,61 @@ def best_row(rows: list[dict]) -> dict | None:
     return min(same, key=lambda r: r["value"])
 
 
+def instruments(features: str, data: dict | None, inception_weights: str | None, ref_stats: Path | None,
+                ref_images: int, device: str):
+    """The feature extractor and the reference statistics (shared by `jitlab eval` and PeriodicEval)."""
+    from jitlab.metrics.features import build_extractor
+
+    if features == "refnet":
+        if not data:
+            raise KeyError("the checkpoint records no data module; pass --ref_stats to score against a statistics file")
+        extractor = build_extractor("refnet", kind=data.get("kind", "shapes"), resolution=data["resolution"])
+    else:
+        extractor = build_extractor("inception", inception_weights=inception_weights)
+    extractor = extractor.to(device)
+    args = argparse.Namespace(ref_stats=ref_stats, ref_images=ref_images, device=device)
+    return extractor, reference_stats(args, extractor, data)
+
+
+def score_samples(module, indices: list[int], settings: SamplerSettings, extractor, ref, batch_size: int,
+                  inception_score: bool = False, progress: bool = False) -> list[dict]:
+    """Generate this process's slice of images, score them (synced over processes) and record the settings."""
+    from jitlab.metrics.scores import SampleScores
+
+    labels = labels_for(indices, module.null_class)
+    scores = SampleScores(extractor, reference=ref.pair, inception_score=inception_score).to(module.device)
+    for _, images, _ in generate_uint8(module, indices, labels, settings, batch_size, progress=progress):
+        scores.update(images.to(module.device))
+    return [{**result, **settings.record()} for result in scores.compute()]
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     from jitlab.checkpoint import load_module, read_checkpoint
-    from jitlab.metrics.features import build_extractor
-    from jitlab.metrics.scores import SampleScores
 
     rank, world = dist_info()
     ckpt = read_checkpoint(args.ckpt)
     data = ckpt.get("datamodule_hyper_parameters") or None
-    if args.features == "refnet":
-        d = data_of(ckpt)
-        extractor = build_extractor("refnet", kind=d.get("kind", "shapes"), resolution=d["resolution"])
-    else:
-        extractor = build_extractor("inception", inception_weights=args.inception_weights)
-    extractor = extractor.to(args.device)
-    ref = reference_stats(args, extractor, data)
-    points = list(itertools.product(args.ema, args.cfg, args.cfg_interval))
+    extractor, ref = instruments(args.features, data, args.inception_weights, args.ref_stats, args.ref_images,
+                                 args.device)
     rows: list[dict] = []
     indices = rank_indices(args.num_images, rank, world)
-    started = time.time()
-    for i, (ema, cfg_scale, interval) in enumerate(points):
-        module = load_module(args.ckpt, ema=ema, device=args.device)
-        labels = labels_for(indices, module.null_class)
-        settings = SamplerSettings(args.sampler, args.steps, cfg_scale, interval, args.seed)
-        scores = SampleScores(extractor, reference=ref.pair, inception_score=args.inception_score).to(args.device)
-        for _, images, _ in generate_uint8(module, indices, labels, settings, args.batch_size, progress=rank == 0):
-            scores.update(images.to(args.device))
-        results = scores.compute()
-        for result in results:
-            rows.append({**result, **settings.record(), "ema": "none" if ema is None else module.ema_decay,
-                         "step": module.checkpoint_step, "checkpoint": str(args.ckpt),
-                         "reference": str(ref.path) if ref.path else None})
-        if rank == 0:
-            elapsed = time.time() - started
-            print(f"jitlab eval: point {i + 1}/{len(points)} (ema {ema}, cfg {cfg_scale}, interval {interval}): "
-                  + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in results)
-                  + f"  [{elapsed:.0f}s, ~{elapsed / (i + 1) * (len(points) - i - 1):.0f}s left]", flush=True)
+    total = len(args.ema) * len(args.cfg) * len(args.cfg_interval)
+    started, done = time.time(), 0
+    for ema in args.ema:
+        module = load_module(args.ckpt, ema=ema, device=args.device, ckpt=ckpt)  # once per EMA, not per point
+        for cfg_scale, interval in itertools.product(args.cfg, args.cfg_interval):
+            settings = SamplerSettings(args.sampler, args.steps, cfg_scale, interval, args.seed)
+            results = score_samples(module, indices, settings, extractor, ref, args.batch_size,
+                                    args.inception_score, progress=rank == 0)
+            rows += [{**r, "ema": "none" if ema is None else module.ema_decay, "step": module.checkpoint_step,
+                      "checkpoint": str(args.ckpt), "reference": str(ref.path) if ref.path else None}
+                     for r in results]
+            done += 1
+            if rank == 0:
+                elapsed = time.time() - started
+                print(f"jitlab eval: point {done}/{total} (ema {ema}, cfg {cfg_scale}, interval {interval}): "
+                      + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in results)
+                      + f"  [{elapsed:.0f}s, ~{elapsed / done * (total - done):.0f}s left]", flush=True)
     return {"rows": rows}
 
 

@@ -7,13 +7,12 @@ with the same fields as `jitlab eval`.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Literal
 
 import lightning as L
 
 from jitlab.callbacks import ema_context, run_dir
-from jitlab.generate import SamplerSettings, generate_uint8, labels_for, rank_indices
+from jitlab.generate import SamplerSettings, rank_indices
 from jitlab.sampling import Sampler
 
 
@@ -39,7 +38,7 @@ class PeriodicEval(L.Callback):
         self.ref_images = ref_images
         self.batch_size = batch_size
         self._last = -1
-        self._scorer_parts = None
+        self._instruments = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -47,39 +46,21 @@ class PeriodicEval(L.Callback):
             self._last = step
             self.evaluate(trainer, pl_module)
 
-    def _instruments(self, trainer: L.Trainer, pl_module: L.LightningModule):
-        """The feature extractor and reference statistics, built once per run."""
-        if self._scorer_parts is None:
-            from jitlab import evaluate
-            from jitlab.metrics import features
-
-            data = dict(getattr(trainer.datamodule, "hparams", {}) or {})
-            if self.features == "refnet":
-                extractor = features.build_extractor("refnet", kind=data.get("kind", "shapes"),
-                                                     resolution=data["resolution"])
-            else:
-                extractor = features.build_extractor("inception", inception_weights=self.inception_weights)
-            extractor = extractor.to(pl_module.device)
-            args = SimpleNamespace(ref_stats=self.ref_stats, ref_images=self.ref_images, device=str(pl_module.device))
-            self._scorer_parts = (extractor, evaluate.reference_stats(args, extractor, data))
-        return self._scorer_parts
-
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[dict]:
         from jitlab import evaluate
-        from jitlab.metrics.scores import SampleScores
 
-        extractor, ref = self._instruments(trainer, pl_module)
+        if self._instruments is None:  # the extractor and reference statistics, built once per run
+            data = dict(getattr(trainer.datamodule, "hparams", {}) or {})
+            self._instruments = evaluate.instruments(self.features, data, self.inception_weights, self.ref_stats,
+                                                     self.ref_images, str(pl_module.device))
+        extractor, ref = self._instruments
         indices = rank_indices(self.num_images, trainer.global_rank, trainer.world_size)
-        labels = labels_for(indices, pl_module.null_class)
-        scores = SampleScores(extractor, reference=ref.pair).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
         with ema_context(trainer, pl_module):
-            for _, images, _ in generate_uint8(pl_module, indices, labels, self.settings, self.batch_size, progress=False):
-                scores.update(images.to(pl_module.device))
+            results = evaluate.score_samples(pl_module, indices, self.settings, extractor, ref, self.batch_size)
         pl_module.train(was_training)
-        results = scores.compute()
-        rows = [{**r, **self.settings.record(), "ema": "first", "step": trainer.global_step} for r in results]
+        rows = [{**r, "ema": "first", "step": trainer.global_step} for r in results]
         for row in rows:
             pl_module.log(f"eval/{row['metric']}", row["value"], rank_zero_only=True)
         if trainer.is_global_zero:
