@@ -4,11 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install test test-fast bench table2 fig2 clean-venv
+SCALE  ?= mini
+# extra arguments for `jitlab grid run`, e.g. GRID_ARGS="--data.root /data/imagenet --launcher slurm"
+GRID_ARGS ?=
+GRIDS  := table2 table3 fig4 table4 table5 table6
+
+.PHONY: help install test bench bench-data $(GRIDS) figures fig2 clean-venv
 
 help:
 	@echo "make test     install (first time) and run the test suite"
-	@echo "make table2   install (first time) and regenerate Table 2 at the mini scale"
+	@echo "make table2   install (first time) and regenerate Table 2 at the mini scale (SCALE=paper: ImageNet)"
+	@echo "make figures  every grid: table2 table3 fig4 table4 table5 table6"
+	@echo "make bench    data-loading throughput -> reports/bench-data.md"
 	@echo "make fig2     install (first time) and run the Figure 2 toy (spiral in D dims) -> reports/fig2.*"
 	@echo "make install  create .venv and install jitlab with its dependencies"
 
@@ -23,10 +30,17 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-table2: $(STAMP)
-	@echo "make table2: the grid runner (issue 'grid orchestrator') is not built yet."
-	@echo "Until it lands, train one cell with: $(BIN)/jitlab fit"
-	@exit 2
+# one grid: run every cell (finished cells are skipped), then write reports/NAME.{csv,md,tex,png}
+$(GRIDS): $(STAMP)
+	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(GRID_ARGS)
+	$(BIN)/jitlab report $@ --scale $(SCALE)
+
+figures: $(GRIDS)
+
+bench: bench-data
+
+bench-data: $(STAMP)
+	$(BIN)/python -m jitlab.data.bench --out reports/bench-data.md
 
 fig2: $(STAMP)
 	$(BIN)/python -m jitlab.toy.fig2 --out reports

@@ -21,6 +21,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "fid-stats": ("jitlab.metrics.stats", "reference statistics (mu, sigma) as .npz"),
     "fig2": ("jitlab.toy.fig2", "the toy of Figure 2: spiral in D dims, x/eps/v prediction -> reports/fig2.*"),
     "convert-official": ("jitlab.convert", "convert a released JiT .pth (model, model_ema1/2, args) to a jitlab checkpoint"),
+    "prepare-imagenet": ("jitlab.data.prepare", "write pre-cropped uint8 shards of an ImageNet folder tree"),
+    "grid": ("jitlab.grid.cli", "run / plan a paper grid (experiments/grids/NAME.yaml), locally or on SLURM"),
+    "report": ("jitlab.report.cli", "turn a grid's run directories into reports/NAME.{csv,md,tex,png}"),
 }
 
 # The built-in default run (the mini preset); experiments/mini.yaml must say the same.
