@@ -1,0 +1,218 @@
+"""The report's figure (seaborn, Agg): our numbers on top, the paper's below, one column per panel.
+
+heatmap (a 3x3 table): annotated, log colour scale, one colour scale per heat map (panels of
+different resolutions are scored in different feature spaces); line (mu, d' sweeps): x is the
+swept value, hue the prediction space, d' = none at the right end; points (resolution); bar /
+ladder (components). Our rows and the paper's never share an axis: they are different metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+
+from jitlab.atomic import atomic_path  # noqa: E402
+from jitlab.report.collect import Collected  # noqa: E402
+from jitlab.report.layout import View, axis_title, value_text  # noqa: E402
+from jitlab.report.tables import Panel, fmt, fmt_paper, has_paper, ours_label, panels, paper_label  # noqa: E402
+
+MISSING_COLOUR = "#d9d9d9"
+
+
+def write_png(collected: Collected, view: View, path: Path) -> None:
+    sns.set_theme(style="white" if view.kind == "heatmap" else "whitegrid", context="notebook", font_scale=0.85)
+    parts = panels(collected, view)
+    show_paper = has_paper(collected)
+    nrows, ncols = (2 if show_paper else 1), max(1, len(parts))
+    heat = view.kind == "heatmap"
+    size = (4.3 * ncols + 0.6, 3.7 * nrows + 0.9) if heat else (4.6 * ncols + 0.6, 3.4 * nrows + 1.0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
+    spec = collected.spec
+    ours, paper = ours_label(collected), paper_label(collected)
+    for i, panel in enumerate(parts):
+        sources = [(axes[0][i], "ours", ours)] + ([(axes[1][i], "paper", paper)] if show_paper else [])
+        for ax, which, label in sources:
+            where = " / ".join(panel.data) if which == "ours" else ""
+            head = ", ".join(t for t in (panel.title, where) if t)
+            title = f"{head}\n{label}" if head else label
+            if heat:
+                _heatmap(ax, collected, view, panel, which, label)
+            else:
+                _sweep(ax, collected, view, panel, which, label)
+            ax.set_title(title, fontsize=9)
+    width = int(size[0] * 12)
+    lines = [textwrap.fill(spec.title, width),
+             textwrap.fill(f"top: {ours}" + (f"; bottom: {paper} (the paper's numbers)" if show_paper else "")
+                           + (" - one colour scale per heat map" if heat else ""), width)]
+    fig.suptitle("\n".join(lines), fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def _matrix(panel: Panel, which: str) -> tuple[np.ndarray, list[list[str]]]:
+    values = np.full((len(panel.rows), len(panel.cols)), np.nan)
+    text = [["" for _ in panel.cols] for _ in panel.rows]
+    for r, row in enumerate(panel.rows):
+        for c, col in enumerate(panel.cols):
+            entry = panel.entries.get((row, col))
+            if entry is None:
+                text[r][c] = "-"
+                continue
+            if which == "ours":
+                if entry.status == "done" and math.isfinite(entry.value):
+                    values[r, c] = entry.value
+                    text[r][c] = fmt(entry.value)
+                else:
+                    text[r][c] = entry.status
+            else:
+                if math.isfinite(entry.paper):
+                    values[r, c] = entry.paper
+                text[r][c] = fmt_paper(entry.paper)
+    return values, text
+
+
+def _norm(values: np.ndarray):
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    if low > 0:
+        if high <= low * 1.0001:
+            low, high = low / 1.5, high * 1.5
+        return LogNorm(vmin=low, vmax=high)
+    if high <= low:
+        low, high = low - 1, high + 1
+    return Normalize(vmin=low, vmax=high)
+
+
+def nice_ticks(low: float, high: float) -> list[float]:
+    """Readable ticks for a log colour bar: 1-2-5 x 10^k over wide ranges, evenly spaced round values over narrow."""
+    span = math.log10(high / low)
+    if span <= 0.5:
+        ticks = [float(f"{t:.6g}") for t in MaxNLocator(nbins=5).tick_values(low, high)]
+    else:
+        mantissas = (1,) if span > 2.2 else (1, 2, 5) if span > 1.2 else (1, 1.5, 2, 3, 5, 7)
+        ticks = [float(f"{m * 10.0 ** k:.6g}") for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+                 for m in mantissas]
+    ticks = sorted({t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)})
+    return ticks if len(ticks) >= 2 else [float(f"{low:.3g}"), float(f"{high:.3g}")]
+
+
+def _heatmap(ax, collected: Collected, view: View, panel: Panel, which: str, label: str) -> None:
+    spec = collected.spec
+    values, text = _matrix(panel, which)
+    frame = pd.DataFrame(values, index=[value_text(spec, view.rows, r) for r in panel.rows],
+                         columns=[value_text(spec, view.cols, c) if c is not None else "" for c in panel.cols])
+    norm = _norm(values)
+    ax.set_facecolor(MISSING_COLOUR)
+    kind = "log scale" if isinstance(norm, LogNorm) else "linear"
+    sns.heatmap(frame, ax=ax, norm=norm, cmap="viridis", annot=np.array(text, dtype=object), fmt="",
+                linewidths=1, linecolor="white", cbar=norm is not None,
+                cbar_kws={"label": f"{label.split(': ', 1)[-1]} ({kind})"} if norm is not None else None,
+                annot_kws={"fontsize": 9})
+    ax.grid(False)
+    if isinstance(norm, LogNorm) and ax.collections and ax.collections[0].colorbar is not None:
+        bar = ax.collections[0].colorbar
+        ticks = nice_ticks(norm.vmin, norm.vmax)
+        bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        bar.ax.yaxis.set_minor_locator(NullLocator())
+    # seaborn leaves masked (NaN) cells blank: say what they are
+    for r in range(values.shape[0]):
+        for c in range(values.shape[1]):
+            if not np.isfinite(values[r, c]):
+                ax.text(c + 0.5, r + 0.5, text[r][c], ha="center", va="center", fontsize=8, color="#444444",
+                        style="italic")
+    ax.set_ylabel(axis_title(view.rows))
+    ax.set_xlabel(axis_title(view.cols))
+    ax.tick_params(axis="y", rotation=0)
+
+
+def positions(values: list[str]) -> tuple[list[float], bool]:
+    """x positions of an axis' values: numeric ones at their value (log2 when they span >= 8x, all positive),
+    'none' (and other words) one step past the right end; all-words axes are categorical (0, 1, 2, ...)."""
+    numbers: list[float | None] = []
+    for v in values:
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            numbers.append(None)
+    finite = [n for n in numbers if n is not None]
+    if len(finite) < 2:
+        return [float(i) for i in range(len(values))], False
+    log = min(finite) > 0 and max(finite) / min(finite) >= 8
+    placed = [None if n is None else (math.log2(n) if log else n) for n in numbers]
+    known = sorted(p for p in placed if p is not None)
+    step = float(np.median(np.diff(known))) if len(known) > 1 else 1.0
+    step = step if step > 0 else 1.0
+    right = known[-1]
+    out = []
+    for p in placed:
+        if p is None:
+            right += step
+            out.append(right)
+        else:
+            out.append(p)
+    return out, True
+
+
+def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label: str) -> None:
+    spec = collected.spec
+    xs, numeric = positions(panel.rows)
+    palette = dict(zip(panel.cols, sns.color_palette("colorblind", len(panel.cols))))
+    records, missing = [], []
+    for r, row in enumerate(panel.rows):
+        for col in panel.cols:
+            entry = panel.entries.get((row, col))
+            if entry is None:
+                continue
+            value = entry.value if which == "ours" else entry.paper
+            ok = math.isfinite(value) and (which == "paper" or entry.status == "done")
+            hue = value_text(spec, view.cols, col) if col is not None else "value"
+            if ok:
+                records.append({"x": xs[r], "value": value, "hue": hue, "label": value_text(spec, view.rows, row)})
+            elif which == "ours":
+                missing.append(f"{hue if col is not None else ''} @ {row}: {entry.status}".strip())
+    frame = pd.DataFrame(records, columns=["x", "value", "hue", "label"])
+    colours = {value_text(spec, view.cols, c) if c is not None else "value": palette[c] for c in panel.cols}
+    if frame.empty:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#444444")
+    elif view.kind in ("bar", "ladder"):
+        frame["label"] = pd.Categorical(frame["label"], [value_text(spec, view.rows, r) for r in panel.rows])
+        sns.barplot(frame, x="label", y="value", hue="hue", palette=colours, ax=ax,
+                    legend=view.cols is not None)
+        for container in ax.containers:
+            ax.bar_label(container, fmt="%.3g", fontsize=7)
+        ax.tick_params(axis="x", rotation=20)
+    else:
+        line = view.kind == "line" and numeric
+        sns.lineplot(frame, x="x", y="value", hue="hue", palette=colours, marker="o", markersize=7, ax=ax,
+                     linestyle="-" if line else "", legend=view.cols is not None, sort=True)
+        ax.set_xticks(xs, [value_text(spec, view.rows, r) for r in panel.rows])
+        pad = (max(xs) - min(xs)) * 0.06 or 0.5
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        finite = frame["value"][frame["value"] > 0]
+        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 20:
+            ax.set_yscale("log")
+    if view.kind not in ("bar", "ladder"):
+        ax.set_xlabel(axis_title(view.rows))
+    else:
+        ax.set_xlabel("")
+    ax.set_ylabel(label)
+    if ax.get_legend() is not None:
+        ax.get_legend().set_title(axis_title(view.cols))
+    if missing:
+        ax.text(0.01, 0.01, "no value: " + "; ".join(missing), transform=ax.transAxes, fontsize=7,
+                color="#aa3333", va="bottom", wrap=True)

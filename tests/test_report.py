@@ -1,0 +1,216 @@
+"""`jitlab report`: run directories -> CSV, Markdown, LaTeX, PNG, and Table 2's verdict.
+
+Every number below is a FIXTURE made up for these tests (written into tmp_path), not a result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jitlab.grid.spec import load_spec
+from jitlab.report import build_report, verdict
+from jitlab.report.cli import ReportError, main
+from jitlab.report.collect import collect
+from jitlab.report.plots import positions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# made-up FD values (NOT results): setting a, x-pred far below eps/v; setting b, all nine within 1.5x
+REPRODUCING = {
+    ("a", "x", "x"): 40.0, ("a", "x", "eps"): 300.0, ("a", "x", "v"): 120.0,
+    ("a", "eps", "x"): 42.0, ("a", "eps", "eps"): 310.0, ("a", "eps", "v"): 130.0,
+    ("a", "v", "x"): 38.0, ("a", "v", "eps"): 290.0, ("a", "v", "v"): 110.0,
+    ("b", "x", "x"): 20.0, ("b", "x", "eps"): 22.0, ("b", "x", "v"): 21.0,
+    ("b", "eps", "x"): 18.0, ("b", "eps", "eps"): 19.0, ("b", "eps", "v"): 20.5,
+    ("b", "v", "x"): 17.0, ("b", "v", "eps"): 19.5, ("b", "v", "v"): 18.5,
+}  # keys: (setting, loss, pred)
+
+
+def spec():
+    return load_spec("table2", root=ROOT)
+
+
+def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), metric="FD-ref-500",
+                  extra_is: bool = False) -> Path:
+    """FIXTURE run directories RUNS/table2/mini/CELL/result.json, shaped like the grid runner's."""
+    grid = spec()
+    for cell in grid.cells("mini"):
+        key = (cell.labels["setting"], cell.labels["loss"], cell.labels["pred"])
+        directory = runs / "table2" / "mini" / cell.id
+        directory.mkdir(parents=True, exist_ok=True)
+        if key in missing:
+            continue  # not run yet: a directory (maybe a config) but no result.json
+        status = "failed" if key in failed else "diverged" if key in diverged else "done"
+        point = {"n_samples": 500, "seed": 0, "sampler": "heun", "steps": 50, "nfe": 99, "cfg_scale": 2.0,
+                 "cfg_interval": [0.0, 1.0], "ema": 0.999, "step": 2000}
+        rows = [{"metric": metric, "value": values[key], **point}] if status == "done" else []
+        if extra_is and rows:
+            rows.append({"metric": "IS-500", "value": 3.5, **point})
+        result = {"grid": "table2", "scale": "mini", "cell": cell.id, "labels": cell.labels,
+                  "config_hash": cell.config_hash, "eval": cell.eval, "paper_value": cell.paper_value,
+                  "paper_metric": cell.paper_metric, "status": status,
+                  "error": "training exited with code 1; see train.log" if status == "failed" else
+                  ("non-finite weights at step 700" if status == "diverged" else None),
+                  "step": 2000 if status == "done" else 700, "rows": rows,
+                  "commands": ["jitlab fit ...", "jitlab eval ..."], "train_seconds": 100.0, "seconds": 120.0,
+                  "finished_at": "2026-11-22 08:10:00 UTC"}
+        (directory / "result.json").write_text(json.dumps(result))
+    return runs
+
+
+def test_csv_is_tidy_with_every_cell(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, failed=[("a", "eps", "eps")], missing=[("b", "v", "v")],
+                         extra_is=True)
+    paths = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)
+    assert paths["csv"].name == "table2.csv"
+    df = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
+    for column in ("grid", "scale", "setting", "pred", "loss", "metric", "value", "paper_value", "n_samples",
+                   "seed", "step", "status", "paper_metric", "cfg_scale", "ema", "sampler", "steps", "nfe",
+                   "train_seconds"):
+        assert column in df.columns, column
+    assert df["cell"].nunique() == 18
+    # 16 done cells x (FD + IS) + one failed + one not-run row
+    assert len(df) == 16 * 2 + 2
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 1 and pd.isna(failed["value"]).all() and failed["paper_value"].iloc[0] == 394.58
+    assert (df["status"] == "not run").sum() == 1
+    fd = df[df["metric"] == "FD-ref-500"]
+    row = fd[(fd["setting"] == "a") & (fd["loss"] == "v") & (fd["pred"] == "x")].iloc[0]
+    assert row["value"] == 38.0 and row["paper_value"] == 8.62 and row["paper_metric"] == "FID-50K"
+    assert row["n_samples"] == 500 and row["seed"] == 0 and row["step"] == 2000
+    # the paper's FID sits beside our FD only, never beside our IS
+    assert df.loc[df["metric"] == "IS-500", "paper_value"].isna().all()
+    assert set(df["setting"]) == {"a", "b"}
+
+
+def test_markdown_layout_and_provenance(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, failed=[("a", "eps", "eps")], missing=[("b", "v", "v")])
+    md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
+    tables = [block.split("\n## ")[0] for block in md.split("\n### ")[1:] if block.startswith("(")]
+    assert len(tables) == 2 and tables[0].startswith("(a) high patch dimension")
+    assert tables[1].startswith("(b) low patch dimension")
+    for block in tables:
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        assert len(rows) == 2 + 3  # header, rule, three loss rows
+        header = rows[0]
+        assert "loss \\ pred" in header and header.count("ours: FD-ref-500 (mini)") == 3
+        assert header.count("paper: FID-50K") == 3
+        assert [r.split("|")[1].strip() for r in rows[2:]] == ["x-loss", "eps-loss", "v-loss"]
+    table_a = [line for line in tables[0].splitlines() if line.startswith("| v-loss")][0]
+    assert [c.strip() for c in table_a.split("|")[2:4]] == ["38", "8.62"]  # ours, then the paper's beside it
+    eps_row = [line for line in tables[0].splitlines() if line.startswith("| eps-loss")][0]
+    assert "| failed | 394.58 |" in eps_row
+    v_row_b = [line for line in tables[1].splitlines() if line.startswith("| v-loss")][0]
+    assert v_row_b.rstrip().endswith("| not run | 3.46 |")
+    for text in ("**scale**: mini", "**data set**: shapes 64x64", "**data set**: shapes 16x16",
+                 "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
+                 "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
+                 "max_steps 2000", "`jitlab grid run table2 --scale mini", "`jitlab report table2 --scale mini",
+                 "**date**: generated", "**compute**: 28m20s of training summed over 17 cells",
+                 "16 done, 1 failed, 1 not run (of 18)", "The paper's claim:"):
+        assert text in md, text
+    assert "FID-50K" not in md.split("**the paper's metric**")[0].split("Grid `table2`")[1].split("ours:")[0]
+
+
+def test_tex_png_and_atomic_outputs(tmp_path):
+    from PIL import Image
+
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, diverged=[("a", "eps", "v")])
+    out = tmp_path / "reports"
+    paths = build_report(spec(), "mini", runs, out)
+    tex = paths["tex"].read_text()
+    assert tex.count(r"\begin{tabular}") == 2 and r"\toprule" in tex and r"\bottomrule" in tex
+    assert "ours: FD-ref-500 (mini)" in tex and "paper: FID-50K" in tex and r"\textit{diverged}" in tex
+    with Image.open(paths["png"]) as image:
+        image.verify()
+    with Image.open(paths["png"]) as image:
+        assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 400
+    assert sorted(p.name for p in out.iterdir()) == ["table2.csv", "table2.md", "table2.png", "table2.tex"]
+
+
+def test_paper_scale_has_its_own_names(tmp_path):
+    runs = tmp_path / "runs"
+    grid = spec()
+    cell = grid.cells("paper")[0]
+    directory = runs / "table2" / "paper" / cell.id
+    directory.mkdir(parents=True)
+    (directory / "result.json").write_text(json.dumps({
+        "status": "done", "config_hash": cell.config_hash, "step": 250000, "train_seconds": 3600.0,
+        "rows": [{"metric": "FID-50K", "value": 9.9, "n_samples": 50000, "seed": 0, "step": 250000}]}))
+    paths = build_report(grid, "paper", runs, tmp_path / "reports", png=False)
+    assert paths["md"].name == "table2-paper.md"
+    md = paths["md"].read_text()
+    assert "ours: FID-50K (paper)" in md and "17 not run" in md and "ImageNet 256x256" in md
+
+
+def test_verdict_reproducing(tmp_path):
+    collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING))
+    lines = verdict(spec(), collected.frame)
+    text = "\n".join(lines)
+    assert len(lines) == 3
+    assert lines[0].startswith("**(a)") and "38 vs the best eps-/v-pred cell (v-pred, v-loss) 110" in lines[0]
+    assert "2.89x lower" in lines[0] and "Reproduces at mini scale" in lines[0]
+    assert lines[1].startswith("**(b)") and "max/min = 1.29" in lines[1] and "max/min <= 2" in lines[1]
+    assert "Reproduces at mini scale" in lines[1]
+    assert "claim reproduces at mini scale" in lines[2]
+    assert "not reproduce" not in text and "Provisional" not in text
+
+
+def test_verdict_not_reproducing(tmp_path):
+    values = dict(REPRODUCING)
+    values[("a", "v", "v")] = 30.0  # a v-pred cell below x-pred's best
+    values[("b", "eps", "eps")] = 60.0  # a low-dimensional cell far from the rest
+    collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", values, missing=[("b", "x", "x")]))
+    lines = verdict(spec(), collected.frame)
+    assert "Does not reproduce at mini scale" in lines[0] and "1.27x higher" in lines[0]
+    assert "Does not reproduce at mini scale" in lines[1] and "max/min = 3.53" in lines[1]
+    assert "Provisional: 1 of 9 cells have no result" in lines[1]
+    assert "does not reproduce at mini scale: (a), (b) fails" in lines[2]
+    assert "provisional" in lines[2]
+
+
+def test_verdict_counts_diverged_as_worse_and_unknown_grids_have_none(tmp_path):
+    collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING,
+                                                      diverged=[("a", "x", "eps"), ("b", "v", "v")]))
+    lines = verdict(spec(), collected.frame)
+    assert "Reproduces at mini scale" in lines[0] and "diverged (no value, counted as worse): eps-pred/x-loss" in lines[0]
+    assert "Does not reproduce" in lines[1] and "diverged: v-pred/v-loss" in lines[1]
+    other = spec()
+    other.name = "some-other-grid"
+    assert verdict(other, collected.frame) == []
+
+
+def test_errors_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    empty = tmp_path / "empty"
+    assert main(["table2", "--runs", str(empty), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jitlab report: error:") and str(empty / "table2" / "mini") in err
+    assert not (tmp_path / "out").exists()
+    assert main(["no-such-grid", "--runs", str(empty)]) == 2
+    assert "jitlab report: error:" in capsys.readouterr().err
+    with pytest.raises(ReportError):
+        build_report(spec(), "mini", empty, tmp_path / "out")
+
+
+def test_cli_writes_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, missing=[("a", "x", "x")])
+    out = tmp_path / "reports"
+    assert main(["table2", "--runs", str(runs), "--out", str(out)]) == 0
+    assert "jitlab report: wrote" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["table2.csv", "table2.md", "table2.png", "table2.tex"]  # no temporary files left
+    assert f"--runs {runs}" in (out / "table2.md").read_text()
+
+
+def test_sweep_positions_put_none_at_the_right_end():
+    xs, numeric = positions(["16", "32", "64", "128", "none"])
+    assert numeric and xs[:4] == [4.0, 5.0, 6.0, 7.0] and xs[4] == 8.0
+    xs, numeric = positions(["-0.4", "-0.8", "-1.2"])
+    assert numeric and xs == [-0.4, -0.8, -1.2]
+    assert positions(["a", "b"]) == ([0.0, 1.0], False)
