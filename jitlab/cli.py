@@ -126,6 +126,38 @@ def run_lightning(args: list[str] | None) -> int:
     return 0
 
 
+def check_fit_config(args: list[str]) -> dict[str, Any]:
+    """Parse `jitlab fit` arguments exactly as `fit` would, building nothing; returns the resolved config.
+
+    Types, choices and unknown keys fail here (jsonargparse); values that need the data on disk
+    (e.g. an ImageNet root) are not checked. Used by `jitlab grid run --dry-run`.
+    """
+    import jitlab.data  # noqa: F401
+    from jitlab.module import JiTModule
+
+    cli_cls, data_base = _lightning_cli()
+
+    class ParseOnly(cli_cls):
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+    import argparse
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "args given while sys.argv has arguments": intended here
+            cli = ParseOnly(JiTModule, data_base, subclass_mode_data=True, args=args, run=False,
+                            auto_configure_optimizers=False, seed_everything_default=0,
+                            parser_kwargs={"exit_on_error": False})
+    except argparse.ArgumentError as error:
+        raise ConfigError("config", " ".join(str(error).split())) from None
+    return cli.config.as_dict()
+
+
 def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)

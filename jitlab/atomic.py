@@ -1,0 +1,38 @@
+"""Atomic file writes: write a temporary file beside the target, then rename it into place.
+
+A reader (or a run interrupted mid-write) never sees half a file: the target holds either its old
+content or the complete new one. One helper for every result file jitlab writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it is renamed to ``path``, on error removed.
+
+    ``suffix`` ends the temporary name, for writers that insist on an extension (``np.savez``: ``.npz``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    write_text(path, json.dumps(payload, indent=2, default=str) + "\n")

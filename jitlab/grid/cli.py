@@ -1,0 +1,186 @@
+"""`jitlab grid`: run, dry-run or plan a paper grid (``experiments/grids/NAME.yaml``).
+
+    jitlab grid list
+    jitlab grid run table2 --scale mini                     # every cell, locally; finished cells skipped
+    jitlab grid run table2 --scale paper --data-root /data/imagenet --launcher slurm --partition gpu
+    jitlab grid run table2 --scale paper --launcher slurm --dry-run   # configs and commands, nothing runs
+    jitlab grid plan table2 --scale paper                   # GMACs, images, GPU-hours per cell
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jitlab.errors import ConfigError
+from jitlab.grid.spec import SCALES, list_grids, load_spec
+
+DEFAULT_RUNS = Path("runs/grids")
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (a dotted config key), got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jitlab grid", description="Run, dry-run or plan a paper grid.")
+    sub = p.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="the grids under experiments/grids")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("name", help="a grid name (experiments/grids/NAME.yaml) or a path to a grid file")
+        q.add_argument("--scale", choices=SCALES, default="mini", help="mini (embedded data, CPU) or paper (ImageNet)")
+        q.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key in every cell, e.g. --set trainer.max_steps=500")
+        q.add_argument("--data-root", default=None, help="the ImageNet root or shard directory (paper scale)")
+        q.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cell ids")
+
+    run = sub.add_parser("run", help="train and evaluate every cell (finished cells are skipped)")
+    common(run)
+    run.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
+    run.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    run.add_argument("--dry-run", action="store_true", help="print each cell's resolved config and command; run nothing")
+    run.add_argument("--jobs", type=int, default=None,
+                     help="cells at a time (local; default: one per CPU core at mini scale, 1 at paper scale)")
+    slurm = run.add_argument_group("slurm (with --launcher slurm)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--nodes", type=int, default=1)
+    slurm.add_argument("--gpus-per-node", type=int, default=8)
+    slurm.add_argument("--cpus-per-task", type=int, default=12)
+    slurm.add_argument("--time", type=int, default=72 * 60, help="minutes per job (a requeued job resumes)")
+    slurm.add_argument("--account", default=None)
+
+    plan = sub.add_parser("plan", help="GMACs, images to train on and GPU-hours per cell")
+    common(plan)
+    plan.add_argument("--peak-tflops", type=float, default=989.0,
+                      help="peak dense bf16 TFLOP/s of one GPU (default 989: an H100 SXM)")
+    plan.add_argument("--utilisation", type=float, default=0.4, help="model FLOP utilisation (default 0.4)")
+    return p
+
+
+def resolve_cells(args: argparse.Namespace):
+    spec = load_spec(args.name)
+    extra = dict(args.set)
+    if args.data_root is not None:
+        extra["data.init_args.root"] = args.data_root
+    cells = spec.cells(args.scale, extra)
+    if args.only:
+        unknown = set(args.only) - {c.id for c in cells}
+        if unknown:
+            raise ConfigError("--only", f"unknown cell(s) {sorted(unknown)}; cells: {[c.id for c in cells]}")
+        cells = [c for c in cells if c.id in args.only]
+    return spec, cells
+
+
+def dry_run(cells, args: argparse.Namespace) -> int:
+    """Print each cell's resolved config and commands; check each config parses as `jitlab fit` would."""
+    from jitlab.cli import check_fit_config
+    from jitlab.grid.runner import cell_dir, command_line, eval_args, fit_args
+
+    bad = 0
+    for i, cell in enumerate(cells, 1):
+        directory = cell_dir(args.runs, cell)
+        print(f"# ---- cell {i}/{len(cells)}: {cell.grid} {cell.scale} {cell.id}"
+              f" (paper {cell.paper_metric}: {cell.paper_value})")
+        print(yaml.safe_dump(cell.config, sort_keys=False).rstrip())
+        with _temp_config(cell.config) as path:
+            try:
+                check_fit_config(["--config", str(path)])
+                print("# config: valid")
+            except ConfigError as error:
+                bad += 1
+                print(f"# config: INVALID: {error}")
+        if args.launcher == "local":
+            print(f"# train: {command_line(fit_args(directory))}")
+            print(f"# eval:  {command_line(eval_args(directory, cell.eval))}")
+    if args.launcher == "slurm":
+        from jitlab.grid.slurm import submit
+
+        submit(cells, args.runs, slurm_options(args), dry_run=True)
+    print(f"# {len(cells)} cells, {bad} invalid")
+    return 2 if bad else 0
+
+
+class _temp_config:
+    def __init__(self, config: dict):
+        self.config = config
+
+    def __enter__(self) -> Path:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(self.config, f, sort_keys=False)
+        self.path = Path(name)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def slurm_options(args: argparse.Namespace):
+    from jitlab.grid.slurm import SlurmOptions
+
+    return SlurmOptions(partition=args.partition, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                        cpus_per_task=args.cpus_per_task, time_min=args.time, account=args.account)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, cells = resolve_cells(args)
+    if args.dry_run:
+        return dry_run(cells, args)
+    if args.launcher == "slurm":
+        from jitlab.grid.slurm import submit
+
+        submit(cells, args.runs, slurm_options(args), dry_run=False)
+        return 0
+    from jitlab.grid.runner import prepare_references, run_local
+
+    cores = os.cpu_count() or 1
+    jobs = args.jobs or (cores if args.scale == "mini" else 1)
+    jobs = max(1, min(jobs, len(cells)))
+    threads = max(1, cores // jobs)
+    print(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
+          f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}", flush=True)
+    started = time.time()
+    prepare_references(cells, threads=cores)
+    outcomes = run_local(cells, args.runs, jobs=jobs, threads=threads,
+                         echo=lambda line: print(line, flush=True))
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "diverged", "failed", "skipped")}
+    print(f"jitlab grid: {spec.name} {args.scale}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + f" in {(time.time() - started) / 60:.1f} min", flush=True)
+    return 1 if counts["failed"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "list":
+            for name in list_grids():
+                spec = load_spec(name)
+                print(f"{name:<8} {spec.title}  [scales: {', '.join(spec.scales)}]")
+            return 0
+        if args.action == "plan":
+            from jitlab.grid.plan import plan_table
+
+            spec, cells = resolve_cells(args)
+            print(f"# {spec.title} at {args.scale} scale")
+            print(plan_table(cells, args.peak_tflops, args.utilisation))
+            return 0
+        return run(args)
+    except ConfigError as error:
+        print(f"jitlab grid: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""Run the cells of a grid: train each through `jitlab fit`, evaluate it with `jitlab eval`, record it.
+
+One directory per cell (``RUNS/NAME/SCALE/CELL``)::
+
+    config.yaml      the resolved `jitlab fit` config (what `--dry-run` prints)
+    cell.json        grid, scale, labels, config hash, evaluation settings, the paper's value
+    checkpoints/     last.ckpt (every `checkpoint.every_n_train_steps`), from which a cell resumes
+    metrics.json     every point `jitlab eval` measured
+    result.json      the cell's outcome: status done | failed | diverged, the best point's metrics
+    train.log, eval.log
+
+Re-running is always safe: a cell with a result (done or diverged) is skipped, a failed cell is
+tried again, an interrupted cell resumes from its ``last.ckpt``; every file is written atomically.
+Each cell is a subprocess of the same CLI a user types, so a crash or a NaN in one cell cannot take
+the grid down, and its memory is returned when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from jitlab.atomic import write_json, write_text
+from jitlab.errors import ConfigError
+from jitlab.grid.spec import Cell
+
+FINISHED = ("done", "diverged")
+
+
+# -- the commands of one cell ------------------------------------------------------------------
+
+def cell_dir(runs: Path, cell: Cell) -> Path:
+    return Path(runs) / cell.grid / cell.scale / cell.id
+
+
+def last_checkpoint(directory: Path) -> Path:
+    return directory / "checkpoints" / "last.ckpt"
+
+
+def fit_args(directory: Path, extra: list[str] | None = None) -> list[str]:
+    """The `jitlab fit` arguments of a cell (resuming from ``last.ckpt`` when it exists)."""
+    args = ["fit", "--config", str(directory / "config.yaml"),
+            f"--trainer.default_root_dir={directory}", f"--checkpoint.dirpath={directory / 'checkpoints'}",
+            "--checkpoint.save_last=true", *(extra or [])]
+    if last_checkpoint(directory).exists():
+        args.append(f"--ckpt_path={last_checkpoint(directory)}")
+    return args
+
+
+def eval_args(directory: Path, settings: dict[str, Any]) -> list[str]:
+    """The `jitlab eval` arguments of a cell, from the grid's ``eval`` section."""
+    args = ["eval", str(last_checkpoint(directory)), "--out", str(directory / "metrics.json")]
+    for key, value in settings.items():
+        if key == "inception_score":
+            args += ["--is"] if value else []
+        elif isinstance(value, (list, tuple)):
+            args += [f"--{key}", *(_interval(v) if key == "cfg_interval" else _text(v) for v in value)]
+        else:
+            args += [f"--{key}", _interval(value) if key == "cfg_interval" else _text(value)]
+    return args
+
+
+def _text(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def _interval(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+def command_line(args: list[str]) -> str:
+    return "jitlab " + shlex.join(args)
+
+
+# -- the outcome of one cell -------------------------------------------------------------------
+
+def read_result(directory: Path) -> dict[str, Any] | None:
+    path = directory / "result.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # never written by us half-way (atomic), but a hand-edited file is not trusted
+
+
+def checkpoint_state(path: Path) -> tuple[int, bool]:
+    """(global step, whether every weight and EMA is finite) of a Lightning checkpoint."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    finite = all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values()
+                 if torch.is_tensor(v) and v.is_floating_point())
+    for ema in (ckpt.get("callbacks") or {}).values():
+        for tensor in _tensors(ema):
+            finite = finite and bool(torch.isfinite(tensor).all())
+    return int(ckpt.get("global_step", 0)), finite
+
+
+def _tensors(obj: Any):
+    import torch
+
+    if torch.is_tensor(obj) and obj.is_floating_point():
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
+
+
+def best_rows(metrics_path: Path) -> list[dict[str, Any]]:
+    """The rows of the best sweep point: its Frechet distance and any other metric measured with it."""
+    payload = json.loads(metrics_path.read_text())
+    best = payload.get("best")
+    if best is None:
+        return []
+    same_point = ("ema", "cfg_scale", "cfg_interval", "sampler", "steps", "seed", "n_samples", "step")
+    return [r for r in payload["rows"] if all(r.get(k) == best.get(k) for k in same_point)]
+
+
+# -- running -------------------------------------------------------------------------------------
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # done | diverged | failed | skipped
+    seconds: float
+    summary: str
+
+
+Runner = Callable[[list[str], Path, dict[str, str]], int]
+
+
+def run_subprocess(args: list[str], log: Path, env: dict[str, str]) -> int:
+    """Run `python -m jitlab.cli ARGS`, appending its output to ``log``."""
+    with open(log, "a") as out:
+        out.write(f"\n$ {command_line(args)}\n")
+        out.flush()
+        return subprocess.call([sys.executable, "-m", "jitlab.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                               env={**os.environ, **env})
+
+
+def prepare_cell(cell: Cell, directory: Path) -> None:
+    """Write config.yaml and cell.json; a directory holding a different cell's config is refused."""
+    directory.mkdir(parents=True, exist_ok=True)
+    meta_path = directory / "cell.json"
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("config_hash") != cell.config_hash:
+            raise ConfigError(str(directory), "holds a run of a different config (the grid file or --set changed); "
+                                              "move it away or pass --runs DIR to start a fresh set of runs")
+    write_text(directory / "config.yaml", yaml.safe_dump(cell.config, sort_keys=False))
+    write_json(meta_path, cell_meta(cell))
+
+
+def cell_meta(cell: Cell) -> dict[str, Any]:
+    return {"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "labels": cell.labels,
+            "config_hash": cell.config_hash, "eval": cell.eval, "paper_value": cell.paper_value,
+            "paper_metric": cell.paper_metric}
+
+
+def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra: list[str] | None = None,
+             runner: Runner = run_subprocess) -> CellOutcome:
+    """Train (or resume), evaluate and record one cell; returns its outcome."""
+    started = time.time()
+    previous = read_result(directory)
+    if previous is not None and previous.get("status") in FINISHED:
+        return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} earlier")
+    prepare_cell(cell, directory)
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    train_args = fit_args(directory, fit_extra)
+    code = runner(train_args, directory / "train.log", {**env, "PYTHONUNBUFFERED": "1"})
+    return finish_cell(cell, directory, code, started, [command_line(train_args)], env, runner)
+
+
+def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, commands: list[str],
+                env: dict[str, str], runner: Runner) -> CellOutcome:
+    """After training: check the checkpoint, evaluate, write result.json."""
+    result: dict[str, Any] = {**cell_meta(cell), "rows": [], "error": None, "commands": commands,
+                              "train_seconds": round(time.time() - started, 1)}
+    ckpt = last_checkpoint(directory)
+    if train_code != 0 or not ckpt.exists():
+        return _finish(cell, directory, result, "failed", started,
+                       f"training exited with code {train_code}; see {directory / 'train.log'}")
+    step, finite = checkpoint_state(ckpt)
+    result["step"] = step
+    if not finite:
+        return _finish(cell, directory, result, "diverged", started, f"non-finite weights at step {step}")
+    e_args = eval_args(directory, cell.eval)
+    result["commands"].append(command_line(e_args))
+    code = runner(e_args, directory / "eval.log", env)
+    if code != 0 or not (directory / "metrics.json").exists():
+        return _finish(cell, directory, result, "failed", started,
+                       f"evaluation exited with code {code}; see {directory / 'eval.log'}")
+    rows = [r for r in best_rows(directory / "metrics.json") if r.get("step") == step]
+    result["rows"] = rows
+    if not rows or any(not math.isfinite(float(r["value"])) for r in rows):
+        return _finish(cell, directory, result, "diverged", started, "non-finite metric")
+    return _finish(cell, directory, result, "done", started, None)
+
+
+def _finish(cell: Cell, directory: Path, result: dict, status: str, started: float, error: str | None) -> CellOutcome:
+    result.update(status=status, error=error, seconds=round(time.time() - started, 1),
+                  finished_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    write_json(directory / "result.json", result)
+    if status == "done":
+        summary = ", ".join(f"{r['metric']} {float(r['value']):.4g}" for r in result["rows"])
+    else:
+        summary = error or status
+    return CellOutcome(cell, status, result["seconds"], summary)
+
+
+def prepare_references(cells: list[Cell], threads: int, echo: Callable[[str], None] = print) -> None:
+    """Train (once, cached) the reference classifier each refnet-scored cell needs, before cells run in parallel."""
+    needed = []
+    for cell in cells:
+        data = cell.config.get("data") or {}
+        args = data.get("init_args") or {}
+        if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in str(data.get("class_path", "")):
+            key = (str(args.get("kind", "shapes")), int(args.get("resolution", 64)))
+            if key not in needed:
+                needed.append(key)
+    for kind, resolution in needed:
+        echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
+        code = subprocess.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
+                                "--resolution", str(resolution), "--threads", str(threads)])
+        if code != 0:
+            raise ConfigError("train-ref", f"training the reference classifier for {kind}-{resolution} failed")
+
+
+def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None = None,
+              fit_extra: list[str] | None = None, runner: Runner = run_subprocess,
+              echo: Callable[[str], None] = print) -> list[CellOutcome]:
+    """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, estimate left)."""
+    total, started, lock = len(cells), time.time(), threading.Lock()
+    outcomes: list[CellOutcome] = []
+    worked: list[float] = []
+
+    def one(cell: Cell) -> CellOutcome:
+        outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, runner)
+        with lock:
+            outcomes.append(outcome)
+            if outcome.status != "skipped":
+                worked.append(outcome.seconds)
+            left = total - len(outcomes)
+            elapsed = time.time() - started
+            per_cell = sum(worked) / len(worked) if worked else 0.0
+            estimate = per_cell * left / max(jobs, 1)
+            echo(f"[cell {len(outcomes)}/{total}] {cell.grid} {cell.scale} {cell.id}: {outcome.status}"
+                 f" ({outcome.summary}) | elapsed {_clock(elapsed)}, ~{_clock(estimate)} left")
+        return outcome
+
+    if jobs <= 1:
+        for cell in cells:
+            one(cell)
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, cells))
+    return outcomes
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
