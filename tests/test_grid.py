@@ -243,3 +243,28 @@ def logged_steps(version_dir: Path) -> list[int]:
     events = EventAccumulator(str(version_dir))
     events.Reload()
     return [e.step for e in events.Scalars("train/loss")]
+
+
+def test_a_cell_identical_to_a_finished_one_of_another_grid_is_reused(tmp_path):
+    tiny_grid(tmp_path, preds=("x",))
+    spec_path = tmp_path / "experiments" / "grids" / "tiny.yaml"
+    other = yaml.safe_load(spec_path.read_text())
+    other["name"] = "tiny2"
+    (spec_path.parent / "tiny2.yaml").write_text(yaml.safe_dump(other))
+    calls = []
+
+    def nan_training(args, log, env):
+        calls.append(args)
+        ckpt = Path(args[args.index("--config") + 1]).parent / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {"net.w": torch.tensor([float("nan")])}, "global_step": 3}, ckpt)
+        return 0
+
+    first = load_spec("tiny", root=tmp_path).cells("mini")
+    second = load_spec("tiny2", root=tmp_path).cells("mini")
+    assert first[0].config_hash == second[0].config_hash
+    runner.run_local(first, tmp_path / "runs", runner=nan_training, echo=lambda _: None)
+    outcome = runner.run_local(second, tmp_path / "runs", runner=nan_training, echo=lambda _: None)[0]
+    assert len(calls) == 1 and outcome.status == "diverged" and "same run as" in outcome.summary
+    reused = json.loads((runner.cell_dir(tmp_path / "runs", second[0]) / "result.json").read_text())
+    assert reused["grid"] == "tiny2" and reused["reused_from"].endswith("tiny/mini/pred-x")

@@ -181,10 +181,27 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
     if previous is not None and previous.get("status") in FINISHED:
         return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} earlier")
     prepare_cell(cell, directory)
+    twin = find_twin(directory.parents[2], cell, directory)
+    if twin is not None:  # the same config and evaluation already ran for another grid: reuse, don't rerun
+        reused = {**json.loads((twin / "result.json").read_text()), **cell_meta(cell), "reused_from": str(twin)}
+        write_json(directory / "result.json", reused)
+        return CellOutcome(cell, reused["status"], 0.0, f"same run as {twin}")
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
     train_args = fit_args(directory, fit_extra)
     code = runner(train_args, directory / "train.log", {**env, "PYTHONUNBUFFERED": "1"})
     return finish_cell(cell, directory, code, started, [command_line(train_args)], env, runner)
+
+
+def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
+    """A finished cell of any grid at the same scale with the identical config and evaluation."""
+    for meta_path in sorted(Path(runs).glob(f"*/{cell.scale}/*/cell.json")):
+        other = meta_path.parent
+        if other == directory or "reused_from" in (read_result(other) or {"reused_from": 0}):
+            continue
+        if json.loads(meta_path.read_text()).get("config_hash") == cell.config_hash:
+            if (read_result(other) or {}).get("status") in FINISHED:
+                return other
+    return None
 
 
 def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, commands: list[str],
