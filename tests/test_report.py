@@ -106,7 +106,7 @@ def test_markdown_layout_and_provenance(tmp_path):
     assert "| failed | 394.58 |" in eps_row
     v_row_b = [line for line in tables[1].splitlines() if line.startswith("| v-loss")][0]
     assert v_row_b.rstrip().endswith("| not run | 3.46 |")
-    for text in ("**scale**: mini", "**data set**: shapes 64x64", "**data set**: shapes 16x16",
+    for text in ("**scale**: mini", "**data set** (setting a): shapes 64x64", "**data set** (setting b): shapes 16x16",
                  "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
                  "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
                  "max_steps 2000", "`jitlab grid run table2 --scale mini", "`jitlab report table2 --scale mini",
@@ -206,6 +206,59 @@ def test_cli_writes_reports(tmp_path, capsys, monkeypatch):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["table2.csv", "table2.md", "table2.png", "table2.tex"]  # no temporary files left
     assert f"--runs {runs}" in (out / "table2.md").read_text()
+
+
+SWEEP_SPEC = """
+name: sweep
+title: "A fixture sweep (not a paper grid)"
+claim: "fixture"
+paper_metric: FID-50K
+layout: LAYOUT
+axes:
+  bottleneck: {key: model.net.init_args.bottleneck_dim, values: ["16", "32", "64", "none"]}
+  pred: {key: model.flow.pred, values: [x, v]}
+scales:
+  mini:
+    config: experiments/scales/mini.yaml
+    eval: {features: refnet, num_images: 100}
+paper:
+  - {bottleneck: "none", pred: x, value: 8.62}
+  - {bottleneck: "64", pred: x, value: 7.5}
+"""
+
+
+@pytest.mark.parametrize("layout, tables", [
+    ("{kind: line, x: bottleneck, hue: pred}", 1),
+    ("{kind: points, x: bottleneck}", 2),  # pred is not placed: one table per prediction
+    ("{kind: ladder, x: bottleneck, hue: pred}", 1),
+])
+def test_sweep_layouts(tmp_path, layout, tables):
+    from PIL import Image
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP_SPEC.replace("LAYOUT", layout))
+    grid = load_spec(path, root=ROOT)
+    runs = tmp_path / "runs"
+    for i, cell in enumerate(grid.cells("mini")):  # FIXTURE values
+        directory = runs / "sweep" / "mini" / cell.id
+        directory.mkdir(parents=True)
+        failed = cell.labels == {"bottleneck": "32", "pred": "v"}
+        rows = [] if failed else [{"metric": "FD-ref-100", "value": 10.0 + 7 * i, "n_samples": 100, "seed": 0,
+                                   "step": 2000}]
+        (directory / "result.json").write_text(json.dumps(
+            {"status": "failed" if failed else "done", "config_hash": cell.config_hash, "rows": rows,
+             "train_seconds": 10.0}))
+    paths = build_report(grid, "mini", runs, tmp_path / "reports")
+    md = paths["md"].read_text()
+    blocks = [b.split("\n## ")[0] for b in md.split("\n### ")[1:]]
+    assert len(blocks) == tables
+    first = [line for line in blocks[0].splitlines() if line.startswith("|")]
+    assert [r.split("|")[1].strip() for r in first[2:]] == ["16", "32", "64", "none"]
+    assert "ours: FD-ref-100 (mini)" in first[0] and "paper: FID-50K" in first[0]
+    assert "| none | 52 | 8.62 |" in md  # cell 6 (none, x): 10 + 7 * 6
+    assert "failed" in md and "No automatic verdict" in md
+    with Image.open(paths["png"]) as image:
+        image.verify()
 
 
 def test_sweep_positions_put_none_at_the_right_end():

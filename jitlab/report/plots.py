@@ -20,7 +20,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from jitlab.atomic import atomic_path  # noqa: E402
 from jitlab.report.collect import Collected  # noqa: E402
@@ -34,14 +35,19 @@ def write_png(collected: Collected, view: View, path: Path) -> None:
     sns.set_theme(style="white" if view.kind == "heatmap" else "whitegrid", context="notebook", font_scale=0.85)
     parts = panels(collected, view)
     show_paper = has_paper(collected)
-    nrows, ncols = (2 if show_paper else 1), max(1, len(parts))
     heat = view.kind == "heatmap"
-    size = (4.3 * ncols + 0.6, 3.7 * nrows + 0.9) if heat else (4.6 * ncols + 0.6, 3.4 * nrows + 1.0)
+    # ours on top, the paper's below, a column per panel; a single panel puts the two side by side
+    side = len(parts) <= 1
+    nrows, ncols = (1, 2 if show_paper else 1) if side else ((2 if show_paper else 1), len(parts))
+    cell = (4.3, 3.7) if heat else (4.8, 3.6)
+    size = (cell[0] * ncols + 0.6, cell[1] * nrows + 1.1)
     fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
     spec = collected.spec
     ours, paper = ours_label(collected), paper_label(collected)
     for i, panel in enumerate(parts):
-        sources = [(axes[0][i], "ours", ours)] + ([(axes[1][i], "paper", paper)] if show_paper else [])
+        sources = [(axes[0][i], "ours", ours)]
+        if show_paper:
+            sources.append((axes[0][1] if side else axes[1][i], "paper", paper))
         for ax, which, label in sources:
             where = " / ".join(panel.data) if which == "ours" else ""
             head = ", ".join(t for t in (panel.title, where) if t)
@@ -53,7 +59,8 @@ def write_png(collected: Collected, view: View, path: Path) -> None:
             ax.set_title(title, fontsize=9)
     width = int(size[0] * 12)
     lines = [textwrap.fill(spec.title, width),
-             textwrap.fill(f"top: {ours}" + (f"; bottom: {paper} (the paper's numbers)" if show_paper else "")
+             textwrap.fill(f"{'left' if side else 'top'}: {ours}"
+                           + (f"; {'right' if side else 'bottom'}: {paper} (the paper's numbers)" if show_paper else "")
                            + (" - one colour scale per heat map" if heat else ""), width)]
     fig.suptitle("\n".join(lines), fontsize=10)
     fig.tight_layout()
@@ -121,7 +128,7 @@ def _heatmap(ax, collected: Collected, view: View, panel: Panel, which: str, lab
     kind = "log scale" if isinstance(norm, LogNorm) else "linear"
     sns.heatmap(frame, ax=ax, norm=norm, cmap="viridis", annot=np.array(text, dtype=object), fmt="",
                 linewidths=1, linecolor="white", cbar=norm is not None,
-                cbar_kws={"label": f"{label.split(': ', 1)[-1]} ({kind})"} if norm is not None else None,
+                cbar_kws={"label": f"{label.split(': ', 1)[-1]}, {kind}"} if norm is not None else None,
                 annot_kws={"fontsize": 9})
     ax.grid(False)
     if isinstance(norm, LogNorm) and ax.collections and ax.collections[0].colorbar is not None:
@@ -169,50 +176,74 @@ def positions(values: list[str]) -> tuple[list[float], bool]:
 
 
 def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label: str) -> None:
+    """Lines (a numeric sweep), points (one marker per value) or bars (a ladder of components)."""
     spec = collected.spec
+    bars = view.kind in ("bar", "ladder")
     xs, numeric = positions(panel.rows)
-    palette = dict(zip(panel.cols, sns.color_palette("colorblind", len(panel.cols))))
+    if bars:
+        xs = [float(i) for i in range(len(panel.rows))]
+    ticks = [textwrap.fill(value_text(spec, view.rows, r).replace(" (", "\n("), 18) for r in panel.rows]
+    hues = [value_text(spec, view.cols, c) if c is not None else "value" for c in panel.cols]
+    colours = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
     records, missing = [], []
     for r, row in enumerate(panel.rows):
-        for col in panel.cols:
+        for col, hue in zip(panel.cols, hues):
             entry = panel.entries.get((row, col))
             if entry is None:
                 continue
             value = entry.value if which == "ours" else entry.paper
-            ok = math.isfinite(value) and (which == "paper" or entry.status == "done")
-            hue = value_text(spec, view.cols, col) if col is not None else "value"
-            if ok:
-                records.append({"x": xs[r], "value": value, "hue": hue, "label": value_text(spec, view.rows, row)})
+            if math.isfinite(value) and (which == "paper" or entry.status == "done"):
+                records.append({"x": xs[r], "value": value, "hue": hue, "label": ticks[r]})
             elif which == "ours":
-                missing.append(f"{hue if col is not None else ''} @ {row}: {entry.status}".strip())
+                missing.append((xs[r], hue, entry.status))
     frame = pd.DataFrame(records, columns=["x", "value", "hue", "label"])
-    colours = {value_text(spec, view.cols, c) if c is not None else "value": palette[c] for c in panel.cols}
-    if frame.empty:
-        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#444444")
-    elif view.kind in ("bar", "ladder"):
-        frame["label"] = pd.Categorical(frame["label"], [value_text(spec, view.rows, r) for r in panel.rows])
-        sns.barplot(frame, x="label", y="value", hue="hue", palette=colours, ax=ax,
-                    legend=view.cols is not None)
-        for container in ax.containers:
-            ax.bar_label(container, fmt="%.3g", fontsize=7)
-        ax.tick_params(axis="x", rotation=20)
-    else:
-        line = view.kind == "line" and numeric
-        sns.lineplot(frame, x="x", y="value", hue="hue", palette=colours, marker="o", markersize=7, ax=ax,
-                     linestyle="-" if line else "", legend=view.cols is not None, sort=True)
-        ax.set_xticks(xs, [value_text(spec, view.rows, r) for r in panel.rows])
-        pad = (max(xs) - min(xs)) * 0.06 or 0.5
-        ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        finite = frame["value"][frame["value"] > 0]
-        if len(finite) and finite.min() > 0 and finite.max() / finite.min() > 20:
-            ax.set_yscale("log")
-    if view.kind not in ("bar", "ladder"):
+    legend = view.cols is not None and not frame.empty
+    if bars:
+        if not frame.empty:
+            sns.barplot(frame, x="label", y="value", hue="hue", order=ticks, hue_order=hues, palette=colours,
+                        ax=ax, legend=legend)
+            for container in ax.containers:
+                ax.bar_label(container, fmt="%.3g", fontsize=7)
+        ax.set_xticks(xs, ticks)
+        ax.set_xlim(-0.6, len(xs) - 0.4)
         ax.set_xlabel(axis_title(view.rows))
     else:
-        ax.set_xlabel("")
+        if not frame.empty:
+            sns.lineplot(frame, x="x", y="value", hue="hue", hue_order=hues, palette=colours, marker="o",
+                         markersize=7, ax=ax, linestyle="-" if view.kind == "line" and numeric else "",
+                         legend=legend, sort=True)
+            if view.kind != "line":
+                for record in records:
+                    ax.annotate(fmt(record["value"]), (record["x"], record["value"]), textcoords="offset points",
+                                xytext=(7, 3), fontsize=7, color=colours[record["hue"]])
+        ax.set_xticks(xs, ticks)
+        pad = (max(xs) - min(xs)) * 0.08 or 0.5
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+        ax.set_xlabel(axis_title(view.rows))
+        positive = frame["value"][frame["value"] > 0]
+        if len(positive) == len(frame) and len(positive) and positive.max() / positive.min() > 20:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    if frame.empty:
+        ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#444444")
+        ax.set_yticks([])
     ax.set_ylabel(label)
     if ax.get_legend() is not None:
         ax.get_legend().set_title(axis_title(view.cols))
-    if missing:
-        ax.text(0.01, 0.01, "no value: " + "; ".join(missing), transform=ax.transAxes, fontsize=7,
-                color="#aa3333", va="bottom", wrap=True)
+    # a cell without a value: its status at its x position, in its hue's colour
+    where = blended_transform_factory(ax.transData, ax.transAxes)
+    stacked: dict[float, int] = {}
+    for x, hue, status in missing:
+        k = stacked[x] = stacked.get(x, -1) + 1
+        ax.text(x, 0.03 + 0.08 * k, f"{hue}: {status}" if view.cols else status, transform=where, ha="center",
+                va="bottom", fontsize=7, style="italic", color=colours[hue],
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+
+
+def _minor_label(value: float, _pos) -> str:
+    """Label the 2 and 5 minor ticks of a log axis (a plain number, not 2 x 10^1)."""
+    if value <= 0:
+        return ""
+    lead = round(value / 10 ** math.floor(math.log10(value)), 6)
+    return f"{value:g}" if lead in (2.0, 5.0) else ""

@@ -128,7 +128,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     lines += ["## Provenance", ""]
     lines.append(f"- **scale**: {prov.scale}" + (f". {prov.why}" if prov.why else ""))
     for description, where in prov.datasets:
-        lines.append(f"- **data set**: {description}" + ("" if where == "every cell" else f" ({where})"))
+        lines.append("- **data set**" + ("" if where == "every cell" else f" ({where})") + f": {description}")
     samples = ", ".join(str(s) for s in prov.samples) or "-"
     lines.append(f"- **our metric**: {', '.join(prov.metrics) or 'none yet'}; {samples} generated samples per cell")
     lines += [f"  - {note}" for note in prov.metric_notes]
@@ -162,7 +162,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     lines += [legend, ""]
     for panel in panels(collected, view):
         heading = panel.title or spec.name
-        lines += [f"### {heading}" + (f" ({'; '.join(panel.data)})" if panel.data else ""), ""]
+        lines += [f"### {heading}" + (f": {' / '.join(panel.data)}" if panel.data else ""), ""]
         corner = f"{view.rows} \\ {view.cols}" if view.cols else view.rows
         header = [corner]
         for col in panel.cols:
