@@ -34,7 +34,7 @@ def spec():
     return load_spec("table2", root=ROOT)
 
 
-def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), metric="FD-ref-500",
+def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), reused=(), metric="FD-ref-500",
                   extra_is: bool = False) -> Path:
     """FIXTURE run directories RUNS/table2/mini/CELL/result.json, shaped like the grid runner's."""
     grid = spec()
@@ -58,6 +58,8 @@ def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), 
                   "step": 2000 if status == "done" else 700, "rows": rows,
                   "commands": ["jitlab fit ...", "jitlab eval ..."], "train_seconds": 100.0, "seconds": 120.0,
                   "finished_at": "2026-11-22 08:10:00 UTC"}
+        if key in reused:  # the runner reused another grid's identical run
+            result["reused_from"] = str(runs / "table3" / "mini" / "mu--0.8_pred-x")
         (directory / "result.json").write_text(json.dumps(result))
     return runs
 
@@ -88,7 +90,8 @@ def test_csv_is_tidy_with_every_cell(tmp_path):
 
 
 def test_markdown_layout_and_provenance(tmp_path):
-    runs = write_fixture(tmp_path / "runs", REPRODUCING, failed=[("a", "eps", "eps")], missing=[("b", "v", "v")])
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, failed=[("a", "eps", "eps")], missing=[("b", "v", "v")],
+                         reused=[("a", "v", "x")])
     md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
     tables = [block.split("\n## ")[0] for block in md.split("\n### ")[1:] if block.startswith("(")]
     assert len(tables) == 2 and tables[0].startswith("(a) high patch dimension")
@@ -110,7 +113,9 @@ def test_markdown_layout_and_provenance(tmp_path):
                  "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
                  "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
                  "max_steps 2000", "`jitlab grid run table2 --scale mini", "`jitlab report table2 --scale mini",
-                 "**date**: generated", "**compute**: 28m20s of training summed over 17 cells",
+                 "**date**: generated", "**compute**: 26m40s of training summed over 16 cells",
+                 "1 more cell(s) reuse the identical run of another grid (1m40s of training, counted there)",
+                 "same run as `",
                  "16 done, 1 failed, 1 not run (of 18)", "The paper's claim:"):
         assert text in md, text
     assert "FID-50K" not in md.split("**the paper's metric**")[0].split("Grid `table2`")[1].split("ours:")[0]
@@ -130,6 +135,9 @@ def test_tex_png_and_atomic_outputs(tmp_path):
     with Image.open(paths["png"]) as image:
         assert image.format == "PNG" and image.size[0] > 600 and image.size[1] > 400
     assert sorted(p.name for p in out.iterdir()) == ["table2.csv", "table2.md", "table2.png", "table2.tex"]
+    again = build_report(spec(), "mini", runs, tmp_path / "again")
+    assert again["png"].read_bytes() == paths["png"].read_bytes()  # deterministic
+    assert again["csv"].read_text() == paths["csv"].read_text()
 
 
 def test_paper_scale_has_its_own_names(tmp_path):

@@ -57,16 +57,21 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     name = stem(spec, scale)
     prov = provenance(collected, name)
     paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
-    with atomic_path(paths["csv"], suffix=".csv") as tmp:
-        collected.frame.to_csv(tmp, index=False, float_format="%.6g")
-    write_text(paths["md"], markdown(collected, view, prov, verdict(spec, collected.frame)))
-    write_text(paths["tex"], latex(collected, view, prov))
+    # everything is made in memory first, so a failure leaves the previous report whole
+    texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),
+             "md": markdown(collected, view, prov, verdict(spec, collected.frame)),
+             "tex": latex(collected, view, prov)}
     if png:
-        from jitlab.report.plots import write_png
+        from jitlab.report.plots import render_png
 
-        write_png(collected, view, paths["png"])
+        image = render_png(collected, view)
     else:
         paths.pop("png")
+    for kind, text in texts.items():
+        write_text(paths[kind], text)
+    if png:
+        with atomic_path(paths["png"], suffix=".png") as tmp:
+            tmp.write_bytes(image)
     return paths
 
 

@@ -87,7 +87,8 @@ def tidy_frame(spec: GridSpec, cells: list[Cell], results: dict[str, dict | None
         status = NOT_RUN if result is None else str(result.get("status") or "unknown")
         base.update(status=status, stale=cell.id in (stale or []),
                     train_seconds=_number(result, "train_seconds"), seconds=_number(result, "seconds"),
-                    finished_at=(result or {}).get("finished_at"), error=(result or {}).get("error"))
+                    finished_at=(result or {}).get("finished_at"), error=(result or {}).get("error"),
+                    reused_from=(result or {}).get("reused_from"))
         rows = [r for r in (result or {}).get("rows") or [] if isinstance(r, dict)]
         if status != "done":
             rows = []  # a diverged or failed cell has no value to report, whatever partial rows it kept
@@ -106,7 +107,7 @@ def tidy_frame(spec: GridSpec, cells: list[Cell], results: dict[str, dict | None
                 record[key] = json.dumps(value) if isinstance(value, (list, tuple)) else value
             records.append(record)
     columns = ["grid", "scale", "cell", *axis_names, *extra_axes, "status", "metric", "value", "paper_metric",
-               "paper_value", *ROW_FIELDS, "train_seconds", "seconds", "finished_at", "stale", "error"]
+               "paper_value", *ROW_FIELDS, "train_seconds", "seconds", "finished_at", "stale", "reused_from", "error"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     for column in ("value", "paper_value", "train_seconds", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")

@@ -8,9 +8,9 @@ ladder (components). Our rows and the paper's never share an axis: they are diff
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
-from pathlib import Path
 
 import matplotlib
 
@@ -23,7 +23,6 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from jitlab.atomic import atomic_path  # noqa: E402
 from jitlab.report.collect import Collected  # noqa: E402
 from jitlab.report.layout import View, axis_title, value_text  # noqa: E402
 from jitlab.report.tables import Panel, fmt, fmt_paper, has_paper, ours_label, panels, paper_label  # noqa: E402
@@ -31,7 +30,14 @@ from jitlab.report.tables import Panel, fmt, fmt_paper, has_paper, ours_label, p
 MISSING_COLOUR = "#d9d9d9"
 
 
-def write_png(collected: Collected, view: View, path: Path) -> None:
+def render_png(collected: Collected, view: View) -> bytes:
+    """The figure as PNG bytes (deterministic: no timestamp in the file). Global matplotlib settings are
+    left as they were."""
+    with plt.rc_context():
+        return _render(collected, view)
+
+
+def _render(collected: Collected, view: View) -> bytes:
     sns.set_theme(style="white" if view.kind == "heatmap" else "whitegrid", context="notebook", font_scale=0.85)
     parts = panels(collected, view)
     show_paper = has_paper(collected)
@@ -64,9 +70,10 @@ def write_png(collected: Collected, view: View, path: Path) -> None:
                            + (" - one colour scale per heat map" if heat else ""), width)]
     fig.suptitle("\n".join(lines), fontsize=10)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=110, format="png", metadata={"Software": None})
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def _matrix(panel: Panel, which: str) -> tuple[np.ndarray, list[list[str]]]:

@@ -167,10 +167,15 @@ def provenance(collected: Collected, out_stem: str) -> Provenance:
                 f"jitlab report {spec.name}{scale_flag}{runs_flag}"]
 
     per_cell = frame.drop_duplicates("cell")
-    train = per_cell["train_seconds"].dropna()
-    total = per_cell["seconds"].dropna()
+    reused = per_cell["reused_from"].notna()
+    own = per_cell[~reused]
+    train, total = own["train_seconds"].dropna(), own["seconds"].dropna()
     compute = (f"{clock(train.sum())} of training summed over {len(train)} cells"
                + (f" ({clock(total.sum())} with evaluation)" if len(total) else "")) if len(train) else "none recorded"
+    if reused.any():
+        borrowed = per_cell.loc[reused, "train_seconds"].dropna()
+        compute += (f"; {int(reused.sum())} more cell(s) reuse the identical run of another grid "
+                    f"({clock(borrowed.sum())} of training, counted there)")
     finished = _distinct(per_cell["finished_at"])
     counts = {status: int((per_cell["status"] == status).sum()) for status in _distinct(per_cell["status"])}
     counts = {k: counts[k] for k in sorted(counts, key=lambda s: (s != "done", s == NOT_RUN, s))}

@@ -170,7 +170,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
             header.append(f"{prefix}{ours}")
             if show_paper:
                 header.append(f"{prefix}{paper}")
-        lines.append("| " + " | ".join(header) + " |")
+        lines.append("| " + " | ".join(_md(h) for h in header) + " |")
         lines.append("|" + "---|" + "---:|" * (len(header) - 1))
         for row in panel.rows:
             cells = [value_text(spec, view.rows, row)]
@@ -179,7 +179,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
                 cells.append(entry.ours(mixed) if entry else "-")
                 if show_paper:
                     cells.append(fmt_paper(entry.paper) if entry else "-")
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
         lines.append("")
 
     lines += ["## Every cell", ""]
@@ -195,6 +195,8 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
                 note.append(row["error"].replace("|", "/"))
             if bool(row["stale"]):
                 note.append("stale: run with another config")
+            if i == 0 and isinstance(row["reused_from"], str) and row["reused_from"]:
+                note.append(f"same run as `{row['reused_from']}`")
             metric = row["metric"] if isinstance(row["metric"], str) else "-"
             train = row["train_seconds"]
             lines.append("| " + " | ".join([
@@ -210,6 +212,11 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
 
 def report_stem(collected: Collected) -> str:
     return collected.spec.name if collected.scale == "mini" else f"{collected.spec.name}-{collected.scale}"
+
+
+def _md(text: str) -> str:
+    """A Markdown table cell: a '|' in a label would end the cell."""
+    return str(text).replace("|", "\\|")
 
 
 def _plain(value) -> str:
