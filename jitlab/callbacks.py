@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from jitlab.atomic import atomic_path
 from jitlab.data.base import to_uint8
 from jitlab.sampling import Sampler
 
@@ -25,10 +26,8 @@ def save_png(grid: Tensor, path: Path) -> None:
     """Write a uint8 (C, H, W) grid as PNG (atomically: write, then rename)."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
 
 
 def run_dir(trainer: L.Trainer) -> Path:

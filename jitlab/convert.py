@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 import warnings
@@ -26,6 +25,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from jitlab.atomic import atomic_path
 from jitlab.errors import ConfigError
 from jitlab.models.jit import JiT
 from jitlab.models.registry import MODELS, SIZES
@@ -435,13 +435,8 @@ def _lightning_version() -> str:
 
 def save_atomic(obj: Any, out: Path) -> None:
     """``torch.save`` to a temporary file next to ``out``, then rename over it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def convert_official(src: str | Path, out: str | Path, *, overwrite: bool = False,

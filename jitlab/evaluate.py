@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from jitlab import atomic
 from jitlab.generate import SamplerSettings, dist_info, generate_uint8, labels_for, rank_indices
 from jitlab.sample import parse_ema
 from jitlab.sampling import Sampler
@@ -81,10 +82,7 @@ def point_key(row: dict) -> tuple:
 
 def write_json(path: Path, payload: dict) -> None:
     """Atomic: write a temporary file, then rename; a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic.write_json(path, payload)
 
 
 def merge_rows(path: Path, rows: list[dict]) -> list[dict]:

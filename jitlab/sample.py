@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jitlab.atomic import atomic_path
 from jitlab.generate import SamplerSettings, dist_info, generate_uint8, labels_for, rank_indices
 from jitlab.sampling import Sampler
 
@@ -47,13 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict) -> None:
     """Atomic: write a temporary file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
     arrays = {"images": images, "indices": np.arange(len(images))}
     if labels is not None:
         arrays["labels"] = labels
-    np.savez(tmp, **arrays, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez keeps a name ending in .npz
+        np.savez(tmp, **arrays, meta=np.array(json.dumps(meta)))
 
 
 def main(argv: list[str] | None = None) -> int:

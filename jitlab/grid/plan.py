@@ -79,7 +79,7 @@ def cell_cost(cell: Cell, peak_tflops: float, utilisation: float) -> CellCost:
 
 def plan_table(cells: list[Cell], peak_tflops: float, utilisation: float) -> str:
     rows = [cell_cost(c, peak_tflops, utilisation) for c in cells]
-    lines = [f"| cell | model | GMACs | images trained | eval images | train GPU-h | eval GPU-h |",
+    lines = ["| cell | model | GMACs | images trained | eval images | train GPU-h | eval GPU-h |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.cell} | {r.model} | {r.gmacs:.2f} | {r.train_images:.3g} | {r.eval_images} | "

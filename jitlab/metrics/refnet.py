@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jitlab.atomic import atomic_path
 from jitlab.data.base import to_model_range
 from jitlab.errors import ConfigError
 
@@ -165,10 +166,8 @@ def _train(config: RefNetConfig, log: Callable[[str], None]) -> tuple[RefNet, di
 
 def save_refnet(path: Path, net: RefNet, config: RefNetConfig, info: dict) -> None:
     """Atomic: a temporary file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"version": VERSION, "config": asdict(config), "info": info, "state_dict": net.state_dict()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"version": VERSION, "config": asdict(config), "info": info, "state_dict": net.state_dict()}, tmp)
 
 
 def load_refnet(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from jitlab.atomic import atomic_path
 from jitlab.errors import ConfigError
 from jitlab.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, FeatureExtractor, build_extractor
 from jitlab.metrics.frechet import FrechetDistance
@@ -99,9 +100,8 @@ def save_stats(
     if extractor is not None:
         arrays["feature_space"] = np.array(extractor.name)
         arrays["fingerprint"] = np.array(extractor.fingerprint)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # np.savez keeps a name ending in .npz
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # np.savez keeps a name ending in .npz
+        np.savez(tmp, **arrays)
     return path
 
 

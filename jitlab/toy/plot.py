@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from jitlab.atomic import atomic_path
 from jitlab.toy.report import Stat, fmt
 
 VIEW = 2.6  # the true spiral reaches radius 2 (plus its thickness); points beyond the view are counted
@@ -46,8 +46,6 @@ def write_png(path: Path, results: list[dict], dims: list[int], preds: list[str]
                 lines[-1] += f"; {outside:.0%} outside view"
             ax.set_title("\n".join(lines), fontsize=9)
     fig.suptitle(title, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)

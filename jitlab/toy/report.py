@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 from typing import Iterable
+
+from jitlab.atomic import write_text
 
 METRICS = ("chamfer", "residual")
 CSV_COLUMNS = ("D", "pred", "loss", "seed", "metric", "value")
@@ -19,10 +20,7 @@ RECOVERED_FRACTION = 0.1  # a cell "recovers the spiral" if its mean Chamfer is 
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def csv_rows(results: Iterable[dict]) -> list[tuple]:
