@@ -31,9 +31,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 # one grid: run every cell (finished cells are skipped), then write reports/NAME.{csv,md,tex,png}
+# (the report is written even when a cell failed: it shows which; make still exits non-zero then)
 $(GRIDS): $(STAMP)
-	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(GRID_ARGS)
-	$(BIN)/jitlab report $@ --scale $(SCALE)
+	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(GRID_ARGS); status=$$?; \
+	$(BIN)/jitlab report $@ --scale $(SCALE) && exit $$status
 
 figures: $(GRIDS)
 
