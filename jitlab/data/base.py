@@ -4,11 +4,14 @@
   accumulation; each process loads ``global_batch_size / (world_size * accumulate_grad_batches)``.
 - Images travel as uint8 (N, C, H, W) and become floats in [-1, 1] on the device.
 - ``net_defaults`` tells the CLI what the network must match (image size, classes, channels).
+- The training loader is resumable mid-epoch: the order of an epoch is a pure function of
+  (seed, epoch), and the loader's ``state_dict`` (saved by Lightning in every checkpoint) records
+  how much of it was consumed, so a resumed run continues with the next unseen sample.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import lightning as L
 import torch
@@ -26,6 +29,76 @@ def to_model_range(x: Tensor) -> Tensor:
 def to_uint8(x: Tensor) -> Tensor:
     """float [-1, 1] -> uint8 [0, 255], rounded as a PNG writer would."""
     return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` (shuffled, ``drop_last``) that can start part-way into an epoch.
+
+    The global order of epoch ``e`` is ``randperm(n)`` seeded with ``seed + e`` (as in torch's
+    sampler, so the order is unchanged for a run that never resumes); rank ``r`` of ``w`` takes
+    positions ``r, r + w, ...``. After ``skip(k)``, the first ``k`` positions of the global order
+    are left out and the rest is split the same way. With whole batches consumed in lockstep, the
+    first ``k`` positions are exactly the samples the ranks have seen, even if the number of
+    processes changes between the runs.
+
+    ``len()`` stays the length of a whole epoch: Lightning counts the batches already done from
+    its own progress and stops at the same total.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0  # positions of the global order of ``self.epoch`` already consumed
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0  # a new epoch starts at its beginning
+        super().set_epoch(epoch)
+
+    def skip(self, epoch: int, start: int) -> None:
+        """Continue epoch ``epoch`` after its first ``start`` positions."""
+        self.epoch, self.start = epoch, max(0, int(start))
+
+    def global_order(self) -> list[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.global_order()[: self.total_size][self.start:]
+        usable = len(order) // self.num_replicas * self.num_replicas  # every rank gets as many
+        return iter(order[self.rank:usable:self.num_replicas])
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a :class:`ResumableDistributedSampler` with ``state_dict`` / ``load_state_dict``.
+
+    Lightning saves the state of a training loader that has these two methods in every checkpoint
+    and loads it before iterating again. The state is the epoch and how many positions of its
+    global order all processes together have consumed; it counts batches handed to the training
+    loop, not the ones workers have prefetched.
+    """
+
+    def __init__(self, dataset: Dataset, sampler: ResumableDistributedSampler, **kwargs: Any):
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._epoch = sampler.epoch
+        self._consumed = sampler.start  # global positions of ``_epoch`` consumed so far
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler: ResumableDistributedSampler = self.sampler  # type: ignore[assignment]
+        self._epoch, self._consumed = sampler.epoch, sampler.start
+        per_batch = self.batch_size * sampler.num_replicas  # type: ignore[operator]
+        for batch in super().__iter__():
+            self._consumed += per_batch
+            yield batch
+        sampler.start = 0  # the epoch is complete: iterating again starts it afresh
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "consumed": self._consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler: ResumableDistributedSampler = self.sampler  # type: ignore[assignment]
+        sampler.skip(int(state["epoch"]), int(state["consumed"]))
+        self._epoch, self._consumed = sampler.epoch, sampler.start
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -76,23 +149,15 @@ class ImageDataModule(L.LightningDataModule):
         return self.global_batch_size // parts
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = None
-        if train:
-            # the order is a function of (seed, epoch), on one process or many: a run resumed at an
-            # epoch boundary sees what an uninterrupted run would (Lightning calls set_epoch)
-            world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
-                                         drop_last=True)
-        return DataLoader(
-            dataset,
-            batch_size=self.micro_batch_size(),
-            sampler=sampler,
-            shuffle=False,
-            drop_last=train,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        kwargs = dict(batch_size=self.micro_batch_size(), shuffle=False, drop_last=train, num_workers=self.num_workers,
+                      persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        if not train:
+            return DataLoader(dataset, **kwargs)
+        # the order is a function of (seed, epoch), on one process or many; the loader's state
+        # (epoch, samples consumed) lets a run resumed mid-epoch continue where it stopped
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        sampler = ResumableDistributedSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
+        return ResumableDataLoader(dataset, sampler, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset(), train=True)
