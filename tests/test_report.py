@@ -153,6 +153,7 @@ def test_paper_scale_has_its_own_names(tmp_path):
     assert paths["md"].name == "table2-paper.md"
     md = paths["md"].read_text()
     assert "ours: FID-50K (paper)" in md and "17 not run" in md and "ImageNet 256x256" in md
+    assert "`jitlab grid run table2 --scale paper --runs " in md and " --data-root DIR`" in md
 
 
 def test_verdict_reproducing(tmp_path):

@@ -133,7 +133,8 @@ def _heatmap(ax, collected: Collected, view: View, panel: Panel, which: str, lab
     norm = _norm(values)
     ax.set_facecolor(MISSING_COLOUR)
     kind = "log scale" if isinstance(norm, LogNorm) else "linear"
-    sns.heatmap(frame, ax=ax, norm=norm, cmap="viridis", annot=np.array(text, dtype=object), fmt="",
+    limits = {} if norm is not None else {"vmin": 0.0, "vmax": 1.0}  # all cells missing: nothing to scale
+    sns.heatmap(frame, ax=ax, norm=norm, cmap="viridis", **limits, annot=np.array(text, dtype=object), fmt="",
                 linewidths=1, linecolor="white", cbar=norm is not None,
                 cbar_kws={"label": f"{label.split(': ', 1)[-1]}, {kind}"} if norm is not None else None,
                 annot_kws={"fontsize": 9})

@@ -163,7 +163,8 @@ def provenance(collected: Collected, out_stem: str) -> Provenance:
 
     scale_flag = f" --scale {scale}"
     runs_flag = "" if str(collected.runs) == "runs/grids" else f" --runs {collected.runs}"
-    commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}",
+    data_root = " --data-root DIR" if any("ImageNet" in data_description(c.config) for c in cells) else ""
+    commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}{data_root}",
                 f"jitlab report {spec.name}{scale_flag}{runs_flag}"]
 
     per_cell = frame.drop_duplicates("cell")

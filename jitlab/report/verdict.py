@@ -47,12 +47,15 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.3g}x" if b > 0 else "inf"
 
 
-def _missing_note(cells: pd.DataFrame) -> str:
+def _missing_note(cells: pd.DataFrame, judged: bool = True) -> str:
     missing = cells[~cells["status"].isin(["done", "diverged"])]
     if missing.empty:
         return ""
-    listed = ", ".join(f"{r['cell']} ({r['status']})" for _, r in missing.iterrows())
-    return f" Provisional: {len(missing)} of {len(cells)} cells have no result ({listed})."
+    if len(missing) <= 3:
+        listed = ", ".join(f"{r['cell']} ({r['status']})" for _, r in missing.iterrows())
+    else:
+        listed = ", ".join(f"{n} {status}" for status, n in missing["status"].value_counts(sort=False).items())
+    return f" {'Provisional' if judged else 'Missing'}: {len(missing)} of {len(cells)} cells have no result ({listed})."
 
 
 def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
@@ -76,10 +79,10 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
         note = _missing_note(a)
         if not x_values:
             outcome["a"] = None
-            lines.append(f"**(a)** cannot be judged: no x-prediction cell has a value.{note}")
+            lines.append(f"**(a)** cannot be judged: no x-prediction cell has a value.{_missing_note(a, False)}")
         elif not finite_others and not diverged:
             outcome["a"] = None
-            lines.append(f"**(a)** cannot be judged: no eps- or v-prediction cell has a result.{note}")
+            lines.append(f"**(a)** cannot be judged: no eps- or v-prediction cell has a result.{_missing_note(a, False)}")
         else:
             best, best_loss = min(x_values)
             rule = "x-pred's best loss below every eps-/v-pred cell"
@@ -120,7 +123,7 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
         rule = f"all cells within a factor {CLOSE_FACTOR:g} (max/min <= {CLOSE_FACTOR:g})"
         if len(values) < 2 and not diverged:
             outcome["b"] = None
-            lines.append(f"**(b)** cannot be judged: fewer than two cells have a value.{note}")
+            lines.append(f"**(b)** cannot be judged: fewer than two cells have a value.{_missing_note(b, False)}")
         else:
             if values:
                 high, low = max(values), min(values)
