@@ -53,9 +53,9 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
         raise ReportError(f"no cell of grid {spec.name!r} at scale {scale!r} has a result yet: searched "
                           f"{collected.directory} for CELL/result.json ({len(collected.cells)} cells); "
                           f"run `jitlab grid run {spec.name} --scale {scale}` first, or pass --runs DIR")
-    view = view_of(spec, scale)
+    view = view_of(spec)
     name = stem(spec, scale)
-    prov = provenance(collected, name)
+    prov = provenance(collected)
     paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
     # everything is made in memory first, so a failure leaves the previous report whole
     texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),

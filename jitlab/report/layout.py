@@ -28,7 +28,7 @@ class View:
     panels: tuple[str, ...]  # one table (and one plot panel) per combination of these axes' values
 
 
-def view_of(spec: GridSpec, scale: str | None = None) -> View:
+def view_of(spec: GridSpec) -> View:
     layout = spec.layout or {}
     names = [axis.name for axis in spec.axes]
     kind = str(layout.get("kind", "table"))

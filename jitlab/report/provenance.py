@@ -102,7 +102,7 @@ def _distinct(series: pd.Series) -> list:
     return list(dict.fromkeys(v for v in series if not (isinstance(v, float) and math.isnan(v)) and v is not None))
 
 
-def provenance(collected: Collected, out_stem: str) -> Provenance:
+def provenance(collected: Collected) -> Provenance:
     spec, scale, frame = collected.spec, collected.scale, collected.frame
     cells = collected.cells
 

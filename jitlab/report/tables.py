@@ -119,9 +119,9 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     ours, paper = ours_label(collected), paper_label(collected)
     show_paper = has_paper(collected)
     lines = [f"# {spec.title}", ""]
-    lines += [f"Grid `{spec.name}` at the **{prov.scale}** scale: {prov.metric} on "
-              f"{'; '.join(d for d, _ in prov.datasets)}. "
-              f"Our numbers are in columns headed *{ours}*; the paper's only in columns headed *{paper}*.", ""]
+    lines += [(f"Grid `{spec.name}` at the **{prov.scale}** scale: {prov.metric} on "
+               f"{'; '.join(d for d, _ in prov.datasets)}. "
+               f"Our numbers are in columns headed *{ours}*; the paper's only in columns headed *{paper}*."), ""]
     if spec.claim:
         lines += [f"**The paper's claim:** {' '.join(spec.claim.split())}", ""]
 
@@ -138,7 +138,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     if prov.varies:
         lines.append(f"- **what differs between cells**: {', '.join(f'`{k}`' for k in prov.varies)}")
     total = sum(prov.counts.values())
-    lines.append(f"- **cells**: " + ", ".join(f"{n} {status}" for status, n in prov.counts.items())
+    lines.append("- **cells**: " + ", ".join(f"{n} {status}" for status, n in prov.counts.items())
                  + f" (of {total})")
     lines.append(f"- **commands**: `{prov.commands[0]}` (runs the cells), then `{prov.commands[1]}` (this report)")
     lines.append(f"- **date**: generated {prov.generated}"
@@ -244,8 +244,8 @@ def latex(collected: Collected, view: View, prov: Provenance) -> str:
     show_paper = has_paper(collected)
     per = 2 if show_paper else 1
     out = [f"% {spec.title}",
-           f"% grid {spec.name}, scale {prov.scale}; ours: {prov.metric}, {', '.join(map(str, prov.samples)) or '-'} "
-           f"samples per cell; paper: {spec.paper_metric}",
+           (f"% grid {spec.name}, scale {prov.scale}; ours: {prov.metric}, "
+            f"{', '.join(map(str, prov.samples)) or '-'} samples per cell; paper: {spec.paper_metric}"),
            f"% data: {'; '.join(d for d, _ in prov.datasets)}",
            f"% made by: {prov.commands[0]} && {prov.commands[1]}  ({prov.generated})",
            "% needs \\usepackage{booktabs}", ""]

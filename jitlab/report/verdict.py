@@ -10,7 +10,7 @@ work); a failed or not-run cell is missing evidence, and a verdict that lacks ce
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
