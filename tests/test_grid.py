@@ -268,3 +268,14 @@ def test_a_cell_identical_to_a_finished_one_of_another_grid_is_reused(tmp_path):
     assert len(calls) == 1 and outcome.status == "diverged" and "same run as" in outcome.summary
     reused = json.loads((runner.cell_dir(tmp_path / "runs", second[0]) / "result.json").read_text())
     assert reused["grid"] == "tiny2" and reused["reused_from"].endswith("tiny/mini/pred-x")
+
+
+def test_checkpoint_state_reads_weights_and_emas_not_other_callbacks(tmp_path):
+    ckpt = {"state_dict": {"net.w": torch.ones(3)}, "global_step": 7,
+            "callbacks": {"ModelCheckpoint{'monitor': None}": {"kth_value": torch.tensor(float("inf"))},
+                          "MultiEMA{'attr': 'net', 'decays': [0.999]}": {"averages": [{"w": torch.ones(3)}]}}}
+    torch.save(ckpt, tmp_path / "a.ckpt")
+    assert runner.checkpoint_state(tmp_path / "a.ckpt") == (7, True)
+    ckpt["callbacks"]["MultiEMA{'attr': 'net', 'decays': [0.999]}"]["averages"][0]["w"][1] = float("nan")
+    torch.save(ckpt, tmp_path / "b.ckpt")
+    assert runner.checkpoint_state(tmp_path / "b.ckpt") == (7, False)

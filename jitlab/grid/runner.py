@@ -103,8 +103,10 @@ def checkpoint_state(path: Path) -> tuple[int, bool]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     finite = all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values()
                  if torch.is_tensor(v) and v.is_floating_point())
-    for ema in (ckpt.get("callbacks") or {}).values():
-        for tensor in _tensors(ema):
+    for key, state in (ckpt.get("callbacks") or {}).items():
+        if not str(key).startswith("MultiEMA"):  # e.g. ModelCheckpoint keeps kth_value = inf by design
+            continue
+        for tensor in _tensors(state):
             finite = finite and bool(torch.isfinite(tensor).all())
     return int(ckpt.get("global_step", 0)), finite
 
