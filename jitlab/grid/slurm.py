@@ -79,9 +79,9 @@ class CellJob:
 
 
 def _in_process(args: list[str], log: Path, env: dict[str, str]) -> int:
-    from jitlab.cli import main
-
     import torch.distributed as dist
+
+    from jitlab.cli import main
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()  # training's process group: evaluation here runs on task 0 alone
