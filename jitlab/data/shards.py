@@ -120,7 +120,22 @@ class ShardDataset(StreamingDataset):
         return image.contiguous(), int(item["label"])
 
 
+class ShardLoader(StreamingDataLoader):
+    """litdata's ``StreamingDataLoader``, fixed for a resumed epoch that Lightning does not exhaust.
+
+    After ``load_state_dict`` litdata stays in its "resuming" mode until its iterator runs to
+    ``StopIteration``; Lightning stops asking after the epoch's last batch, so the next epoch would
+    start in that mode (stale epoch counter, so other shuffles and flips than an uninterrupted
+    run). An epoch whose batches were all delivered ends that mode here.
+    """
+
+    def __iter__(self) -> Any:
+        if self.restore and self.batch_size and self._num_samples_yielded_streaming >= len(self) * self.batch_size:
+            self.restore = False
+        yield from super().__iter__()
+
+
 def shard_loader(dataset: Any, batch_size: int, num_workers: int, train: bool) -> Any:
     """A litdata ``StreamingDataLoader``: its state (saved in checkpoints by Lightning) resumes mid-epoch."""
-    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=train,
-                               pin_memory=torch.cuda.is_available())
+    return ShardLoader(dataset, batch_size=batch_size, num_workers=num_workers, drop_last=train,
+                       pin_memory=torch.cuda.is_available())
