@@ -198,8 +198,11 @@ def test_killed_cell_resumes_from_last_ckpt_nothing_lost_nothing_repeated(tmp_pa
     tiny_grid(tmp_path, preds=("x",), extra_set={"trainer.max_steps": 200})
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "jitlab.cli", "grid", "run", "tiny", "--runs", str(runs),
-                             "--jobs", "1"], cwd=tmp_path, env=env, start_new_session=True,
+    # the runner in a child process (its training is a grandchild): both are killed below
+    child = ("from pathlib import Path; from jitlab.grid import runner; from jitlab.grid.spec import load_spec; "
+             "cells = load_spec('tiny', root=Path('.')).cells('mini', {'trainer.max_steps': 200}); "
+             f"runner.run_local(cells, Path({str(runs)!r}), jobs=1, threads=1)")
+    proc = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cell = load_spec("tiny", root=tmp_path).cells("mini", {"trainer.max_steps": 200})[0]
     directory = runner.cell_dir(runs, cell)
