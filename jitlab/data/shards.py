@@ -43,7 +43,21 @@ def join(root: str, *parts: str) -> str:
 
 def _read_text(path: str) -> str:
     if is_url(path):
-        import fsspec  # a Lightning dependency; object stores need their fsspec driver (s3fs, gcsfs)
+        import tempfile
+
+        try:  # the client litdata itself downloads chunks with (s3://, gs://, r2://)
+            from litdata.streaming.fs_provider import _get_fs_provider
+
+            provider = _get_fs_provider(path)
+        except Exception:  # noqa: BLE001 -- a scheme litdata has no client for: try fsspec
+            provider = None
+        if provider is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = os.path.join(tmp, META_NAME)
+                provider.download_file(path, local)
+                with open(local) as handle:
+                    return handle.read()
+        import fsspec  # a Lightning dependency; object stores need their driver (s3fs, gcsfs, ...)
 
         with fsspec.open(path, "r") as handle:
             return handle.read()
