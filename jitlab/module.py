@@ -10,11 +10,11 @@ from typing import Any, Literal, Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
-from jitlab.flow import Flow, FlowConfig
+from jitlab.flow import Flow, FlowConfig, Space
 from jitlab.models.spec import build_net, net_spec
 from jitlab.sampling import Sampler, guided_velocity, index_seed, initial_noise, integrate
 
@@ -56,6 +56,27 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
+    """Warn when an eps- or v-predicting net sees its patches through a bottleneck narrower than a patch.
+
+    eps and v carry the noise of all ``patch_dim`` directions of a patch, but the bottleneck passes only ``d'``
+    linear combinations of ``z``: the other ``patch_dim - d'`` noise directions cannot be predicted, whatever
+    the training (an eps error of about sqrt(1 - d'/patch_dim) per pixel, seen as saturated noise in samples).
+    The paper pairs the bottleneck with x-prediction only (Figure 4); the warning keeps a grid valid but loud.
+    """
+    bottleneck = getattr(net, "init_args", {}).get("bottleneck_dim")
+    patch_dim = getattr(net, "patch_dim", None)
+    pred = Space(flow.pred)
+    if pred is Space.x or bottleneck is None or patch_dim is None or bottleneck >= patch_dim:
+        return
+    rank_zero_warn(
+        f"jitlab: model.flow.pred={pred.value} with model.net.init_args.bottleneck_dim={bottleneck} < patch "
+        f"dimension {patch_dim}: {patch_dim - bottleneck} noise directions per patch never reach the network, "
+        f"so its {pred.value}-prediction cannot be right there (expect noisy samples); use pred=x or "
+        f"bottleneck_dim=null (or >= {patch_dim})"
+    )
 
 
 class JiTModule(L.LightningModule):
@@ -106,6 +127,7 @@ class JiTModule(L.LightningModule):
         self._images_per_sec: float | None = None
         self._last_logged_step = -1
         self._generator: torch.Generator | None = None
+        warn_noise_through_bottleneck(net, flow)
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_model(self) -> None:

@@ -157,3 +157,16 @@ def test_hparams_rebuild_the_network(tmp_path):
     net = build_net(module.hparams["net"])
     assert net.state_dict().keys() == module.net.state_dict().keys()
     assert module.hparams["flow"]["pred"] == "eps"
+
+
+@pytest.mark.parametrize("pred", [Space.eps, Space.v])
+def test_noise_prediction_through_a_narrow_bottleneck_warns(pred):
+    # 4x4x3 = 48-d patches through d' = 16: 32 noise directions per patch never reach the network
+    with pytest.warns(UserWarning, match=r"bottleneck_dim=16 < patch dimension 48: 32 noise directions"):
+        JiTModule(tiny_net(bottleneck_dim=16), flow=FlowConfig(pred=pred))
+
+
+@pytest.mark.parametrize("pred, bottleneck", [(Space.x, 16), (Space.eps, None), (Space.v, 48)])
+def test_no_bottleneck_warning_when_the_noise_fits(pred, bottleneck, recwarn):
+    JiTModule(tiny_net(bottleneck_dim=bottleneck), flow=FlowConfig(pred=pred))
+    assert not [w for w in recwarn if "noise directions" in str(w.message)]
