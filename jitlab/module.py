@@ -156,7 +156,10 @@ class JiTModule(L.LightningModule):
             f"jitlab: lr = {lr:.3g} (blr {cfg.blr:g} x global batch {global_batch} / 256), warm-up {warmup} steps, "
             f"{cfg.schedule} schedule over {total} steps"
         )
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        # fused AdamW: one kernel for all parameters where torch has it (CPU, CUDA); the loop elsewhere
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.net.parameters()) or None
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                      fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule, cfg.min_lr_ratio)
         )

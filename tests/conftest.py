@@ -11,6 +11,28 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """``jitlab ARGS`` in this process: its exit code and everything it printed."""
+    from jitlab.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matmuls: one thread is faster than two contending ones on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+
 def tiny_net(img_size: int = 16, num_classes: int = 10, **overrides):
     from jitlab.models import JiT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jitlab.cli import main
+from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p for p in (REPO / "experiments").glob("*.yaml"))
@@ -22,15 +22,6 @@ ONE_STEP = [
     "--trainer.precision=32-true", "--model.compile=false", "--trainer.enable_progress_bar=false",
     "--trainer.accelerator=cpu", "--trainer.devices=1", "--samples.num_images=2", "--samples.steps=1",
 ]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    try:
-        code = main(args)
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 @pytest.mark.parametrize("name,img,params,gmacs", [

@@ -19,6 +19,7 @@ from PIL import Image
 from jitlab.data.imagenet import ImageFolderDataset, ImageNetDataModule, center_crop, crop_file, open_rgb
 from jitlab.data.synth_imagenet import AWKWARD, write_tree
 from jitlab.errors import ConfigError
+from tests.conftest import run_cli
 
 CLASSES = 3
 
@@ -307,18 +308,11 @@ def test_prepare_bad_input_exits_2(tree, tmp_path, capsys):
 
 
 def run_fit(root: Path, tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
-    from jitlab.cli import main
-
     args = ["fit", "--data", "ImageNetDataModule", "--data.root", str(root), "--data.resolution", "64",
             "--trainer.max_steps=2", "--data.global_batch_size=4", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", "--samples.num_images=2", "--samples.steps=1",
             "--trainer.accelerator=cpu", "--trainer.devices=1", f"--trainer.default_root_dir={tmp_path}", *extra]
-    try:
-        code = main(args)
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    return run_cli(args, capsys)
 
 
 @pytest.mark.parametrize("source", ["folder", "shards"])

@@ -35,15 +35,6 @@ from jitlab.module import JiTModule, OptimConfig
 PREDS = ["x", "eps", "v"]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one thread is faster than two contending ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TensorDataModule(L.LightningDataModule):
     """(x, y) tensors served as ``max_steps`` batches drawn with replacement: one epoch, no image conversion."""
 

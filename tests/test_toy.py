@@ -97,15 +97,6 @@ def fixed_loss(module: JiTModule, x: torch.Tensor) -> float:
     return float(torch.stack(losses).mean())
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matmuls: one thread is faster than two contending ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("pred", ["x", "eps", "v"])
 def test_short_training_through_jit_module_lowers_the_loss(tmp_path, pred, one_thread):
     L.seed_everything(0, verbose=False)
