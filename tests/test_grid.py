@@ -282,3 +282,35 @@ def test_checkpoint_state_reads_weights_and_emas_not_other_callbacks(tmp_path):
     ckpt["callbacks"]["MultiEMA{'attr': 'net', 'decays': [0.999]}"]["averages"][0]["w"][1] = float("nan")
     torch.save(ckpt, tmp_path / "b.ckpt")
     assert runner.checkpoint_state(tmp_path / "b.ckpt") == (7, False)
+
+
+class FakeTrainRef:
+    """Stands in for a `jitlab train-ref` process: records its arguments and when it started and ended."""
+
+    events: list[str] = []
+    fail: set[str] = set()
+
+    def __init__(self, args):
+        self.name = f"{args[args.index('--kind') + 1]}-{args[args.index('--resolution') + 1]}"
+        self.threads = int(args[args.index("--threads") + 1])
+        FakeTrainRef.events.append(f"start {self.name} threads={self.threads}")
+
+    def wait(self):
+        FakeTrainRef.events.append(f"end {self.name}")
+        return 1 if self.name in FakeTrainRef.fail else 0
+
+
+def test_reference_classifiers_train_side_by_side_once_per_resolution(monkeypatch):
+    monkeypatch.setattr(runner.subprocess, "Popen", FakeTrainRef)
+    FakeTrainRef.events, FakeTrainRef.fail = [], set()
+    cells = load_spec("table5", root=REPO).cells("mini")  # three resolutions
+    resolutions = sorted({c.config["data"]["init_args"]["resolution"] for c in cells})
+    assert len(resolutions) == 3
+    runner.prepare_references(cells + cells, threads=2, jobs=2, echo=lambda line: None)
+    starts = [e for e in FakeTrainRef.events if e.startswith("start")]
+    assert len(starts) == 3 and all(e.endswith("threads=1") for e in starts)  # each once, a core each
+    assert FakeTrainRef.events[:2] == starts[:2]  # the first two run together
+    FakeTrainRef.events, FakeTrainRef.fail = [], {f"shapes-{resolutions[1]}"}
+    with pytest.raises(ConfigError, match=f"shapes-{resolutions[1]} failed"):
+        runner.prepare_references(cells, threads=2, jobs=1, echo=lambda line: None)
+    assert FakeTrainRef.events[0] == f"start shapes-{resolutions[0]} threads=2"

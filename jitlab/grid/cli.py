@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
           f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}", flush=True)
     started = time.time()
-    prepare_references(cells, threads=cores)
+    prepare_references(cells, threads=cores, jobs=jobs)
     outcomes = run_local(cells, args.runs, jobs=jobs, threads=threads,
                          echo=lambda line: print(line, flush=True))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "diverged", "failed", "skipped")}

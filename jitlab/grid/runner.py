@@ -243,8 +243,12 @@ def _finish(cell: Cell, directory: Path, result: dict, status: str, started: flo
     return CellOutcome(cell, status, result["seconds"], summary)
 
 
-def prepare_references(cells: list[Cell], threads: int, echo: Callable[[str], None] = print) -> None:
-    """Train (once, cached) the reference classifier each refnet-scored cell needs, before cells run in parallel."""
+def prepare_references(cells: list[Cell], threads: int, jobs: int = 1,
+                       echo: Callable[[str], None] = print) -> None:
+    """Train (once, cached) the reference classifier each refnet-scored cell needs, before cells run in parallel.
+
+    Up to ``jobs`` classifiers train at once (one per core at the mini scale), sharing ``threads``.
+    """
     needed = []
     for cell in cells:
         data = cell.config.get("data") or {}
@@ -253,12 +257,18 @@ def prepare_references(cells: list[Cell], threads: int, echo: Callable[[str], No
             key = (str(args.get("kind", "shapes")), int(args.get("resolution", 64)))
             if key not in needed:
                 needed.append(key)
-    for kind, resolution in needed:
-        echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
-        code = subprocess.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
-                                "--resolution", str(resolution), "--threads", str(threads)])
-        if code != 0:
-            raise ConfigError("train-ref", f"training the reference classifier for {kind}-{resolution} failed")
+    jobs = max(1, min(jobs, len(needed)))
+    each = max(1, threads // jobs)
+    for start in range(0, len(needed), jobs):
+        batch = needed[start:start + jobs]
+        running = []
+        for kind, resolution in batch:
+            echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
+            running.append(subprocess.Popen([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
+                                             "--resolution", str(resolution), "--threads", str(each)]))
+        failed = [f"{kind}-{resolution}" for (kind, resolution), proc in zip(batch, running) if proc.wait() != 0]
+        if failed:
+            raise ConfigError("train-ref", f"training the reference classifier for {', '.join(failed)} failed")
 
 
 def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None = None,
