@@ -112,7 +112,7 @@ def test_markdown_layout_and_provenance(tmp_path):
     for text in ("**scale**: mini", "**data set** (setting a): shapes 64x64", "**data set** (setting b): shapes 16x16",
                  "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
                  "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
-                 "max_steps 2000", "`jitlab grid run table2 --scale mini", "`jitlab report table2 --scale mini",
+                 f"max_steps {spec().cells('mini')[0].config['trainer']['max_steps']}", "`jitlab grid run table2 --scale mini", "`jitlab report table2 --scale mini",
                  "**date**: generated", "**compute**: 26m40s of training summed over 16 cells",
                  "1 more cell(s) reuse the identical run of another grid (1m40s of training, counted there)",
                  "same run as `",
