@@ -158,8 +158,8 @@ class JiTModule(L.LightningModule):
         )
         # fused AdamW: one kernel for all parameters where torch has it (CPU, CUDA); the loop elsewhere
         fused = all(p.device.type in ("cpu", "cuda") for p in self.net.parameters()) or None
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                      fused=fused)
+        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas),
+                                      weight_decay=cfg.weight_decay, fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule, cfg.min_lr_ratio)
         )
