@@ -308,7 +308,8 @@ def test_reference_classifiers_train_side_by_side_once_per_resolution(monkeypatc
     assert len(resolutions) == 3
     runner.prepare_references(cells + cells, threads=2, jobs=2, echo=lambda line: None)
     starts = [e for e in FakeTrainRef.events if e.startswith("start")]
-    assert len(starts) == 3 and all(e.endswith("threads=1") for e in starts)  # each once, a core each
+    assert len(starts) == 3 and all(e.endswith("threads=1") for e in starts[:2])  # each once, a core each
+    assert starts[2].endswith("threads=2")  # the third trains alone on both cores
     assert FakeTrainRef.events[:2] == starts[:2]  # the first two run together
     FakeTrainRef.events, FakeTrainRef.fail = [], {f"shapes-{resolutions[1]}"}
     with pytest.raises(ConfigError, match=f"shapes-{resolutions[1]} failed"):

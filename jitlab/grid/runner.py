@@ -258,9 +258,9 @@ def prepare_references(cells: list[Cell], threads: int, jobs: int = 1,
             if key not in needed:
                 needed.append(key)
     jobs = max(1, min(jobs, len(needed)))
-    each = max(1, threads // jobs)
     for start in range(0, len(needed), jobs):
         batch = needed[start:start + jobs]
+        each = max(1, threads // len(batch))  # a lone last classifier gets every core
         running = []
         for kind, resolution in batch:
             echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
