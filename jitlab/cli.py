@@ -46,7 +46,7 @@ DEFAULT_TRAINER = {
 
 def _lightning_cli() -> type:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, Timer
     from lightning.pytorch.cli import LightningCLI
 
     from jitlab.callbacks import SampleGrid
@@ -59,6 +59,9 @@ def _lightning_cli() -> type:
             parser.add_lightning_class_args(SampleGrid, "samples")
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
             parser.add_lightning_class_args(PeriodicEval, "evaluation")  # off unless evaluation.every_n_steps > 0
+            # training time kept in checkpoints across resumes (grid reports); timer.duration DD:HH:MM:SS stops
+            # a run cleanly before a cluster's time limit
+            parser.add_lightning_class_args(Timer, "timer")
             parser.set_defaults({
                 "seed_everything": 0,
                 "model.net": DEFAULT_NET,
@@ -67,6 +70,7 @@ def _lightning_cli() -> type:
                 "data": DEFAULT_DATA,
                 "ema.decays": [0.999, 0.99],
                 "ema.warmup": True,
+                "timer.interval": "step",  # Lightning's default is an enum member, which the saved config.yaml can't hold
                 "samples.every_n_steps": 500,
                 "checkpoint.save_last": True,
                 "checkpoint.every_n_train_steps": 500,

@@ -278,10 +278,28 @@ def test_checkpoint_state_reads_weights_and_emas_not_other_callbacks(tmp_path):
             "callbacks": {"ModelCheckpoint{'monitor': None}": {"kth_value": torch.tensor(float("inf"))},
                           "MultiEMA{'attr': 'net', 'decays': [0.999]}": {"averages": [{"w": torch.ones(3)}]}}}
     torch.save(ckpt, tmp_path / "a.ckpt")
-    assert runner.checkpoint_state(tmp_path / "a.ckpt") == (7, True)
+    assert runner.checkpoint_state(tmp_path / "a.ckpt") == (7, True, None)
     ckpt["callbacks"]["MultiEMA{'attr': 'net', 'decays': [0.999]}"]["averages"][0]["w"][1] = float("nan")
     torch.save(ckpt, tmp_path / "b.ckpt")
-    assert runner.checkpoint_state(tmp_path / "b.ckpt") == (7, False)
+    assert runner.checkpoint_state(tmp_path / "b.ckpt") == (7, False, None)
+
+
+def test_train_time_comes_from_the_checkpoint_timer_so_a_resumed_cell_counts_every_attempt(tmp_path):
+    tiny_grid(tmp_path, preds=("x",))
+    cell = load_spec("tiny", root=tmp_path).cells("mini")[0]
+
+    def resumed_training(args, log, env):  # returns at once, as a resume of a finished training does
+        if "--config" not in args:
+            return 1  # the evaluation: not under test here
+        ckpt = Path(args[args.index("--config") + 1]).parent / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": {"net.w": torch.ones(2)}, "global_step": 30,
+                    "callbacks": {"Timer": {"time_elapsed": {"train": 512.5, "validate": 3.0}}}}, ckpt)
+        return 0
+
+    runner.run_local([cell], tmp_path / "runs", runner=resumed_training, echo=lambda _: None)
+    result = json.loads((runner.cell_dir(tmp_path / "runs", cell) / "result.json").read_text())
+    assert result["train_seconds"] == 512.5 and result["step"] == 30
 
 
 class FakeTrainRef:

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
@@ -96,19 +96,29 @@ def read_result(directory: Path) -> dict[str, Any] | None:
         return None  # never written by us half-way (atomic), but a hand-edited file is not trusted
 
 
-def checkpoint_state(path: Path) -> tuple[int, bool]:
-    """(global step, whether every weight and EMA is finite) of a Lightning checkpoint."""
+class CheckpointState(NamedTuple):
+    step: int
+    finite: bool  # every weight and EMA is finite
+    train_seconds: float | None  # training time the checkpoint embodies, over every resumed attempt (Timer)
+
+
+def checkpoint_state(path: Path) -> CheckpointState:
+    """Global step, finiteness and recorded training time of a Lightning checkpoint."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     finite = all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values()
                  if torch.is_tensor(v) and v.is_floating_point())
+    train_seconds = None
     for key, state in (ckpt.get("callbacks") or {}).items():
+        if str(key).startswith("Timer"):  # Lightning's Timer keeps its elapsed time across resumes
+            train_seconds = (state.get("time_elapsed") or {}).get("train")
         if not str(key).startswith("MultiEMA"):  # e.g. ModelCheckpoint keeps kth_value = inf by design
             continue
         for tensor in _tensors(state):
             finite = finite and bool(torch.isfinite(tensor).all())
-    return int(ckpt.get("global_step", 0)), finite
+    return CheckpointState(int(ckpt.get("global_step", 0)), finite,
+                           None if train_seconds is None else float(train_seconds))
 
 
 def _tensors(obj: Any):
@@ -215,8 +225,10 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
     if train_code != 0 or not ckpt.exists():
         return _finish(cell, directory, result, "failed", started,
                        f"training exited with code {train_code}; see {directory / 'train.log'}")
-    step, finite = checkpoint_state(ckpt)
+    step, finite, train_seconds = checkpoint_state(ckpt)
     result["step"] = step
+    if train_seconds is not None:  # a resumed cell: this attempt's wall time would miss the earlier ones
+        result["train_seconds"] = round(train_seconds, 1)
     if not finite:
         return _finish(cell, directory, result, "diverged", started, f"non-finite weights at step {step}")
     e_args = eval_args(directory, cell.eval)
