@@ -109,7 +109,7 @@ def test_markdown_layout_and_provenance(tmp_path):
     assert "| failed | 394.58 |" in eps_row
     v_row_b = [line for line in tables[1].splitlines() if line.startswith("| v-loss")][0]
     assert v_row_b.rstrip().endswith("| not run | 3.46 |")
-    for text in ("**scale**: mini", "**data set** (setting a): shapes 64x64", "**data set** (setting b): shapes 16x16",
+    for text in ("**scale**: mini", "**data set** (setting a): shapes 64x64", "**data set** (setting b): shapes 8x8",
                  "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
                  "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
                  f"max_steps {spec().cells('mini')[0].config['trainer']['max_steps']}",
