@@ -126,7 +126,9 @@ def score_samples(module, indices: list[int], settings: SamplerSettings, extract
     scores = SampleScores(extractor, reference=ref.pair, inception_score=inception_score).to(module.device)
     for _, images, _ in generate_uint8(module, indices, labels, settings, batch_size, progress=progress):
         scores.update(images.to(module.device))
-    return [{**result, **settings.record()} for result in scores.compute()]
+    accuracy = getattr(extractor, "accuracy", None)  # refnet only: the report states what its features can tell
+    feature = {} if accuracy is None else {"feature_accuracy": round(float(accuracy), 4)}
+    return [{**result, **settings.record(), **feature} for result in scores.compute()]
 
 
 def evaluate(args: argparse.Namespace) -> dict:

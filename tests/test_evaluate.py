@@ -22,7 +22,7 @@ def quick_refnet(monkeypatch, tmp_path):
         assert kind_of_features == "refnet"
         config = RefNetConfig(kind=kind, resolution=resolution, train_size=300, val_size=100, epochs=1, width=16)
         net, info = load_refnet(config, cache_dir=tmp_path / "refnet", train_if_missing=True)
-        return features.RefNetFeatures(net, kind, resolution, info["key"])
+        return features.RefNetFeatures(net, kind, resolution, info["key"], info["val_accuracy"])
 
     monkeypatch.setattr(features, "build_extractor", build)
 
@@ -40,6 +40,7 @@ def test_sweep_writes_every_point_and_the_best(tiny_checkpoint, quick_refnet, tm
         assert row["n_samples"] == 20 and row["feature_space"].startswith("refnet-shapes-16")
         assert row["sampler"] == "heun" and row["steps"] == 2 and row["nfe"] == 3 and row["seed"] == 0
         assert row["step"] == 5 and row["cfg_interval"] == [0.1, 1.0] and row["value"] > 0
+        assert 0.0 <= row["feature_accuracy"] <= 1.0  # the classifier's validation accuracy travels with the score
     assert {(r["ema"], r["cfg_scale"]) for r in rows} == {(0.9, 1.0), (0.9, 3.0), ("none", 1.0), ("none", 3.0)}
     assert payload["best"]["value"] == min(r["value"] for r in rows)
     # a second sweep adds its points and keeps the earlier ones
@@ -99,3 +100,4 @@ def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_check
     rows = json.loads(out.read_text())["rows"]
     assert {r["metric"] for r in rows} == {"FID-8", "IS-8"}
     assert all(r["feature_space"] == "inception-v3-pool3" and r["n_samples"] == 8 for r in rows)
+    assert not any("feature_accuracy" in r for r in rows)  # Inception: no classifier accuracy of ours to state

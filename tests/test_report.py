@@ -46,7 +46,9 @@ def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), 
             continue  # not run yet: a directory (maybe a config) but no result.json
         status = "failed" if key in failed else "diverged" if key in diverged else "done"
         point = {"n_samples": 500, "seed": 0, "sampler": "heun", "steps": 50, "nfe": 99, "cfg_scale": 2.0,
-                 "cfg_interval": [0.0, 1.0], "ema": 0.999, "step": 2000}
+                 "cfg_interval": [0.0, 1.0], "ema": 0.999, "step": 2000,
+                 "feature_space": f"refnet-shapes-{cell.config['data']['init_args']['resolution']}",
+                 "feature_accuracy": 0.999 if cell.labels["setting"] == "a" else 0.772}
         rows = [{"metric": metric, "value": values[key], **point}] if status == "done" else []
         if extra_is and rows:
             rows.append({"metric": "IS-500", "value": 3.5, **point})
@@ -117,7 +119,9 @@ def test_markdown_layout_and_provenance(tmp_path):
                  "**date**: generated", "**compute**: 26m40s of training summed over 16 cells",
                  "1 more cell(s) reuse the identical run of another grid (1m40s of training, counted there)",
                  "same run as `",
-                 "16 done, 1 failed, 1 not run (of 18)", "The paper's claim:"):
+                 "16 done, 1 failed, 1 not run (of 18)", "The paper's claim:",
+                 "refnet-shapes-64: the reference classifier's validation accuracy is 99.9%",
+                 "refnet-shapes-8: the reference classifier's validation accuracy is 77.2%"):
         assert text in md, text
     assert "FID-50K" not in md.split("**the paper's metric**")[0].split("Grid `table2`")[1].split("ours:")[0]
 

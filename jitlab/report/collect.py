@@ -21,7 +21,8 @@ from jitlab.grid.spec import Cell, GridSpec
 NOT_RUN = "not run"
 # the columns every report table has, whatever the grid's axes (empty when the grid lacks the axis)
 ALWAYS_AXES = ("setting", "pred", "loss")
-ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "cfg_scale", "cfg_interval", "ema")
+ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "cfg_scale", "cfg_interval", "ema",
+              "feature_space", "feature_accuracy")
 
 
 def is_frechet(metric: Any) -> bool:

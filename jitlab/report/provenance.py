@@ -70,6 +70,15 @@ def metric_note(metric: str, features: str | None) -> str:
     return f"{metric}: as recorded by `jitlab eval`."
 
 
+def feature_notes(frame: pd.DataFrame) -> list[str]:
+    """One line per classifier feature space: its validation accuracy, when the evaluation recorded it."""
+    if "feature_accuracy" not in frame:
+        return []
+    rows = frame.dropna(subset=["feature_accuracy"]).drop_duplicates("feature_space")
+    return [f"{r['feature_space']}: the reference classifier's validation accuracy is {float(r['feature_accuracy']):.1%} "
+            f"(how well its features tell the data set's classes apart)" for _, r in rows.iterrows()]
+
+
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in mapping.items():
@@ -121,7 +130,7 @@ def provenance(collected: Collected) -> Provenance:
 
     metrics = _distinct(frame["metric"])
     features = _distinct(pd.Series([c.eval.get("features") for c in cells]))
-    notes = [metric_note(m, features[0] if features else None) for m in metrics]
+    notes = [metric_note(m, features[0] if features else None) for m in metrics] + feature_notes(frame)
     samples = sorted({int(v) for v in frame.loc[frame["metric"].notna(), "n_samples"].dropna()})
 
     # evaluation: what the grid sweeps, and what the reported (best) points used

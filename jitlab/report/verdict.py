@@ -1,7 +1,7 @@
 """Does our grid say what the paper says? Each verdict is computed from the numbers, never written by hand.
 
 ``verdict(spec, df)`` takes the tidy frame of a report (one row per cell and metric) and returns
-Markdown lines; grids without a rule get none. A rule judges each cell by its Frechet distance
+Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``. A rule judges each cell by its Frechet distance
 (lower is better) and compares cells only within one panel (cells of different resolutions are
 scored in different feature spaces). A diverged cell counts as worse than any number (it did not
 work); a failed or not-run cell is missing evidence, and a verdict that lacks cells says so.
@@ -23,7 +23,9 @@ CLOSE_FACTOR = 2.0
 
 
 def verdict(spec: GridSpec, df: pd.DataFrame) -> list[str]:
-    rule = RULES.get(spec.name)
+    from jitlab.report.verdict_sweeps import RULES as SWEEPS  # they build on the helpers below
+
+    rule = {**RULES, **SWEEPS}.get(spec.name)
     if rule is None or df.empty:
         return []
     return rule(spec, df)
