@@ -75,8 +75,9 @@ def feature_notes(frame: pd.DataFrame) -> list[str]:
     if "feature_accuracy" not in frame:
         return []
     rows = frame.dropna(subset=["feature_accuracy"]).drop_duplicates("feature_space")
-    return [f"{r['feature_space']}: the reference classifier's validation accuracy is {float(r['feature_accuracy']):.1%} "
-            f"(how well its features tell the data set's classes apart)" for _, r in rows.iterrows()]
+    return [f"{r['feature_space']}: the reference classifier's validation accuracy is "
+            f"{float(r['feature_accuracy']):.1%} (how well its features tell the data set's classes apart)"
+            for _, r in rows.iterrows()]
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Does our grid say what the paper says? Each verdict is computed from the numbers, never written by hand.
 
 ``verdict(spec, df)`` takes the tidy frame of a report (one row per cell and metric) and returns
-Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``. A rule judges each cell by its Frechet distance
-(lower is better) and compares cells only within one panel (cells of different resolutions are
-scored in different feature spaces). A diverged cell counts as worse than any number (it did not
+Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``.
+A rule judges each cell by its Frechet distance (lower is better) and compares cells only within one
+panel (cells of different resolutions are scored in different feature spaces). A diverged cell counts as worse than any number (it did not
 work); a failed or not-run cell is missing evidence, and a verdict that lacks cells says so.
 """
 
