@@ -281,7 +281,14 @@ def test_refnet_learns_and_is_cached(refnet, monkeypatch):
 
     monkeypatch.setattr(refnet_module, "train_refnet", no_training)
     net, again = load_refnet(TINY_REFNET, cache_dir=cache_dir, log=lambda _: None)
-    assert again["cached"] is True and again["key"] == info["key"]
+    assert again["cached"] is True and again["key"] == info["key"] and again["digest"] == info["digest"]
+    # a classifier trained again under the same key but with other weights is another feature space:
+    # its fingerprint (which names the cached reference statistics) differs
+    other = refnet_module.RefNet(net.head.out_features, 16, TINY_REFNET.width)
+    assert refnet_module.weights_digest(other) != info["digest"]
+    fingerprints = {RefNetFeatures(n, "shapes", 16, info["key"], digest=refnet_module.weights_digest(n)).fingerprint
+                    for n in (net, other)}
+    assert len(fingerprints) == 2 and all(f.startswith(f"refnet-shapes-16-{info['key']}-") for f in fingerprints)
     images = images_of("shapes", 16, 8, seed=5)
     torch.testing.assert_close(RefNetFeatures(net, "shapes", 16, again["key"])(images), extractor(images))
     with pytest.raises(ConfigError, match="train-ref"):

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from jitlab import atomic
 from jitlab.data.imagenet import SPLITS, crop_file, find_classes, scan_split
 from jitlab.data.shards import INDEX_NAME, META_NAME, write_meta
 from jitlab.errors import ConfigError
@@ -162,11 +163,7 @@ def write_part(out: str, part: Part, resolution: int, chunk_bytes: str) -> dict[
         chunks, config = index["chunks"], index["config"]
         os.remove(worker_index)
     record = {"images": written, "skipped": skipped, "chunks": chunks, "config": config}
-    path = part_record(Path(out), part)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{path}.tmp", "w") as handle:
-        json.dump(record, handle)
-    os.replace(f"{path}.tmp", path)
+    atomic.write_json(part_record(Path(out), part), record)
     return record
 
 
@@ -202,9 +199,7 @@ def finish(out: Path, plan: dict, parts: list[Part]) -> dict[str, Any]:
             skipped += len(record["skipped"])
         if not images:
             raise UsageError(f"--src {plan['src']}: not one readable image in {split}/")
-        with open(out / split / f"{INDEX_NAME}.tmp", "w") as handle:
-            json.dump({"chunks": chunks, "config": config}, handle, sort_keys=True)
-        os.replace(out / split / f"{INDEX_NAME}.tmp", out / split / INDEX_NAME)
+        atomic.write_json(out / split / INDEX_NAME, {"chunks": chunks, "config": config})
         splits[split] = {"images": images, "skipped": skipped}
     meta = {"resolution": plan["resolution"], "classes": plan["classes"], "splits": splits, "source": plan["src"],
             "crop": "ADM centre crop (box halving, bicubic, centre square)", "item": "image uint8 (3, R, R), label, index",
@@ -248,9 +243,7 @@ def run(args: argparse.Namespace) -> int:
     elif out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not a shard directory of prepare-imagenet; use an empty or "
                          "new directory")
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(plan_path, "w") as handle:
-        json.dump(plan, handle, indent=1)
+    atomic.write_json(plan_path, plan)  # a killed write must not leave a plan that later runs compare against
 
     todo = [p for p in parts if not part_record(out, p).is_file()]
     done_images = sum(len(p.paths) for p in parts) - sum(len(p.paths) for p in todo)

@@ -26,6 +26,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # never ask PyPI fr
 
 from litdata import StreamingDataLoader, StreamingDataset  # noqa: E402
 
+from jitlab import atomic  # noqa: E402
 from jitlab.errors import ConfigError  # noqa: E402
 
 META_NAME = "jitlab_shards.json"
@@ -88,11 +89,7 @@ def read_meta(root: str) -> dict[str, Any]:
 
 
 def write_meta(root: str, meta: dict[str, Any]) -> None:
-    path = os.path.join(root, META_NAME)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as handle:
-        json.dump({"format": FORMAT, **meta}, handle, indent=1)
-    os.replace(tmp, path)
+    atomic.write_json(os.path.join(root, META_NAME), {"format": FORMAT, **meta})
 
 
 def flip_bit(seed: int, epoch: int, index: int) -> bool:

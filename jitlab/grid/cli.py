@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
 
         submit(cells, args.runs, slurm_options(args), dry_run=False)
         return 0
-    from jitlab.grid.runner import prepare_references, run_local
+    from jitlab.grid.runner import References, run_local
 
     cores = os.cpu_count() or 1
     jobs = args.jobs or (cores if args.scale == "mini" else 1)
@@ -152,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
           f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}", flush=True)
     started = time.time()
-    prepare_references(cells, threads=cores, jobs=jobs)
-    outcomes = run_local(cells, args.runs, jobs=jobs, threads=threads,
-                         echo=lambda line: print(line, flush=True))
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    outcomes = run_local(cells, args.runs, jobs=jobs, threads=threads, echo=echo,
+                         references=References(cells, args.runs, threads, echo))
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "diverged", "failed", "skipped")}
     print(f"jitlab grid: {spec.name} {args.scale}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
           + f" in {(time.time() - started) / 60:.1f} min", flush=True)

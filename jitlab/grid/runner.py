@@ -255,44 +255,84 @@ def _finish(cell: Cell, directory: Path, result: dict, status: str, started: flo
     return CellOutcome(cell, status, result["seconds"], summary)
 
 
-def prepare_references(cells: list[Cell], threads: int, jobs: int = 1,
-                       echo: Callable[[str], None] = print) -> None:
-    """Train (once, cached) the reference classifier each refnet-scored cell needs, before cells run in parallel.
+def reference_key(cell: Cell) -> tuple[str, int] | None:
+    """(kind, resolution) of the reference classifier a refnet-scored cell on embedded data needs, else None."""
+    data = cell.config.get("data") or {}
+    args = data.get("init_args") or {}
+    if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in str(data.get("class_path", "")):
+        return str(args.get("kind", "shapes")), int(args.get("resolution", 64))
+    return None
 
-    Up to ``jobs`` classifiers train at once (one per core at the mini scale), sharing ``threads``.
+
+class References:
+    """The reference classifiers a grid's unfinished cells need: each trained once (then cached), on the cells' cores.
+
+    Cells do not need a classifier until their evaluation, so the classifiers train first in core slots shared
+    with the cells' trainings (instead of all cores waiting for the slowest classifier), and an evaluation waits
+    for its classifier. ``threads``: torch threads per classifier (one slot's share of the cores).
     """
-    needed = []
-    for cell in cells:
-        data = cell.config.get("data") or {}
-        args = data.get("init_args") or {}
-        if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in str(data.get("class_path", "")):
-            key = (str(args.get("kind", "shapes")), int(args.get("resolution", 64)))
-            if key not in needed:
-                needed.append(key)
-    jobs = max(1, min(jobs, len(needed)))
-    for start in range(0, len(needed), jobs):
-        batch = needed[start:start + jobs]
-        each = max(1, threads // len(batch))  # a lone last classifier gets every core
-        running = []
-        for kind, resolution in batch:
-            echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
-            running.append(subprocess.Popen([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
-                                             "--resolution", str(resolution), "--threads", str(each)]))
-        failed = [f"{kind}-{resolution}" for (kind, resolution), proc in zip(batch, running) if proc.wait() != 0]
-        if failed:
-            raise ConfigError("train-ref", f"training the reference classifier for {', '.join(failed)} failed")
+
+    def __init__(self, cells: list[Cell], runs: Path, threads: int, echo: Callable[[str], None] = print):
+        self.threads = threads
+        self.echo = echo
+        unfinished = [c for c in cells if (read_result(cell_dir(runs, c)) or {}).get("status") not in FINISHED]
+        self.keys = list(dict.fromkeys(k for k in map(reference_key, unfinished) if k is not None))
+        self.ready = {key: threading.Event() for key in self.keys}
+        self.failed: set[tuple[str, int]] = set()
+
+    def start(self, slots: threading.Semaphore) -> None:
+        """Start each training as soon as it gets a slot (in order; returns once every one has started)."""
+        for key in self.keys:
+            slots.acquire()
+            threading.Thread(target=self._train, args=(key, slots), daemon=True).start()
+
+    def _train(self, key: tuple[str, int], slots: threading.Semaphore) -> None:
+        kind, resolution = key
+        try:
+            self.echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
+            code = subprocess.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
+                                    "--resolution", str(resolution), "--threads", str(self.threads)])
+            if code != 0:
+                self.failed.add(key)
+        finally:
+            slots.release()
+            self.ready[key].set()
+
+    def wait(self, cell: Cell) -> str | None:
+        """Block until the cell's classifier is ready; an error message if it failed to train."""
+        key = reference_key(cell)
+        if key is None or key not in self.ready:
+            return None
+        self.ready[key].wait()
+        return f"training the reference classifier for {key[0]}-{key[1]} failed" if key in self.failed else None
 
 
 def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None = None,
               fit_extra: list[str] | None = None, runner: Runner = run_subprocess,
-              echo: Callable[[str], None] = print) -> list[CellOutcome]:
-    """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, estimate left)."""
+              echo: Callable[[str], None] = print, references: References | None = None) -> list[CellOutcome]:
+    """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, estimate left).
+
+    At most ``jobs`` processes (cell trainings, evaluations, reference classifiers) run at once.
+    """
     total, started, lock = len(cells), time.time(), threading.Lock()
     outcomes: list[CellOutcome] = []
     worked: list[float] = []
+    slots = threading.Semaphore(max(jobs, 1))
+
+    def gated(cell: Cell) -> Runner:
+        def call(args: list[str], log: Path, env: dict[str, str]) -> int:
+            if references is not None and args[:1] == ["eval"]:
+                error = references.wait(cell)
+                if error is not None:
+                    with open(log, "a") as out:
+                        out.write(f"\njitlab grid: {error}\n")
+                    return 1
+            with slots:
+                return runner(args, log, env)
+        return call
 
     def one(cell: Cell) -> CellOutcome:
-        outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, runner)
+        outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, gated(cell))
         with lock:
             outcomes.append(outcome)
             if outcome.status != "skipped":
@@ -305,6 +345,8 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
                  f" ({outcome.summary}) | elapsed {_clock(elapsed)}, ~{_clock(estimate)} left")
         return outcome
 
+    if references is not None:
+        references.start(slots)
     if jobs <= 1:
         for cell in cells:
             one(cell)

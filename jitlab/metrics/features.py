@@ -135,19 +135,21 @@ class RefNetFeatures(FeatureExtractor):
     has_logits = True
     metric_names = {"frechet": "FD-ref", "inception_score": "IS-ref", "kernel": "KD-ref"}
 
-    def __init__(self, refnet: nn.Module, kind: str, resolution: int, key: str, accuracy: float | None = None):
+    def __init__(self, refnet: nn.Module, kind: str, resolution: int, key: str, accuracy: float | None = None,
+                 digest: str | None = None):
         super().__init__()
         self.net = refnet.eval()
         self.resolution = resolution
         self.name = f"refnet-{kind}-{resolution}"
         self.key = key
+        self.digest = digest  # of the weights: statistics of another training under the same key do not match
         self.accuracy = accuracy  # validation accuracy of the classifier: how much its features can tell apart
         self.num_features = refnet.num_features
         self.logits_dim = refnet.head.out_features
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}-{self.key}"
+        return f"{self.name}-{self.key}" + (f"-{self.digest}" if self.digest else "")
 
     @torch.no_grad()
     def extract(self, images: Tensor) -> dict[str, Tensor]:
@@ -178,5 +180,5 @@ def build_extractor(
 
         config = RefNetConfig(kind=kind, resolution=resolution)
         net, info = load_refnet(config, cache_dir=cache_dir, train_if_missing=train_if_missing)
-        return RefNetFeatures(net, kind, resolution, info["key"], info.get("val_accuracy"))
+        return RefNetFeatures(net, kind, resolution, info["key"], info.get("val_accuracy"), info.get("digest"))
     raise ConfigError("features", f"unknown feature space {features!r}; valid choices: inception, refnet")

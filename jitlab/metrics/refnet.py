@@ -179,7 +179,9 @@ def load_refnet(
 ) -> tuple[RefNet, dict]:
     """The cached refnet of ``config``; trained (and cached) first if absent and ``train_if_missing``.
 
-    ``info`` has ``key``, ``val_accuracy``, ``train_seconds``, ``path`` and ``cached`` (True on a cache hit).
+    ``info`` has ``key``, ``val_accuracy``, ``train_seconds``, ``path``, ``cached`` (True on a cache hit) and
+    ``digest`` (of the weights: a classifier retrained under the same key, e.g. on other cores, gets new
+    reference statistics instead of being scored against the old one's).
     """
     from jitlab.data.embedded import num_classes_of
 
@@ -188,14 +190,23 @@ def load_refnet(
         blob = torch.load(path, map_location="cpu", weights_only=True)
         net = RefNet(num_classes_of(config.kind), config.resolution, config.width)
         net.load_state_dict(blob["state_dict"])
-        return net.eval(), {**blob["info"], "path": str(path), "cached": True}
+        return net.eval(), {**blob["info"], "path": str(path), "cached": True, "digest": weights_digest(net)}
     if not train_if_missing:
         raise ConfigError("refnet", f"no cached refnet at {path}; train one with "
                           f"`jitlab train-ref --kind {config.kind} --resolution {config.resolution}`")
     log(f"training refnet {config.kind}-{config.resolution} (cache miss: {path})")
     net, info = train_refnet(config, log=log, threads=threads)
     save_refnet(path, net, config, info)
-    return net, {**info, "path": str(path), "cached": False}
+    return net, {**info, "path": str(path), "cached": False, "digest": weights_digest(net)}
+
+
+def weights_digest(net: nn.Module) -> str:
+    """A short hash of every weight, in name order."""
+    digest = hashlib.sha1()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:10]
 
 
 def main(argv: list[str] | None = None) -> int:
