@@ -163,7 +163,7 @@ def test_paper_scale_has_its_own_names(tmp_path):
 
 def test_verdict_reproducing(tmp_path):
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING))
-    lines = verdict(spec(), collected.frame)
+    lines = [line for line in verdict(spec(), collected.frame) if "for reading" not in line]
     text = "\n".join(lines)
     assert len(lines) == 3
     assert lines[0].startswith("**(a)") and "38 vs the best eps-/v-pred cell (v-pred, v-loss) 110" in lines[0]
@@ -180,6 +180,10 @@ def test_verdict_not_reproducing(tmp_path):
     values[("b", "eps", "eps")] = 60.0  # a low-dimensional cell far from the rest
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", values, missing=[("b", "x", "x")]))
     lines = verdict(spec(), collected.frame)
+    reading = [line for line in lines if "for reading" in line]
+    # the per-row spreads: (a) x-loss 300/40, (b) eps-loss 60/18 (ours) beside the paper's rows
+    assert "x-loss 7.5x (paper 37.4x)" in reading[0] and "eps-loss 3.33x (paper 1.13x)" in reading[1]
+    lines = [line for line in lines if "for reading" not in line]
     assert "Does not reproduce at mini scale" in lines[0] and "1.27x higher" in lines[0]
     assert "Does not reproduce at mini scale" in lines[1] and "max/min = 3.53" in lines[1]
     assert "Provisional: 1 of 9 cells have no result" in lines[1]
@@ -190,7 +194,7 @@ def test_verdict_not_reproducing(tmp_path):
 def test_verdict_counts_diverged_as_worse_and_unknown_grids_have_none(tmp_path):
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING,
                                                       diverged=[("a", "x", "eps"), ("b", "v", "v")]))
-    lines = verdict(spec(), collected.frame)
+    lines = [line for line in verdict(spec(), collected.frame) if "for reading" not in line]
     assert "Reproduces at mini scale" in lines[0] and "diverged (no value, counted as worse): eps-pred/x-loss" in lines[0]
     assert "Does not reproduce" in lines[1] and "diverged: v-pred/v-loss" in lines[1]
     other = spec()

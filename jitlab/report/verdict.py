@@ -114,6 +114,10 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
             outcome["a"] = holds
             lines.append(f"**(a) {rule}**: {comparison}. " + ("Reproduces" if holds else "Does not reproduce")
                          + f" at {scale} scale.{paper}{note}")
+            rows = _row_spreads(a)
+            if rows:
+                lines.append(f"(a), for reading (not part of the rule): within each loss row the three prediction "
+                             f"spaces span {rows}.")
 
     # (b): all nine cells work and are within CLOSE_FACTOR of each other
     b = cells[cells["setting"] == "b"]
@@ -143,6 +147,10 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
                           if len(paper) > 1 and paper.min() > 0 else "")
             lines.append(f"**(b) {rule}**: {text}. " + ("Reproduces" if holds else "Does not reproduce")
                          + f" at {scale} scale.{paper_text}{note}")
+            rows = _row_spreads(b)
+            if rows:
+                lines.append(f"(b), for reading (not part of the rule): within each loss row the three prediction "
+                             f"spaces span {rows}.")
 
     if outcome:
         judged = {k: v for k, v in outcome.items() if v is not None}
@@ -158,6 +166,21 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
             overall += f" (provisional: {len(incomplete)} cell(s) without a result)"
         lines.append(f"**Overall**: {overall}.")
     return lines
+
+
+def _row_spreads(cells: pd.DataFrame) -> str:
+    """max/min over the predictions of each loss row, ours (and the paper's): how far apart the spaces are."""
+    parts = []
+    for loss, row in cells.groupby("loss", sort=False):
+        ours = [v for v in (_value(r) for _, r in row.iterrows()) if math.isfinite(v)]
+        paper = row["paper_value"].dropna()
+        if len(ours) < 2 or min(ours) <= 0:
+            continue
+        text = f"{loss}-loss {max(ours) / min(ours):.3g}x"
+        if len(paper) > 1 and paper.min() > 0:
+            text += f" (paper {paper.max() / paper.min():.3g}x)"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def _paper_ratio(a: pd.DataFrame, metric: str | None) -> str:
