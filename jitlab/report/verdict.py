@@ -3,8 +3,8 @@
 ``verdict(spec, df)`` takes the tidy frame of a report (one row per cell and metric) and returns
 Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``.
 A rule judges each cell by its Frechet distance (lower is better) and compares cells only within one
-panel (cells of different resolutions are scored in different feature spaces). A diverged cell counts as worse than any number (it did not
-work); a failed or not-run cell is missing evidence, and a verdict that lacks cells says so.
+panel (cells of different resolutions are scored in different feature spaces). A diverged cell counts
+as worse than any number (it did not work); a failed or not-run cell is missing evidence, and a verdict that lacks cells says so.
 """
 
 from __future__ import annotations
@@ -114,10 +114,7 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
             outcome["a"] = holds
             lines.append(f"**(a) {rule}**: {comparison}. " + ("Reproduces" if holds else "Does not reproduce")
                          + f" at {scale} scale.{paper}{note}")
-            rows = _row_spreads(a)
-            if rows:
-                lines.append(f"(a), for reading (not part of the rule): within each loss row the three prediction "
-                             f"spaces span {rows}.")
+            lines += _reading("a", a)
 
     # (b): all nine cells work and are within CLOSE_FACTOR of each other
     b = cells[cells["setting"] == "b"]
@@ -147,10 +144,7 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
                           if len(paper) > 1 and paper.min() > 0 else "")
             lines.append(f"**(b) {rule}**: {text}. " + ("Reproduces" if holds else "Does not reproduce")
                          + f" at {scale} scale.{paper_text}{note}")
-            rows = _row_spreads(b)
-            if rows:
-                lines.append(f"(b), for reading (not part of the rule): within each loss row the three prediction "
-                             f"spaces span {rows}.")
+            lines += _reading("b", b)
 
     if outcome:
         judged = {k: v for k, v in outcome.items() if v is not None}
@@ -166,6 +160,13 @@ def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
             overall += f" (provisional: {len(incomplete)} cell(s) without a result)"
         lines.append(f"**Overall**: {overall}.")
     return lines
+
+
+def _reading(setting: str, cells: pd.DataFrame) -> list[str]:
+    """A line beside a setting's verdict: each loss row's spread over the prediction spaces (none if unknown)."""
+    rows = _row_spreads(cells)
+    return [f"({setting}), for reading (not part of the rule): within each loss row the three prediction spaces "
+            f"span {rows}."] if rows else []
 
 
 def _row_spreads(cells: pd.DataFrame) -> str:

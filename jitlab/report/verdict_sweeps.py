@@ -53,6 +53,9 @@ def _move(before: float, after: float) -> str:
     return "tie"
 
 
+OUTCOME = {"lower": True, "tie": "tie", "higher": False}  # a move of the claimed kind -> the verdict's outcome
+
+
 def _says(holds: bool | str, scale: str) -> str:
     if holds == "tie":
         return f"Inconclusive at {scale} scale: within the {TIE:.0%} tie margin of one seed."
@@ -94,7 +97,7 @@ def table3(spec: GridSpec, df: pd.DataFrame) -> list[str]:
         at_zero = x_by_mu[zero[0]]
         best_mu, best = min(shifted.items(), key=lambda kv: kv[1])
         move = _move(at_zero, best)
-        holds = {"lower": True, "tie": "tie", "higher": False}[move]
+        holds = OUTCOME[move]
         outcomes.append(holds)
         relation = f"{_ratio(at_zero, best)} lower" if move == "lower" and best > 0 else f"{move}"
         lines.append(f"**more noise helps x-pred (its best mu < 0 beats mu 0)**: x-pred {_fmt(at_zero)} at mu 0, "
@@ -120,12 +123,11 @@ def fig4(spec: GridSpec, df: pd.DataFrame) -> list[str]:
         return lines + [_overall("Figure 4", [None], scale)]
     better = [d for d, v in widths.items() if _move(none, v) == "lower"]
     best_d, best = min(widths.items(), key=lambda kv: kv[1])
-    holds = {"lower": True, "tie": "tie", "higher": False}[_move(none, best)]
+    holds = OUTCOME[_move(none, best)]
     outcomes.append(holds)
     lines.append(f"**a bottleneck beats none (the best d' below d' = none)** ({metric}): none {_fmt(none)}, best "
                  f"d' = {best_d} {_fmt(best)}; {len(better)} of {len(widths)} d' values are below none by more than "
-                 f"{TIE:.0%} "
-                 f"({', '.join(better) or 'none of them'}). " + _says(holds, scale))
+                 f"{TIE:.0%} ({', '.join(better) or 'none of them'}). " + _says(holds, scale))
     smallest = min(widths, key=int)
     ratio = widths[smallest] / none if none > 0 else math.inf
     works = ratio <= CLOSE_FACTOR
@@ -141,9 +143,8 @@ def _ladder(name: str, axis: str, what: str):
 
     def rule(spec: GridSpec, df: pd.DataFrame) -> list[str]:
         cells, scale = primary_frame(df), _scale(df)
-        panels = [c for c in cells.columns if c == "resolution"] or [None]
         lines, outcomes = [], []
-        groups = cells.groupby(panels[0], sort=False) if panels[0] else [(None, cells)]
+        groups = cells.groupby("resolution", sort=False) if "resolution" in cells.columns else [(None, cells)]
         for panel, group in groups:
             where = f" at {panel}" if panel is not None else ""
             steps = [(str(r[axis]), _worse(r)) for _, r in group.iterrows()]
