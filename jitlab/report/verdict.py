@@ -4,7 +4,8 @@
 Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``.
 A rule judges each cell by its Frechet distance (lower is better) and compares cells only within one
 panel (cells of different resolutions are scored in different feature spaces). A diverged cell counts
-as worse than any number (it did not work); a failed or not-run cell is missing evidence, and a verdict that lacks cells says so.
+as worse than any number (it did not work); a failed or not-run cell is missing evidence, and a verdict
+that lacks cells says so.
 """
 
 from __future__ import annotations
