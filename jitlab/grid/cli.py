@@ -5,6 +5,7 @@
     jitlab grid run table2 --scale paper --data-root /data/imagenet --launcher slurm --partition gpu
     jitlab grid run table2 --scale paper --launcher slurm --dry-run   # configs and commands, nothing runs
     jitlab grid plan table2 --scale paper                   # GMACs, images, GPU-hours per cell
+    jitlab grid seeds table4 --scale mini --seeds 1 2       # the metric's sampling-seed spread -> reports/
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--cpus-per-task", type=int, default=12)
     slurm.add_argument("--time", type=int, default=72 * 60, help="minutes per job (a requeued job resumes)")
     slurm.add_argument("--account", default=None)
+
+    seeds = sub.add_parser("seeds", help="evaluate the done cells again under other sampling seeds -> "
+                                         "reports/NAME-seeds.{csv,md}")
+    common(seeds)
+    seeds.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="sampling seeds besides 0 (default 1 2)")
+    seeds.add_argument("--jobs", type=int, default=None, help="evaluations at a time (default: one per CPU core)")
+    seeds.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports)")
 
     plan = sub.add_parser("plan", help="GMACs, images to train on and GPU-hours per cell")
     common(plan)
@@ -161,6 +170,24 @@ def run(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] else 0
 
 
+def seed_spread(args: argparse.Namespace) -> int:
+    from jitlab.grid.seeds import measure, write_seed_report
+    from jitlab.report.cli import stem
+    from jitlab.report.verdict_sweeps import TIE
+
+    spec, cells = resolve_cells(args)
+    cores = os.cpu_count() or 1
+    jobs = max(1, args.jobs or cores)
+    frame = measure(cells, args.runs, args.seeds, jobs=jobs, threads=max(1, cores // jobs),
+                    echo=lambda line: print(line, flush=True))
+    if frame.empty:
+        raise ConfigError(str(args.runs / spec.name / args.scale), "has no done cell to evaluate; run the grid first")
+    command = f"jitlab grid seeds {spec.name} --scale {args.scale} --seeds {' '.join(map(str, args.seeds))}"
+    paths = write_seed_report(frame, args.out, stem(spec, args.scale), spec.title, command, TIE)
+    print(f"jitlab grid: wrote {', '.join(map(str, paths))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -176,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {spec.title} at {args.scale} scale")
             print(plan_table(cells, args.peak_tflops, args.utilisation))
             return 0
+        if args.action == "seeds":
+            return seed_spread(args)
         return run(args)
     except ConfigError as error:
         print(f"jitlab grid: error: {error}", file=sys.stderr)

@@ -13,7 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from jitlab.grid.seeds import summary_line
 from jitlab.report.collect import NOT_RUN, Collected, is_frechet
+from jitlab.report.verdict_sweeps import TIE
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Provenance:
     counts: dict[str, int]
     paper: str
     notes: list[str] = field(default_factory=list)
+    seed_spread: str | None = None  # the metric's measured sampling-seed spread (`jitlab grid seeds`), if any
 
     @property
     def metric(self) -> str:
@@ -209,5 +212,5 @@ def provenance(collected: Collected) -> Provenance:
         metrics=metrics, metric_notes=notes, samples=samples, evaluation=evaluation, training=training,
         varies=varies, commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         last_finished=max(finished) if finished else None, compute=compute, counts=counts, paper=paper,
-        notes=notes_extra,
+        notes=notes_extra, seed_spread=summary_line(cells, collected.runs, TIE),
     )

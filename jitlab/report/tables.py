@@ -144,6 +144,8 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     lines.append(f"- **date**: generated {prov.generated}"
                  + (f"; last cell finished {prov.last_finished}" if prov.last_finished else ""))
     lines.append(f"- **compute**: {prov.compute}")
+    if prov.seed_spread:
+        lines.append(f"- **sampling-seed spread**: {prov.seed_spread}")
     lines += [f"- **note**: {note}" for note in prov.notes]
     lines.append("")
 
