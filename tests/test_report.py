@@ -285,3 +285,16 @@ def test_sweep_positions_put_none_at_the_right_end():
     xs, numeric = positions(["-0.4", "-0.8", "-1.2"])
     assert numeric and xs == [-0.4, -0.8, -1.2]
     assert positions(["a", "b"]) == ([0.0, 1.0], False)
+
+
+def test_cells_scored_against_different_reference_statistics_are_flagged(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    for path in (runs / "table2" / "mini").glob("setting-a_*/result.json"):
+        result = json.loads(path.read_text())
+        retrained = path.parent.name == "setting-a_loss-v_pred-x"
+        result["rows"][0]["reference"] = f"/cache/stats/shapes-64-refnet-{'BBBB' if retrained else 'AAAA'}-5000.npz"
+        path.write_text(json.dumps(result))
+    md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
+    note = [line for line in md.splitlines() if "different reference statistics" in line]
+    assert len(note) == 1 and "feature space refnet-shapes-64 were scored against 2" in note[0]
+    assert "shapes-64-refnet-BBBB-5000.npz: setting-a_loss-v_pred-x. Their values are not comparable" in note[0]

@@ -9,6 +9,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -115,6 +116,28 @@ def _distinct(series: pd.Series) -> list:
     return list(dict.fromkeys(v for v in series if not (isinstance(v, float) and math.isnan(v)) and v is not None))
 
 
+def mixed_references(collected: Collected) -> list[str]:
+    """A warning per feature space whose done cells were scored against more than one reference statistics file.
+
+    The file's name carries the reference classifier's config key and weights digest, so two names in one feature
+    space mean the classifier was retrained between cells (or a cell reused another grid's run scored with another
+    one): such values are not comparable with one another.
+    """
+    by_space: dict[str, dict[str, list[str]]] = {}
+    for cell_id, result in collected.results.items():
+        if (result or {}).get("status") != "done":
+            continue
+        for row in result.get("rows") or []:
+            if is_frechet(row.get("metric")) and row.get("reference"):
+                space = by_space.setdefault(str(row.get("feature_space")), {})
+                space.setdefault(Path(row["reference"]).name, []).append(cell_id)
+    return [f"cells in feature space {space} were scored against {len(refs)} different reference statistics "
+            f"(a reference classifier retrained between them): "
+            + "; ".join(f"{name}: {', '.join(dict.fromkeys(ids))}" for name, ids in refs.items())
+            + ". Their values are not comparable with one another"
+            for space, refs in by_space.items() if len(refs) > 1]
+
+
 def provenance(collected: Collected) -> Provenance:
     spec, scale, frame = collected.spec, collected.scale, collected.frame
     cells = collected.cells
@@ -206,6 +229,8 @@ def provenance(collected: Collected) -> Provenance:
     if collected.strays:
         notes_extra.append(f"ignored {len(collected.strays)} run director(ies) of cells this grid does not have: "
                            f"{', '.join(collected.strays)}")
+
+    notes_extra += mixed_references(collected)
 
     return Provenance(
         scale=scale, why=" ".join(str(spec.scales.get(scale, {}).get("why", "")).split()), datasets=datasets,
