@@ -182,7 +182,8 @@ def seed_spread(args: argparse.Namespace) -> int:
                     echo=lambda line: print(line, flush=True))
     if frame.empty:
         raise ConfigError(str(args.runs / spec.name / args.scale), "has no done cell to evaluate; run the grid first")
-    command = f"jitlab grid seeds {spec.name} --scale {args.scale} --seeds {' '.join(map(str, args.seeds))}"
+    command = (f"jitlab grid seeds {spec.name} --scale {args.scale} --seeds {' '.join(map(str, args.seeds))}"
+               + (f" --only {' '.join(args.only)}" if args.only else ""))
     paths = write_seed_report(frame, args.out, stem(spec, args.scale), spec.title, command, TIE)
     print(f"jitlab grid: wrote {', '.join(map(str, paths))}")
     return 0
