@@ -101,8 +101,10 @@ def test_cells_not_done_are_left_out_and_a_shared_run_is_measured_once(tmp_path)
 
 def test_a_seed_scored_against_other_reference_statistics_is_refused_naming_the_file(tmp_path):
     cells = done_grid(tmp_path)
-    with pytest.raises(ConfigError, match="metrics-seed1.json.*another reference classifier"):
-        seeds.measure(cells, tmp_path / "runs", [1], runner=FakeCLI(reference="stats-B.npz"), echo=lambda _: None)
+    moved = FakeCLI(reference="/another/cache/stats/stats-A.npz")  # the same statistics from a moved cache: fine
+    assert len(seeds.measure(cells, tmp_path / "runs", [1], runner=moved, echo=lambda _: None)) == 4
+    with pytest.raises(ConfigError, match="metrics-seed2.json.*another reference classifier"):
+        seeds.measure(cells, tmp_path / "runs", [2], runner=FakeCLI(reference="stats-B.npz"), echo=lambda _: None)
 
 
 def test_cli_writes_the_seed_report_and_refuses_a_grid_without_done_cells(tmp_path, monkeypatch, capsys):

@@ -101,13 +101,18 @@ def collect_seeds(cells: list[Cell], runs: Path, seeds: list[int]) -> pd.DataFra
             if best is None:
                 continue
             first = first or best
-            if (best.get("reference"), best["metric"]) != (first.get("reference"), first["metric"]):
+            if (_stats_name(best), best["metric"]) != (_stats_name(first), first["metric"]):
                 raise ConfigError(str(path), f"scored {best['metric']} against {best.get('reference')}, but seed "
                                              f"{first.get('seed')} {first['metric']} against {first.get('reference')} (another "
                                              "reference classifier or metric); delete it to evaluate it again")
             rows.append({"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "seed": seed,
                          "metric": best["metric"], "value": float(best["value"])})
     return pd.DataFrame(rows, columns=["grid", "scale", "cell", "seed", "metric", "value"])
+
+
+def _stats_name(best: dict) -> str | None:
+    """The reference statistics' file name: it carries the classifier's key and weights digest (the folder may move)."""
+    return Path(best["reference"]).name if best.get("reference") else None
 
 
 def seeds_on_disk(cells: list[Cell], runs: Path) -> list[int]:
