@@ -81,6 +81,7 @@ def test_spread_per_cell_is_sd_and_range_over_the_mean(tmp_path):
     assert "| pred-x | 10 | 11 | 9 | 10 | 10.0% | 20.0% |" in text
     assert "Largest (max - min) / mean: 20.0% (pred-x)" in text and "is not evidence" in text
     assert "every cell's seeds stay within it" in seeds.markdown(frame, "tiny", "cmd", tie=0.25)
+    assert "under sampling seeds [0, 1, 2] (seed 0" in text
 
 
 def test_cells_not_done_are_left_out_and_a_shared_run_is_measured_once(tmp_path):

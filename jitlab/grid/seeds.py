@@ -149,7 +149,7 @@ def spread(frame: pd.DataFrame) -> pd.DataFrame:
 def markdown(frame: pd.DataFrame, title: str, command: str, tie: float) -> str:
     """The seed table, each cell's spread and the largest spread beside the reports' tie margin."""
     stats = spread(frame)
-    seeds = sorted(frame["seed"].unique())
+    seeds = sorted(int(s) for s in frame["seed"].unique())
     lines = [f"# {title}: sampling-seed spread", "",
              f"Each done cell's checkpoint evaluated with the grid's settings under sampling seeds {seeds} "
              "(seed 0 is the grid's own number; training is not repeated, so the spread between trainings is not in "
