@@ -134,4 +134,5 @@ def test_a_report_states_the_measured_seed_spread_once_it_exists(tmp_path):
     seeds.measure(cells, tmp_path / "runs", [1, 2], runner=FakeCLI(), echo=lambda _: None)
     line = provenance(collect(spec, "mini", tmp_path / "runs")).seed_spread
     assert "2 cell(s) evaluated again under sampling seeds [0, 1, 2]" in line
-    assert "largest 20.0% (pred-x)" in line and "tie margin is 5%" in line
+    assert "largest 20.0% (pred-x)" in line and "tie margin" not in line  # a grid without a sweep verdict
+    assert "; the verdicts' tie margin is 5%." in seeds.summary_line(cells, tmp_path / "runs", 0.05)

@@ -125,16 +125,18 @@ def seeds_on_disk(cells: list[Cell], runs: Path) -> list[int]:
     return [0, *sorted(found - {0})]
 
 
-def summary_line(cells: list[Cell], runs: Path, tie: float) -> str | None:
-    """One sentence for a report's provenance: the measured seed spread beside the tie margin; None if unmeasured."""
+def summary_line(cells: list[Cell], runs: Path, tie: float | None) -> str | None:
+    """One sentence for a report's provenance: the measured seed spread (beside the verdict's tie margin, if it has
+    one); None if unmeasured."""
     used = seeds_on_disk(cells, runs)
     stats = spread(collect_seeds(cells, runs, used)) if len(used) > 1 else None
     if stats is None or stats.empty:
         return None
     worst = stats["rel_range"].idxmax()
     return (f"{len(stats)} cell(s) evaluated again under sampling seeds {used} (`jitlab grid seeds`): (max - min) / "
-            f"mean median {stats['rel_range'].median():.1%}, largest {stats['rel_range'].max():.1%} ({worst}); the "
-            f"verdicts' tie margin is {tie:.0%}. Trainings were not repeated: their spread is not in this")
+            f"mean median {stats['rel_range'].median():.1%}, largest {stats['rel_range'].max():.1%} ({worst})"
+            + (f"; the verdicts' tie margin is {tie:.0%}" if tie is not None else "")
+            + ". Trainings were not repeated: their spread is not in this")
 
 
 def spread(frame: pd.DataFrame) -> pd.DataFrame:

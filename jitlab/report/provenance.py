@@ -16,7 +16,7 @@ import pandas as pd
 
 from jitlab.grid.seeds import summary_line
 from jitlab.report.collect import NOT_RUN, Collected, is_frechet
-from jitlab.report.verdict_sweeps import TIE
+from jitlab.report.verdict_sweeps import RULES as SWEEP_RULES, TIE
 
 
 @dataclass
@@ -237,5 +237,6 @@ def provenance(collected: Collected) -> Provenance:
         metrics=metrics, metric_notes=notes, samples=samples, evaluation=evaluation, training=training,
         varies=varies, commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         last_finished=max(finished) if finished else None, compute=compute, counts=counts, paper=paper,
-        notes=notes_extra, seed_spread=summary_line(cells, collected.runs, TIE),
+        notes=notes_extra,
+        seed_spread=summary_line(cells, collected.runs, TIE if spec.name in SWEEP_RULES else None),
     )
