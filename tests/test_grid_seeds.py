@@ -119,7 +119,8 @@ def test_cli_writes_the_seed_report_and_refuses_a_grid_without_done_cells(tmp_pa
     assert csv[0] == "grid,scale,cell,seed,metric,value" and len(csv) == 1 + 6
     assert "jitlab grid seeds tiny --scale mini --seeds 1 2" in (tmp_path / "out" / "tiny-seeds.md").read_text()
     assert grid_main(["seeds", grid, "--runs", runs, "--seeds", "1", "--out", out, "--only", "pred-x"]) == 0
-    assert "jitlab grid seeds tiny --scale mini --seeds 1 --only pred-x" in (tmp_path / "out" / "tiny-seeds.md").read_text()
+    report = (tmp_path / "out" / "tiny-seeds.md").read_text()
+    assert "jitlab grid seeds tiny --scale mini --seeds 1 --only pred-x" in report
     assert grid_main(["seeds", grid, "--runs", str(tmp_path / "elsewhere"), "--out", out]) == 2
     assert "no done cell" in capsys.readouterr().err
 

@@ -103,8 +103,8 @@ def collect_seeds(cells: list[Cell], runs: Path, seeds: list[int]) -> pd.DataFra
             first = first or best
             if (_stats_name(best), best["metric"]) != (_stats_name(first), first["metric"]):
                 raise ConfigError(str(path), f"scored {best['metric']} against {best.get('reference')}, but seed "
-                                             f"{first.get('seed')} {first['metric']} against {first.get('reference')} (another "
-                                             "reference classifier or metric); delete it to evaluate it again")
+                                             f"{first.get('seed')} {first['metric']} against {first.get('reference')} "
+                                             "(another reference classifier or metric); delete it to evaluate it again")
             rows.append({"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "seed": seed,
                          "metric": best["metric"], "value": float(best["value"])})
     return pd.DataFrame(rows, columns=["grid", "scale", "cell", "seed", "metric", "value"])

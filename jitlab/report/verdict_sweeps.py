@@ -20,8 +20,8 @@ from jitlab.report.verdict import CLOSE_FACTOR, _metric, _missing_note, _ratio, 
 # more than this fraction; smaller differences are ties, and a claim resting on a tie is called inconclusive.
 # Measured (`jitlab grid seeds`, reports/{fig4,table4,table6}-seeds.md, 64x64, 500 samples, Heun 25): the
 # sampling seed alone moves a cell's FD-ref-500 by a median sd of 1.1-1.5% of its value (per grid; at most 1.7%),
-# so the difference of two single-seed values has an sd of about 2%, and 5% is over two of those. Trainings were not repeated:
-# their spread is not in this margin. (At 8x8 with Heun 13, reports/table2-seeds.md, the sd is nearer 2.7%.)
+# so the difference of two single-seed values has an sd of about 2%, and 5% is over two of those. Trainings were
+# not repeated: their spread is not in this margin. (At 8x8 with Heun 13, reports/table2-seeds.md: nearer 2.7%.)
 TIE = 0.05
 
 
