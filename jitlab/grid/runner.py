@@ -166,6 +166,11 @@ def run_subprocess(args: list[str], log: Path, env: dict[str, str]) -> int:
                                env={**os.environ, **env})
 
 
+def thread_env(threads: int | None) -> dict[str, str]:
+    """The environment that caps a subprocess's math-library threads (nothing when ``threads`` is not set)."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+
+
 def prepare_cell(cell: Cell, directory: Path) -> None:
     """Write config.yaml and cell.json; a directory holding a different cell's config is refused."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -198,7 +203,7 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
         reused = {**json.loads((twin / "result.json").read_text()), **cell_meta(cell), "reused_from": str(twin)}
         write_json(directory / "result.json", reused)
         return CellOutcome(cell, reused["status"], 0.0, f"same run as {twin}")
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    env = thread_env(threads)
     train_args = fit_args(directory, fit_extra)
     code = runner(train_args, directory / "train.log", {**env, "PYTHONUNBUFFERED": "1"})
     return finish_cell(cell, directory, code, started, [command_line(train_args)], env, runner)

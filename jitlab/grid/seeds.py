@@ -25,7 +25,7 @@ import pandas as pd
 
 from jitlab.atomic import write_text
 from jitlab.errors import ConfigError
-from jitlab.grid.runner import Runner, cell_dir, command_line, eval_args, read_result, run_subprocess
+from jitlab.grid.runner import Runner, cell_dir, command_line, eval_args, read_result, run_subprocess, thread_env
 from jitlab.grid.spec import Cell
 
 
@@ -68,7 +68,7 @@ def measure(cells: list[Cell], runs: Path, seeds: list[int], jobs: int = 1, thre
                 pending.setdefault((src, seed), cell)
     todo = list(pending.items())
     runner = runner or run_subprocess
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
+    env = thread_env(threads)
     started, done = time.time(), [0]
 
     def one(item) -> None:
@@ -101,7 +101,7 @@ def collect_seeds(cells: list[Cell], runs: Path, seeds: list[int]) -> pd.DataFra
             if best is None:
                 continue
             first = first or best
-            if (_stats_name(best), best["metric"]) != (_stats_name(first), first["metric"]):
+            if (stats_name(best), best["metric"]) != (stats_name(first), first["metric"]):
                 raise ConfigError(str(path), f"scored {best['metric']} against {best.get('reference')}, but seed "
                                              f"{first.get('seed')} {first['metric']} against {first.get('reference')} "
                                              "(another reference classifier or metric); delete it to evaluate it again")
@@ -110,9 +110,10 @@ def collect_seeds(cells: list[Cell], runs: Path, seeds: list[int]) -> pd.DataFra
     return pd.DataFrame(rows, columns=["grid", "scale", "cell", "seed", "metric", "value"])
 
 
-def _stats_name(best: dict) -> str | None:
-    """The reference statistics' file name: it carries the classifier's key and weights digest (the folder may move)."""
-    return Path(best["reference"]).name if best.get("reference") else None
+def stats_name(row: dict) -> str | None:
+    """The name of the reference statistics a metric row was scored against: it carries the classifier's key and
+    weights digest, so it identifies them wherever the cache folder is (None when the row names none)."""
+    return Path(row["reference"]).name if row.get("reference") else None
 
 
 def seeds_on_disk(cells: list[Cell], runs: Path) -> list[int]:

@@ -9,12 +9,11 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from jitlab.grid.seeds import summary_line
+from jitlab.grid.seeds import stats_name, summary_line
 from jitlab.report.collect import NOT_RUN, Collected, is_frechet
 from jitlab.report.verdict_sweeps import RULES as SWEEP_RULES, TIE
 
@@ -128,9 +127,9 @@ def mixed_references(collected: Collected) -> list[str]:
         if (result or {}).get("status") != "done":
             continue
         for row in result.get("rows") or []:
-            if is_frechet(row.get("metric")) and row.get("reference"):
+            if is_frechet(row.get("metric")) and stats_name(row):
                 space = by_space.setdefault(str(row.get("feature_space")), {})
-                space.setdefault(Path(row["reference"]).name, []).append(cell_id)
+                space.setdefault(stats_name(row), []).append(cell_id)
     return [f"cells in feature space {space} were scored against {len(refs)} different reference statistics "
             f"(a reference classifier retrained between them): "
             + "; ".join(f"{name}: {', '.join(dict.fromkeys(ids))}" for name, ids in refs.items())
