@@ -81,6 +81,7 @@ def test_spread_per_cell_is_sd_and_range_over_the_mean(tmp_path):
     assert "| pred-x | 10 | 11 | 9 | 10 | 10.0% | 20.0% |" in text
     assert "Largest (max - min) / mean: 20.0% (pred-x)" in text and "is not evidence" in text
     assert "every cell's seeds stay within it" in seeds.markdown(frame, "tiny", "cmd", tie=0.25)
+    assert "tie" not in seeds.markdown(frame, "tiny", "cmd", tie=None)  # a grid whose verdict has no tie margin
     assert "under sampling seeds [0, 1, 2] (seed 0" in text
 
 

@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 def seed_spread(args: argparse.Namespace) -> int:
     from jitlab.grid.seeds import measure, write_seed_report
     from jitlab.report.cli import stem
-    from jitlab.report.verdict_sweeps import TIE
+    from jitlab.report.verdict_sweeps import tie_margin
 
     spec, cells = resolve_cells(args)
     cores = os.cpu_count() or 1
@@ -184,7 +184,7 @@ def seed_spread(args: argparse.Namespace) -> int:
         raise ConfigError(str(args.runs / spec.name / args.scale), "has no done cell to evaluate; run the grid first")
     command = (f"jitlab grid seeds {spec.name} --scale {args.scale} --seeds {' '.join(map(str, args.seeds))}"
                + (f" --only {' '.join(args.only)}" if args.only else ""))
-    paths = write_seed_report(frame, args.out, stem(spec, args.scale), spec.title, command, TIE)
+    paths = write_seed_report(frame, args.out, stem(spec, args.scale), spec.title, command, tie_margin(spec.name))
     print(f"jitlab grid: wrote {', '.join(map(str, paths))}")
     return 0
 

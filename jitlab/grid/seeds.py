@@ -149,8 +149,8 @@ def spread(frame: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
-def markdown(frame: pd.DataFrame, title: str, command: str, tie: float) -> str:
-    """The seed table, each cell's spread and the largest spread beside the reports' tie margin."""
+def markdown(frame: pd.DataFrame, title: str, command: str, tie: float | None) -> str:
+    """The seed table, each cell's spread and the largest spread (beside the verdict's tie margin, if it has one)."""
     stats = spread(frame)
     seeds = sorted(int(s) for s in frame["seed"].unique())
     lines = [f"# {title}: sampling-seed spread", "",
@@ -168,16 +168,17 @@ def markdown(frame: pd.DataFrame, title: str, command: str, tie: float) -> str:
     if len(stats):
         worst = stats["rel_range"].idxmax()
         lines += ["", f"Largest (max - min) / mean: {stats['rel_range'].max():.1%} ({worst}); median "
-                  f"{stats['rel_range'].median():.1%}; median sd / mean {stats['rel_sd'].median():.1%}. The reports' "
-                  f"sweep verdicts call a difference under {tie:.0%} a tie: "
-                  + ("every cell's seeds stay within it." if stats["rel_range"].max() < tie else
-                     "some cell's seeds alone move it by more than that, so a step of that size is not evidence.")]
+                  f"{stats['rel_range'].median():.1%}; median sd / mean {stats['rel_sd'].median():.1%}."
+                  + ("" if tie is None else f" The report's verdict calls a difference under {tie:.0%} a tie: "
+                     + ("every cell's seeds stay within it." if stats["rel_range"].max() < tie else
+                        "some cell's seeds alone move it by more than that, so a step of that size is not evidence."))]
     else:
         lines += ["", "No cell has two evaluated seeds yet."]
     return "\n".join(lines) + "\n"
 
 
-def write_seed_report(frame: pd.DataFrame, out: Path, stem: str, title: str, command: str, tie: float) -> list[Path]:
+def write_seed_report(frame: pd.DataFrame, out: Path, stem: str, title: str, command: str,
+                      tie: float | None) -> list[Path]:
     paths = [Path(out) / f"{stem}-seeds.csv", Path(out) / f"{stem}-seeds.md"]
     texts = [frame.to_csv(index=False, float_format="%.6g"), markdown(frame, title, command, tie)]
     for path, text in zip(paths, texts):

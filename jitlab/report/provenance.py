@@ -15,7 +15,7 @@ import pandas as pd
 
 from jitlab.grid.seeds import stats_name, summary_line
 from jitlab.report.collect import NOT_RUN, Collected, is_frechet
-from jitlab.report.verdict_sweeps import RULES as SWEEP_RULES, TIE
+from jitlab.report.verdict_sweeps import tie_margin
 
 
 @dataclass
@@ -237,5 +237,5 @@ def provenance(collected: Collected) -> Provenance:
         varies=varies, commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         last_finished=max(finished) if finished else None, compute=compute, counts=counts, paper=paper,
         notes=notes_extra,
-        seed_spread=summary_line(cells, collected.runs, TIE if spec.name in SWEEP_RULES else None),
+        seed_spread=summary_line(cells, collected.runs, tie_margin(spec.name)),
     )

@@ -178,3 +178,8 @@ RULES = {
     "table4": _ladder("Table 4", "component", "each component lowers the metric, in the paper's order"),
     "table6": _ladder("Table 6", "model", "each larger model lowers the metric"),
 }
+
+
+def tie_margin(grid: str) -> float | None:
+    """TIE for a grid whose verdict uses it (the sweeps); None for the others (Table 2's rule is a factor)."""
+    return TIE if grid in RULES else None
