@@ -5,9 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 SCALE  ?= mini
-# extra arguments for `jitlab grid run`, e.g. GRID_ARGS="--data.root /data/imagenet --launcher slurm"
+# extra arguments for `jitlab grid run`, e.g. GRID_ARGS="--data-root /data/imagenet --launcher slurm"
 GRID_ARGS ?=
-GRIDS  := table2 table3 fig4 table4 table5 table6
+# training seeds per cell (empty: the grid file's scales.SCALE.train_seeds), e.g. make table2 TRAIN_SEEDS=3
+TRAIN_SEEDS ?=
+# every grid file is a target; `make figures` runs the paper's tables and figures at the chosen scale
+GRIDS  := $(basename $(notdir $(wildcard experiments/grids/*.yaml)))
+FIGURES := table2 table3 fig4 table4 table5 table6
+SEEDS_ARG := $(if $(TRAIN_SEEDS),--train-seeds $(TRAIN_SEEDS),)
 
 .PHONY: help install test bench bench-data $(GRIDS) figures fig2 clean-venv
 
@@ -15,7 +20,8 @@ help:
 	@echo "make test     install (first time) and run the test suite"
 	@echo "make table2   install (first time) and regenerate Table 2 at the mini scale (SCALE=paper: ImageNet)"
 	@echo "make figures  every grid: table2 table3 fig4 table4 table5 table6"
-	@echo "make bench    data-loading throughput -> reports/bench-data.md"
+	@echo "make bench    training/sampling speed (mini, JiT-B/16) -> reports/bench.md, then bench-data"
+	@echo "make bench-data  data-loading throughput -> reports/bench-data.md"
 	@echo "make fig2     install (first time) and run the Figure 2 toy (spiral in D dims) -> reports/fig2.*"
 	@echo "make install  create .venv and install jitlab with its dependencies"
 
@@ -33,12 +39,17 @@ test: $(STAMP)
 # one grid: run every cell (finished cells are skipped), then write reports/NAME.{csv,md,tex,png}
 # (the report is written even when a cell failed: it shows which; make still exits non-zero then)
 $(GRIDS): $(STAMP)
-	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(GRID_ARGS); status=$$?; \
+	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(SEEDS_ARG) $(GRID_ARGS); status=$$?; \
 	$(BIN)/jitlab report $@ --scale $(SCALE) && exit $$status
 
-figures: $(GRIDS)
+figures: $(FIGURES)
 
-bench: bench-data
+# extra arguments for `jitlab bench`, e.g. BENCH_ARGS="--threads 1 --model mini"
+BENCH_ARGS ?=
+
+bench: $(STAMP)
+	$(BIN)/jitlab bench --out reports/bench.md $(BENCH_ARGS)
+	$(MAKE) bench-data
 
 bench-data: $(STAMP)
 	$(BIN)/python -m jitlab.data.bench --out reports/bench-data.md

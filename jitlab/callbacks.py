@@ -12,7 +12,7 @@ from torch import Tensor
 
 from jitlab.atomic import atomic_path
 from jitlab.data.base import to_uint8
-from jitlab.sampling import Sampler
+from jitlab.sampling import FinalStep, Precision, Sampler
 
 
 def image_grid(images: Tensor, nrow: int) -> Tensor:
@@ -55,10 +55,12 @@ class SampleGrid(L.Callback):
         num_images: images in the grid; labels cycle through the classes, one row per class.
         steps, sampler, cfg_scale, cfg_interval: the sampler settings (few steps keep this cheap).
         seed: the noise seed (fixed, so consecutive grids are comparable).
+        final_step, precision: the last step (``euler`` as the release, or ``x``) and the forward's precision.
     """
 
     def __init__(self, every_n_steps: int = 0, num_images: int = 40, steps: int = 25, sampler: Sampler = Sampler.heun,
-                 cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.1, 1.0), seed: int = 0):
+                 cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.1, 1.0), seed: int = 0,
+                 final_step: FinalStep = FinalStep.euler, precision: Precision = Precision.fp32):
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.steps = steps
@@ -66,6 +68,8 @@ class SampleGrid(L.Callback):
         self.cfg_scale = cfg_scale
         self.cfg_interval = tuple(cfg_interval)
         self.seed = seed
+        self.final_step = FinalStep(final_step)
+        self.precision = Precision(precision)
 
     def _labels(self, pl_module: L.LightningModule) -> tuple[Tensor | None, int]:
         classes = pl_module.null_class
@@ -83,7 +87,8 @@ class SampleGrid(L.Callback):
         grid = image_grid(x[: self.num_images], nrow=8)  # the data loader yields uint8 already
         save_png(grid, run_dir(trainer) / "data.png")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if self.every_n_steps > 0 and step % self.every_n_steps == 0 and step != getattr(self, "_last", -1):
             self._last = step
@@ -100,7 +105,8 @@ class SampleGrid(L.Callback):
         pl_module.eval()
         with ema_context(trainer, pl_module):
             images = pl_module.generate(range(self.num_images), labels, steps=self.steps, method=self.sampler,
-                                        cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval, seed=self.seed)
+                                        cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval, seed=self.seed,
+                                        final_step=self.final_step, precision=self.precision)
         pl_module.train(was_training)
         grid = image_grid(to_uint8(images).cpu(), nrow=nrow)
         save_png(grid, run_dir(trainer) / name)

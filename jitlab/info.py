@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from jitlab.errors import ArgumentParser
 from jitlab.models import MODELS, build_model
 from jitlab.models.jit import JiT
 
@@ -48,7 +48,7 @@ def describe(name: str, img_size: int, num_classes: int = 1000) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jitlab info", description="Parameters and GMACs of a named JiT model.")
+    parser = ArgumentParser(prog="jitlab info", description="Parameters and GMACs of a named JiT model.")
     parser.add_argument("--model", required=True, choices=list(MODELS), metavar="NAME",
                         help="a registry name, e.g. JiT-B/16 (sizes G H L B S T P; patches 2 4 8 16 32 64)")
     parser.add_argument("--img_size", type=int, default=256, help="image side in pixels (default 256)")

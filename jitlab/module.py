@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from jitlab.errors import ConfigError
 from jitlab.flow import Flow, FlowConfig, Space
 from jitlab.models.spec import build_net, net_spec
-from jitlab.sampling import Sampler, guided_velocity, index_seed, initial_noise, integrate
+from jitlab.sampling import FinalStep, Precision, Sampler, guided, index_seed, initial_noise, integrate
 
 
 @dataclass
@@ -59,24 +59,32 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
 
 
 def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
-    """Warn when an eps- or v-predicting net sees its patches through a bottleneck narrower than a patch.
+    """Warn when an eps- or v-predicting net is narrower than a patch, at its input or at its output.
 
-    eps and v carry the noise of all ``patch_dim`` directions of a patch, but the bottleneck passes only ``d'``
-    linear combinations of ``z``: the other ``patch_dim - d'`` noise directions cannot be predicted, whatever
-    the training (an eps error of about sqrt(1 - d'/patch_dim) per pixel, seen as saturated noise in samples).
-    The paper pairs the bottleneck with x-prediction only (Figure 4); the warning keeps a grid valid but loud.
+    eps and v carry the noise of all ``patch_dim`` directions of a patch. A bottleneck of width ``d'`` passes only
+    ``d'`` linear combinations of ``z`` (the other noise directions never reach the network), and a width below
+    the patch dimension maps each token to a fixed ``hidden_size``-dimensional affine subspace of the patch (the
+    final linear layer has rank <= width): in the other directions the output is a constant for any weights, so
+    eps/v cannot be right there whatever the training (seen as saturated noise in samples). Such a cell tests
+    linear algebra, not the paper. The paper pairs the bottleneck with x-prediction only (Figure 4) and keeps the
+    width >= the patch dimension (768 = 768); the warning keeps a run valid but loud.
     """
-    bottleneck = getattr(net, "init_args", {}).get("bottleneck_dim")
-    patch_dim = getattr(net, "patch_dim", None)
     pred = Space(flow.pred)
-    if pred is Space.x or bottleneck is None or patch_dim is None or bottleneck >= patch_dim:
+    patch_dim = getattr(net, "patch_dim", None)
+    if pred is Space.x or patch_dim is None:
         return
-    rank_zero_warn(
-        f"jitlab: model.flow.pred={pred.value} with model.net.init_args.bottleneck_dim={bottleneck} < patch "
-        f"dimension {patch_dim}: {patch_dim - bottleneck} noise directions per patch never reach the network, "
-        f"so its {pred.value}-prediction cannot be right there (expect noisy samples); use pred=x or "
-        f"bottleneck_dim=null (or >= {patch_dim})"
-    )
+    init = getattr(net, "init_args", {})
+    narrow = {"bottleneck_dim": init.get("bottleneck_dim"), "hidden_size": init.get("hidden_size")}
+    for field, width in narrow.items():
+        if width is None or width >= patch_dim:
+            continue
+        where = ("never reach the network" if field == "bottleneck_dim"
+                 else "lie outside the output layer's span (its rank is at most the width)")
+        rank_zero_warn(
+            f"jitlab: model.flow.pred={pred.value} with model.net.init_args.{field}={width} < patch dimension "
+            f"{patch_dim}: {patch_dim - width} noise directions per patch {where}, so its {pred.value}-prediction "
+            f"cannot be right there for any weights (expect noisy samples); use pred=x or {field} >= {patch_dim}"
+        )
 
 
 class JiTModule(L.LightningModule):
@@ -158,8 +166,16 @@ class JiTModule(L.LightningModule):
         )
         # fused AdamW: one kernel for all parameters where torch has it (CPU, CUDA); the loop elsewhere
         fused = all(p.device.type in ("cpu", "cuda") for p in self.net.parameters()) or None
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=lr, betas=tuple(cfg.betas),
-                                      weight_decay=cfg.weight_decay, fused=fused)
+        # two groups as the release: biases and 1-D parameters (norms) without weight decay, the rest with it.
+        # Written here rather than timm's param_groups_weight_decay, which drops frozen parameters (the fixed
+        # pos_embed) and so changes the optimizer state's layout; at weight_decay 0 one group, as before.
+        params = list(self.net.named_parameters())
+        decays = [p.ndim >= 2 and not name.endswith(".bias") for name, p in params]
+        groups: list[dict[str, Any]] = [{"params": [p for _, p in params], "weight_decay": 0.0}]
+        if cfg.weight_decay:
+            groups = [{"params": [p for (_, p), d in zip(params, decays) if d == wanted], "weight_decay": wd}
+                      for wanted, wd in ((False, 0.0), (True, cfg.weight_decay))]
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule, cfg.min_lr_ratio)
         )
@@ -250,11 +266,17 @@ class JiTModule(L.LightningModule):
     @torch.no_grad()
     def generate(self, indices: Sequence[int], labels: Tensor | None, *, steps: int = 50,
                  method: Sampler = Sampler.heun, cfg_scale: float = 1.0,
-                 cfg_interval: tuple[float, float] = (0.0, 1.0), seed: int = 0) -> Tensor:
-        """Generate one sample per global index (noise drawn from the index); returns (N, *sample_shape)."""
+                 cfg_interval: tuple[float, float] = (0.0, 1.0), seed: int = 0,
+                 final_step: FinalStep = FinalStep.euler, precision: Precision = Precision.fp32) -> Tensor:
+        """Generate one sample per global index (noise drawn from the index); returns (N, *sample_shape).
+
+        ``final_step``: ``euler`` (the release) or ``x`` (the last step lands on the x-prediction);
+        ``precision``: ``fp32``, or ``bf16`` autocast of the network's forward (the release on GPU).
+        """
         z = initial_noise(indices, self.sample_shape, seed, self.flow.cfg.noise_scale, self.device)  # (N, ...)
         if labels is None:
             labels = torch.zeros(len(indices), dtype=torch.long)
         labels = labels.to(self.device)
-        velocity = guided_velocity(self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
-        return integrate(velocity, z, steps, method)
+        cfg = (self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=Precision(precision) == Precision.bf16):
+            return integrate(guided(*cfg), z, steps, method, final_step, denoise=guided(*cfg, space=Space.x))

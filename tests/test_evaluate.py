@@ -41,6 +41,7 @@ def test_sweep_writes_every_point_and_the_best(tiny_checkpoint, quick_refnet, tm
         assert row["sampler"] == "heun" and row["steps"] == 2 and row["nfe"] == 3 and row["seed"] == 0
         assert row["step"] == 5 and row["cfg_interval"] == [0.1, 1.0] and row["value"] > 0
         assert 0.0 <= row["feature_accuracy"] <= 1.0  # the classifier's validation accuracy travels with the score
+        assert row["final_step"] == "euler" and row["precision"] == "fp32" and row["score_resolution"] is None
     assert {(r["ema"], r["cfg_scale"]) for r in rows} == {(0.9, 1.0), (0.9, 3.0), ("none", 1.0), ("none", 3.0)}
     assert payload["best"]["value"] == min(r["value"] for r in rows)
     # a second sweep adds its points and keeps the earlier ones
@@ -93,7 +94,8 @@ def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_check
     base = [str(tiny_checkpoint), "--features", "inception", "--num_images", "8", "--steps", "1", "--ref_images", "8",
             "--batch_size", "8", "--out", str(out)]
     assert evaluate.main([*base, "--inception_weights", str(tmp_path / "absent.pth")]) == 2
-    assert "weights" in capsys.readouterr().out and not out.exists()
+    err = capsys.readouterr().err
+    assert err.startswith("jitlab: error: inception_weights") and "weights" in err and not out.exists()
     weights = tmp_path / "inception.pth"
     random_inception_weights(weights)
     assert evaluate.main([*base, "--inception_weights", str(weights), "--is"]) == 0
@@ -101,3 +103,63 @@ def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_check
     assert {r["metric"] for r in rows} == {"FID-8", "IS-8"}
     assert all(r["feature_space"] == "inception-v3-pool3" and r["n_samples"] == 8 for r in rows)
     assert not any("feature_accuracy" in r for r in rows)  # Inception: no classifier accuracy of ours to state
+
+
+def test_sampler_options_and_score_resolution_are_recorded_in_every_row(tiny_checkpoint, quick_refnet, tmp_path):  # noqa: F811
+    """--final_step x, --precision bf16 (autocast on CPU) and --score_resolution 8: a 16px model in the 8px space."""
+    out = tmp_path / "metrics.json"
+    assert evaluate.main([str(tiny_checkpoint), "--num_images", "10", "--steps", "2", "--final_step", "x",
+                          "--precision", "bf16", "--score_resolution", "8", "--cfg", "1.0", "2.0", "--ref_images", "20",
+                          "--batch_size", "10", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["final_step"] == "x" and row["precision"] == "bf16" and row["score_resolution"] == 8
+        assert row["feature_space"] == "refnet-shapes-8" and row["nfe"] == 3 and row["value"] > 0
+
+
+def test_one_resize_for_generated_and_real_images(tiny_checkpoint, quick_refnet):  # noqa: F811
+    import torch
+
+    from jitlab.data.embedded import make_dataset
+
+    data = {"kind": "shapes", "resolution": 16, "seed": 0}
+    extractor, ref = evaluate.instruments("refnet", data, None, None, 20, "cpu", score_resolution=8)
+    assert isinstance(extractor, evaluate.ScoredAt) and extractor.inner.resolution == 8
+    real = torch.stack([make_dataset("shapes", 16, 20, 2)[i][0] for i in range(20)])  # (20, 3, 16, 16) uint8
+    inner = extractor.inner.extract(evaluate.resize_uint8(real, 8))["features"]  # (20, F)
+    torch.testing.assert_close(torch.as_tensor(ref.mu), inner.mean(0))  # the statistics saw the resized images
+    torch.testing.assert_close(extractor(real), inner)  # and so do the generated ones
+    # area downsampling averages each 2x2 window exactly; a constant image stays constant
+    rows = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
+    rows[..., ::2, :] = 200
+    assert evaluate.resize_uint8(rows, 8).unique().tolist() == [100]
+    assert evaluate.resize_uint8(torch.full((1, 3, 8, 8), 77, dtype=torch.uint8), 16).unique().tolist() == [77]
+
+
+def test_sweep_keeps_each_finished_point_and_a_rerun_skips_them(tiny_checkpoint, quick_refnet, tmp_path, monkeypatch,
+                                                                capsys):  # noqa: F811
+    out = tmp_path / "metrics.json"
+    base = [str(tiny_checkpoint), "--num_images", "10", "--steps", "1", "--ref_images", "20", "--batch_size", "10",
+            "--out", str(out)]
+    real_score, calls = evaluate.score_samples, []
+
+    def failing_second(*args, **kwargs):
+        calls.append(args[2].cfg_scale)
+        if len(calls) == 2:
+            raise ValueError("simulated failure at the second point")
+        return real_score(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "score_samples", failing_second)
+    assert evaluate.main([*base, "--cfg", "1.0", "2.0", "3.0"]) == 2
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["cfg_scale"] for r in rows] == [1.0]  # the first point was written before the failure
+    calls.clear()
+    monkeypatch.setattr(evaluate, "score_samples", lambda *a, **k: calls.append(a[2].cfg_scale) or real_score(*a, **k))
+    assert evaluate.main([*base, "--cfg", "1.0", "2.0", "3.0"]) == 0
+    assert calls == [2.0, 3.0] and "skipped" in capsys.readouterr().out  # resumed: only the missing points ran
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(r["cfg_scale"] for r in rows) == [1.0, 2.0, 3.0]
+    calls.clear()
+    assert evaluate.main([*base, "--cfg", "1.0", "--final_step", "x"]) == 0  # another setting is another point
+    assert calls == [1.0] and len(json.loads(out.read_text())["rows"]) == 4

@@ -170,3 +170,17 @@ def test_noise_prediction_through_a_narrow_bottleneck_warns(pred):
 def test_no_bottleneck_warning_when_the_noise_fits(pred, bottleneck, recwarn):
     JiTModule(tiny_net(bottleneck_dim=bottleneck), flow=FlowConfig(pred=pred))
     assert not [w for w in recwarn if "noise directions" in str(w.message)]
+
+
+@pytest.mark.parametrize("pred", [Space.eps, Space.v])
+def test_noise_prediction_from_a_model_narrower_than_a_patch_warns_with_the_rank_argument(pred):
+    # 8x8 patches of 3 channels = 192-d, width 48: the output layer reaches only 48 of 192 directions
+    with pytest.warns(UserWarning, match=r"hidden_size=48 < patch dimension 192: 144 noise directions per patch "
+                                         r"lie outside the output layer's span \(its rank is at most the width\)"):
+        JiTModule(tiny_net(patch_size=8, bottleneck_dim=None), flow=FlowConfig(pred=pred))
+
+
+def test_no_rank_warning_for_x_prediction_or_a_full_rank_output(recwarn):
+    JiTModule(tiny_net(patch_size=8, bottleneck_dim=None), flow=FlowConfig(pred=Space.x))
+    JiTModule(tiny_net(patch_size=2, bottleneck_dim=None), flow=FlowConfig(pred=Space.v))  # 12-d into width 48
+    assert not [w for w in recwarn if "noise directions" in str(w.message)]

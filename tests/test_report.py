@@ -1,4 +1,4 @@
-"""`jitlab report`: run directories -> CSV, Markdown, LaTeX, PNG, and Table 2's verdict.
+"""`jitlab report`: run directories -> CSV, Markdown, LaTeX, PNG, and Table 2's verdict from its declared rules.
 
 Every number below is a FIXTURE made up for these tests (written into tmp_path), not a result.
 """
@@ -6,16 +6,18 @@ Every number below is a FIXTURE made up for these tests (written into tmp_path),
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from jitlab.grid.spec import load_spec
-from jitlab.report import build_report, verdict
+from jitlab.report import build_report
 from jitlab.report.cli import ReportError, main
 from jitlab.report.collect import collect
 from jitlab.report.plots import positions
+from jitlab.report.verdict import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +36,19 @@ def spec():
     return load_spec("table2", root=ROOT)
 
 
+def resolution(setting: str) -> int:
+    cell = next(c for c in spec().cells("mini") if c.labels["setting"] == setting)
+    return cell.config["data"]["init_args"]["resolution"]
+
+
 def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), reused=(), metric="FD-ref-500",
-                  extra_is: bool = False) -> Path:
-    """FIXTURE run directories RUNS/table2/mini/CELL/result.json, shaped like the grid runner's."""
+                  extra_is: bool = False, seeds: int = 1, spread: float = 0.02) -> Path:
+    """FIXTURE run directories RUNS/table2/mini/CELL[_seed-K]/result.json, shaped like the grid runner's.
+
+    With ``seeds`` > 1 every cell is trained under seeds 0..seeds-1: seed K's value is the cell's value times
+    (1 + spread x (K - (seeds - 1) / 2)), so the seeds' mean is the value given."""
     grid = spec()
-    for cell in grid.cells("mini"):
+    for cell in grid.cells("mini", train_seeds=seeds):
         key = (cell.labels["setting"], cell.labels["loss"], cell.labels["pred"])
         directory = runs / "table2" / "mini" / cell.id
         directory.mkdir(parents=True, exist_ok=True)
@@ -49,7 +59,8 @@ def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), 
                  "cfg_interval": [0.0, 1.0], "ema": 0.999, "step": 2000,
                  "feature_space": f"refnet-shapes-{cell.config['data']['init_args']['resolution']}",
                  "feature_accuracy": 0.999 if cell.labels["setting"] == "a" else 0.772}
-        rows = [{"metric": metric, "value": values[key], **point}] if status == "done" else []
+        value = values[key] * (1 + spread * (cell.train_seed - (seeds - 1) / 2))
+        rows = [{"metric": metric, "value": value, **point}] if status == "done" else []
         if extra_is and rows:
             rows.append({"metric": "IS-500", "value": 3.5, **point})
         result = {"grid": "table2", "scale": "mini", "cell": cell.id, "labels": cell.labels,
@@ -60,6 +71,8 @@ def write_fixture(runs: Path, values: dict, failed=(), diverged=(), missing=(), 
                   "step": 2000 if status == "done" else 700, "rows": rows,
                   "commands": ["jitlab fit ...", "jitlab eval ..."], "train_seconds": 100.0, "seconds": 120.0,
                   "finished_at": "2026-11-22 08:10:00 UTC"}
+        if cell.train_seed:
+            result["train_seed"] = cell.train_seed
         if key in reused:  # the runner reused another grid's identical run
             result["reused_from"] = str(runs / "table3" / "mini" / "mu--0.8_pred-x")
         (directory / "result.json").write_text(json.dumps(result))
@@ -72,11 +85,12 @@ def test_csv_is_tidy_with_every_cell(tmp_path):
     paths = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)
     assert paths["csv"].name == "table2.csv"
     df = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
-    for column in ("grid", "scale", "setting", "pred", "loss", "metric", "value", "paper_value", "n_samples",
+    for column in ("grid", "scale", "train_seed", "setting", "pred", "loss", "metric", "value", "paper_value",
+                   "n_samples",
                    "seed", "step", "status", "paper_metric", "cfg_scale", "ema", "sampler", "steps", "nfe",
                    "train_seconds"):
         assert column in df.columns, column
-    assert df["cell"].nunique() == 18
+    assert df["cell"].nunique() == 18 and set(df["train_seed"]) == {0}
     # 16 done cells x (FD + IS) + one failed + one not-run row
     assert len(df) == 16 * 2 + 2
     failed = df[df["status"] == "failed"]
@@ -111,7 +125,9 @@ def test_markdown_layout_and_provenance(tmp_path):
     assert "| failed | 394.58 |" in eps_row
     v_row_b = [line for line in tables[1].splitlines() if line.startswith("| v-loss")][0]
     assert v_row_b.rstrip().endswith("| not run | 3.46 |")
-    for text in ("**scale**: mini", "**data set** (setting a): shapes 64x64", "**data set** (setting b): shapes 8x8",
+    a, b = resolution("a"), resolution("b")
+    for text in ("**scale**: mini", f"**data set** (setting a): shapes {a}x{a}",
+                 f"**data set** (setting b): shapes {b}x{b}",
                  "**our metric**: FD-ref-500; 500 generated samples per cell", "It is not FID",
                  "**the paper's metric**: FID-50K", "sampler heun, 50 steps (NFE 99)", "CFG 2",
                  f"max_steps {spec().cells('mini')[0].config['trainer']['max_steps']}",
@@ -120,10 +136,12 @@ def test_markdown_layout_and_provenance(tmp_path):
                  "1 more cell(s) reuse the identical run of another grid (1m40s of training, counted there)",
                  "same run as `",
                  "16 done, 1 failed, 1 not run (of 18)", "The paper's claim:",
-                 "refnet-shapes-64: the reference classifier's validation accuracy is 99.9%",
-                 "refnet-shapes-8: the reference classifier's validation accuracy is 77.2%"):
+                 f"refnet-shapes-{a}: the reference classifier's validation accuracy is 99.9%",
+                 f"refnet-shapes-{b}: the reference classifier's validation accuracy is 77.2%",
+                 "one training per cell (training seed 0)", "Ours is one training per cell."):
         assert text in md, text
     assert "FID-50K" not in md.split("**the paper's metric**")[0].split("Grid `table2`")[1].split("ours:")[0]
+    assert not re.search(r"\bnan\b", md) and "±" not in md and "## Every training seed" not in md  # one seed: plain
 
 
 def test_tex_png_and_atomic_outputs(tmp_path):
@@ -161,45 +179,107 @@ def test_paper_scale_has_its_own_names(tmp_path):
     assert "`jitlab grid run table2 --scale paper --runs " in md and " --data-root DIR`" in md
 
 
-def test_verdict_reproducing(tmp_path):
+def judged(lines: list[str]) -> list[str]:
+    return [line for line in lines if not line.startswith("**Overall**")]
+
+
+def test_verdict_on_one_training_is_consistent_and_says_so(tmp_path):
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING))
-    lines = [line for line in verdict(spec(), collected.frame) if "for reading" not in line]
-    text = "\n".join(lines)
-    assert len(lines) == 3
-    assert lines[0].startswith("**(a)") and "38 vs the best eps-/v-pred cell (v-pred, v-loss) 110" in lines[0]
-    assert "2.89x lower" in lines[0] and "Reproduces at mini scale" in lines[0]
-    assert lines[1].startswith("**(b)") and "max/min = 1.29" in lines[1] and "max/min <= 2" in lines[1]
-    assert "Reproduces at mini scale" in lines[1]
-    assert "claim reproduces at mini scale" in lines[2]
-    assert "not reproduce" not in text and "Provisional" not in text
+    lines = verdict(spec(), collected.frame)
+    a, b = judged(lines)
+    assert a.startswith("**(a)** With high-dimensional patches") and "[rule `below`:" in a
+    assert "the worst of a (loss eps, pred x) 42 vs the best of b (loss v, pred v) 110" in a
+    assert "**Consistent, 1 seed** at mini scale" in a and "Rests on 1 training per cell" in a
+    assert "the rule's declared 5% (one training per cell: the margin is not measured from trainings)" in a
+    assert "The paper's FID-50K under the same rule: holds" in a
+    assert b.startswith("**(b)**") and "[rule `within_factor`: max/min of every cell at most 2; cells: setting b]" in b
+    assert "= 1.29x" in b and "**Consistent, 1 seed**" in b
+    assert lines[-1] == "**Overall**: Table 2's claim is consistent, 1 seed, at mini scale (one training per cell)."
+    assert "not reproduce" not in "\n".join(lines) and "Provisional" not in "\n".join(lines)
 
 
 def test_verdict_not_reproducing(tmp_path):
     values = dict(REPRODUCING)
-    values[("a", "v", "v")] = 30.0  # a v-pred cell below x-pred's best
+    values[("a", "v", "v")] = 30.0  # a v-pred cell below an x-pred cell
     values[("b", "eps", "eps")] = 60.0  # a low-dimensional cell far from the rest
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", values, missing=[("b", "x", "x")]))
-    lines = verdict(spec(), collected.frame)
-    reading = [line for line in lines if "for reading" in line]
-    # the per-row spreads: (a) x-loss 300/40, (b) eps-loss 60/18 (ours) beside the paper's rows
-    assert "x-loss 7.5x (paper 37.4x)" in reading[0] and "eps-loss 3.33x (paper 1.13x)" in reading[1]
-    lines = [line for line in lines if "for reading" not in line]
-    assert "Does not reproduce at mini scale" in lines[0] and "1.27x higher" in lines[0]
-    assert "Does not reproduce at mini scale" in lines[1] and "max/min = 3.53" in lines[1]
-    assert "Provisional: 1 of 9 cells have no result" in lines[1]
-    assert "does not reproduce at mini scale: (a), (b) fails" in lines[2]
-    assert "provisional" in lines[2]
+    a, b, overall = verdict(spec(), collected.frame)
+    assert "**Does not reproduce**" in a and "(loss v, pred v) 30: ratio 1.4x" in a
+    assert "**Does not reproduce**" in b and "60 / the lowest (loss v, pred x) 17 = 3.53x" in b
+    assert "Provisional: 1 of 9 cells lack a result (setting-b_loss-x_pred-x (not run))" in b
+    assert overall == "**Overall**: Table 2's claim does not reproduce at mini scale ((a), (b) fails)."
 
 
-def test_verdict_counts_diverged_as_worse_and_unknown_grids_have_none(tmp_path):
+def test_verdict_counts_diverged_as_worse_and_grids_without_rules_have_none(tmp_path):
     collected = collect(spec(), "mini", write_fixture(tmp_path / "runs", REPRODUCING,
                                                       diverged=[("a", "x", "eps"), ("b", "v", "v")]))
-    lines = [line for line in verdict(spec(), collected.frame) if "for reading" not in line]
-    assert "Reproduces at mini scale" in lines[0] and "diverged (no value, counted as worse): eps-pred/x-loss" in lines[0]
-    assert "Does not reproduce" in lines[1] and "diverged: v-pred/v-loss" in lines[1]
+    a, b = judged(verdict(spec(), collected.frame))
+    assert "**Consistent, 1 seed**" in a  # a diverged eps-pred cell is above every x-pred cell
+    assert "the highest (loss v, pred v) diverged" in b and "**Does not reproduce**" in b
     other = spec()
-    other.name = "some-other-grid"
+    other.rules = []
     assert verdict(other, collected.frame) == []
+
+
+def test_several_training_seeds_are_read_averaged_and_judged_by_their_spread(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING, seeds=3, spread=0.02, failed=[("a", "eps", "eps")])
+    (runs / "table2" / "mini" / "setting-a_loss-x_pred-x_seed-3").mkdir()  # a seed beyond the grid's: not run yet
+    paths = build_report(spec(), "mini", runs, tmp_path / "reports")
+    df = pd.read_csv(paths["csv"])
+    assert len(df) == 18 * 4 - 17 and df["cell"].nunique() == 18  # seeds 0-2 of every cell, seed 3 of one
+    assert sorted(df.loc[df["cell"] == "setting-a_loss-x_pred-x", "train_seed"]) == [0, 1, 2, 3]
+    one = df[(df["cell"] == "setting-a_loss-v_pred-x")].sort_values("train_seed")
+    assert list(one["value"].round(6)) == [37.24, 38.0, 38.76] and list(one["paper_value"]) == [8.62] * 3
+    md = paths["md"].read_text()
+    row = [line for line in md.split("### (a)")[1].splitlines() if line.startswith("| v-loss")][0]
+    assert "| 38 ± 0.76 (n=3) | 8.62 |" in row  # the mean, the sd over the 3 trainings, their number
+    assert "| 40 ± 0.8 (n=3 of 4) |" in md.split("### (a)")[1]  # seed 3 of x-loss/x-pred has no result yet
+    seeds = md.split("## Every training seed")[1].split("\n## ")[0]
+    assert "| `setting-a_loss-v_pred-x` | 37.24 | 38 | 38.76 | - | 38 | 0.76 | 2.0% |" in seeds
+    assert "`setting-a_loss-v_pred-x_seed-2`" in md.split("## Every cell and training seed")[1]
+    assert "training seeds 0-3 (`seed_everything` + K), 3 with a result per cell" in md
+    assert "(of 55 trainings of 18 cells)" in md and "ignored" not in md  # seed directories are not strays
+    verdict_lines = [line for line in md.splitlines() if line.startswith("- **(")]
+    assert all("**Reproduces (3 seeds)**" in line for line in verdict_lines)
+    assert all("training-seed sd 2.0% of the mean, pooled over 17 cell(s)" in line for line in verdict_lines)
+    assert "Rests on 3 trainings per cell" in verdict_lines[1]
+    assert ("Provisional: 2 of 9 cells lack a result (setting-a_loss-x_pred-x (1 training(s) without a result), "
+            "setting-a_loss-eps_pred-eps (failed))") in verdict_lines[0]
+    assert "**Overall**: Table 2's claim reproduces (3 seeds) at mini scale." in md
+    tex = paths["tex"].read_text()
+    assert r"38 $\pm$ 0.76 (n=3)" in tex and not re.search(r"\bnan\b", tex)
+
+
+def test_a_difference_within_two_standard_errors_of_the_trainings_is_a_tie(tmp_path):
+    values = dict(REPRODUCING)
+    values[("a", "x", "x")] = 100.0  # x-pred's worst, 10% under v-pred's best: real at 1% spread, a tie at 20%
+    for spread, word in ((0.01, "**Reproduces (3 seeds)**"), (0.2, "**Inconclusive**")):
+        runs = write_fixture(tmp_path / f"runs{spread}", values, seeds=3, spread=spread)
+        a = verdict(spec(), collect(spec(), "mini", runs).frame)[0]
+        assert word in a, a
+
+
+def test_the_sampling_seed_spread_joins_the_margin(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    out = tmp_path / "reports"
+    out.mkdir()
+    pd.DataFrame({"grid": "table2", "scale": "mini", "cell": ["setting-a_loss-v_pred-x"] * 2 + ["gone"] * 2,
+                  "seed": [0, 1, 0, 1], "metric": "FD-ref-500", "value": [38.0, 40.0, 1.0, 9.0]}
+                 ).to_csv(out / "table2-seeds.csv", index=False)
+    md = build_report(spec(), "mini", runs, out, png=False)["md"].read_text()
+    assert f"for scale, sampling-seed sd 3.6% (1 cell(s), {out / 'table2-seeds.csv'}) alone" in md  # "gone": ignored
+    runs = write_fixture(tmp_path / "runs3", REPRODUCING, seeds=3)
+    md = build_report(spec(), "mini", runs, out, png=False)["md"].read_text()
+    assert "training-seed sd 2.0% of the mean, pooled over 18 cell(s) with >= 2 trainings, combined with the " \
+           "sampling-seed sd 3.6%" in md
+
+
+def test_a_malformed_rule_fails_the_report_naming_the_rule(tmp_path):
+    path = tmp_path / "table2.yaml"
+    path.write_text((ROOT / "experiments/grids/table2.yaml").read_text().replace("kind: below", "kind: lower"))
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    with pytest.raises(Exception, match=r"rules\[0\] \(\(a\)\)\.kind: unknown kind 'lower'; valid: below"):
+        build_report(load_spec(path, root=ROOT), "mini", runs, tmp_path / "reports", png=False)
 
 
 def test_errors_exit_2(tmp_path, capsys, monkeypatch):
@@ -296,5 +376,5 @@ def test_cells_scored_against_different_reference_statistics_are_flagged(tmp_pat
         path.write_text(json.dumps(result))
     md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
     note = [line for line in md.splitlines() if "different reference statistics" in line]
-    assert len(note) == 1 and "feature space refnet-shapes-64 were scored against 2" in note[0]
+    assert len(note) == 1 and f"feature space refnet-shapes-{resolution('a')} were scored against 2" in note[0]
     assert "shapes-64-refnet-BBBB-5000.npz: setting-a_loss-v_pred-x. Their values are not comparable" in note[0]

@@ -19,24 +19,25 @@ def test_euler_and_heun_on_known_odes():
     z0 = torch.zeros(3, 2)
     # dz/dt = t: exact z(1) = 1/2; Euler on n steps gives (n-1)/(2n); Heun (last step Euler) is exact but the last step
     steps = 10
-    euler = integrate(lambda z, t: t[:, None].expand_as(z), z0, steps, Sampler.euler)
+    euler = integrate(lambda z, t, _: t[:, None].expand_as(z), z0, steps, Sampler.euler)
     assert torch.allclose(euler, torch.full_like(z0, (steps - 1) / (2 * steps)))
-    heun = integrate(lambda z, t: t[:, None].expand_as(z), z0, steps, Sampler.heun)
+    heun = integrate(lambda z, t, _: t[:, None].expand_as(z), z0, steps, Sampler.heun)
     exact_but_last = 0.5 * (0.9 ** 2) + 0.9 * 0.1  # trapezoid up to 0.9 is exact; the last Euler step uses t=0.9
     assert torch.allclose(heun, torch.full_like(z0, exact_but_last))
     # dz/dt = -z: Heun is far closer to exp(-1) than Euler
     one = torch.ones(1, 1)
-    e = integrate(lambda z, t: -z, one, 20, Sampler.euler).item()
-    h = integrate(lambda z, t: -z, one, 20, Sampler.heun).item()
+    e = integrate(lambda z, t, _: -z, one, 20, Sampler.euler).item()
+    h = integrate(lambda z, t, _: -z, one, 20, Sampler.heun).item()
     assert abs(h - np.exp(-1)) < abs(e - np.exp(-1)) / 5
 
 
 @pytest.mark.parametrize("method,steps", [(Sampler.euler, 7), (Sampler.heun, 7), (Sampler.heun, 1)])
 def test_number_of_evaluations_and_time_grid(method, steps):
-    seen = []
+    seen, seen_grid = [], []
 
-    def velocity(z, t):
+    def velocity(z, t, t_grid):
         seen.append(float(t[0]))
+        seen_grid.append(t_grid)
         return torch.zeros_like(z)
 
     integrate(velocity, torch.zeros(2, 1), steps, method)
@@ -44,6 +45,11 @@ def test_number_of_evaluations_and_time_grid(method, steps):
     grid = np.linspace(0, 1, steps + 1)
     assert all(np.isclose(s, grid).any() for s in seen)
     assert seen[0] == 0.0 and max(seen) < 1.0
+    # the network's t from the float64 grid; the CFG decision's t is the release's float32 linspace at the same step
+    release = torch.linspace(0, 1, steps + 1)
+    for t, t_grid in zip(seen, seen_grid):
+        assert t_grid.dtype == torch.float32 and t_grid.ndim == 0
+        assert t_grid == release[int(np.argmin(np.abs(grid - t)))]
 
 
 class Recorder(torch.nn.Module):
@@ -65,7 +71,7 @@ def test_cfg_is_one_batched_forward_inside_the_interval_and_guides_the_full_velo
     z = torch.randn(3, 3, 4, 4)
     velocity = guided_velocity(net, flow, y, null_class=5, cfg_scale=3.0, cfg_interval=(0.1, 0.9))
     t_in = torch.full((3,), 0.5)
-    v = velocity(z, t_in)
+    v = velocity(z, t_in, t_in[0])
     assert len(net.calls) == 1 and net.calls[0][0] == 6
     assert net.calls[0][1].tolist() == [1, 2, 3, 5, 5, 5]
     v_cond = flow.velocity(net(z, t_in, y), z, t_in)
@@ -73,11 +79,11 @@ def test_cfg_is_one_batched_forward_inside_the_interval_and_guides_the_full_velo
     torch.testing.assert_close(v, v_unc + 3.0 * (v_cond - v_unc))  # every channel guided
     net.calls.clear()
     for t_out in (0.05, 0.95):
-        v = velocity(z, torch.full((3,), t_out))
+        v = velocity(z, torch.full((3,), t_out), torch.tensor(t_out))
         assert net.calls[-1][0] == 3 and net.calls[-1][1].tolist() == [1, 2, 3]
         torch.testing.assert_close(v, flow.velocity(net(z, torch.full((3,), t_out), y), z, torch.full((3,), t_out)))
     net.calls.clear()
-    guided_velocity(net, flow, y, 5, cfg_scale=1.0)(z, t_in)
+    guided_velocity(net, flow, y, 5, cfg_scale=1.0)(z, t_in, t_in[0])
     assert net.calls[0][0] == 3  # scale 1: no unconditional branch at all
 
 
@@ -144,3 +150,88 @@ def test_sample_selects_ema_and_writes_png(tiny_checkpoint, tmp_path):
         outs[ema] = np.load(path)["images"]
         assert (tmp_path / f"{ema}.png").stat().st_size > 0
     assert not np.array_equal(outs["0"], outs["1"]) and not np.array_equal(outs["0"], outs["none"])
+
+
+# -- the final step ----------------------------------------------------------------------------------------------
+
+def clamp_residual(steps: int, method: Sampler, t_eps: float = 0.05) -> float:
+    """The share b of eps left in z_1 = (1 - b) x + b eps by a perfect x-denoiser, by the scalar recursion.
+
+    On z = (1 - b) x + b eps the perfect velocity is (x - z) / max(1 - t, t_eps) = b / max(1 - t, t_eps) (x - eps),
+    so each Euler substep multiplies b by 1 - dt / max(1 - t, t_eps); Heun averages two such slopes.
+    """
+    b, dt = 1.0, 1.0 / steps
+    for i in range(steps):
+        t = i / steps
+        slope = b / max(1 - t, t_eps)
+        if method == Sampler.heun and i < steps - 1:
+            b_euler = b - dt * slope
+            b = b - dt * 0.5 * (slope + b_euler / max(1 - t - dt, t_eps))
+        else:
+            b = b - dt * slope
+    return b
+
+
+class Oracle(torch.nn.Module):
+    """A perfect x-denoiser for one fixed target: it returns the true x whatever z, t and the label."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def forward(self, z, t, y):
+        return self.x.expand_as(z)  # (N, ...)
+
+
+@pytest.mark.parametrize("steps", [13, 25, 50])
+@pytest.mark.parametrize("method", list(Sampler))
+def test_final_step_x_lands_on_a_perfect_denoisers_x_while_euler_leaves_the_clamp_residual(steps, method):
+    from jitlab.sampling import FinalStep, guided
+
+    g = torch.Generator().manual_seed(steps)
+    x, eps = torch.randn(1, 3, 4, 4, generator=g).clamp(-1, 1), torch.randn(6, 3, 4, 4, generator=g)
+    flow, y = Flow(FlowConfig(pred=Space.x, sample_t_eps=0.05)), torch.arange(6) % 3
+    for cfg_scale, interval in ((1.0, (0.1, 1.0)), (3.0, (0.0, 1.0))):  # guidance of equal branches changes nothing
+        v = guided(Oracle(x), flow, y, 3, cfg_scale, interval)
+        denoise = guided(Oracle(x), flow, y, 3, cfg_scale, interval, space=Space.x)
+        exact = integrate(v, eps, steps, method, FinalStep.x, denoise)
+        torch.testing.assert_close(exact, x.expand_as(eps), rtol=0, atol=1e-6)
+        release = integrate(v, eps, steps, method, FinalStep.euler, denoise)
+        b = clamp_residual(steps, method)
+        torch.testing.assert_close(release, (1 - b) * x + b * eps, rtol=0, atol=1e-5)
+    # the numbers the sampling docstring states for Heun: none at 13 steps, 0.9% at 25, 1.7% at 50
+    if method == Sampler.heun:
+        assert abs(b - {13: 0.0, 25: 0.009, 50: 0.017}[steps]) < 5e-4, b
+    with pytest.raises(ValueError, match="denoise"):
+        integrate(v, eps, steps, method, FinalStep.x)
+
+
+def test_generate_in_bf16_runs_on_cpu_and_stays_close_to_fp32(tiny_checkpoint):
+    from jitlab.checkpoint import load_module
+
+    module = load_module(tiny_checkpoint, ema=None)
+    labels = torch.arange(4) % 10
+    for p in module.net.parameters():  # a trained-looking net: class and time change the output
+        p.data.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    fp32 = module.generate(range(4), labels, steps=3, cfg_scale=2.0, cfg_interval=(0.0, 1.0), precision="fp32")
+    bf16 = module.generate(range(4), labels, steps=3, cfg_scale=2.0, cfg_interval=(0.0, 1.0), precision="bf16")
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert not torch.equal(fp32, bf16)  # the forward ran in bf16
+    assert (fp32 - bf16).abs().max() < 0.1 * fp32.abs().max()
+
+
+def test_sample_records_final_step_and_precision_in_the_npz(tiny_checkpoint, tmp_path):
+    import json
+
+    from jitlab.sample import main
+
+    images = {}
+    for final_step, precision in (("euler", "fp32"), ("x", "fp32"), ("x", "bf16")):
+        path = tmp_path / f"{final_step}-{precision}.npz"
+        assert main([str(tiny_checkpoint), "--num_images", "3", "--steps", "3", "--final_step", final_step,
+                     "--precision", precision, "--npz", str(path), "--device", "cpu"]) == 0
+        with np.load(path) as archive:
+            meta = json.loads(str(archive["meta"]))
+            images[final_step, precision] = archive["images"]
+        assert meta["final_step"] == final_step and meta["precision"] == precision and meta["nfe"] == 5
+    assert images["euler", "fp32"].shape == images["x", "bf16"].shape == (3, 16, 16, 3)

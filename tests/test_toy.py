@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from types import SimpleNamespace
 
 import lightning as L
@@ -16,8 +17,10 @@ from jitlab.flow import FlowConfig
 from jitlab.models.mlp import ToyMLP
 from jitlab.models.spec import build_net, net_spec
 from jitlab.module import JiTModule, OptimConfig
-from jitlab.toy import fig2
+from jitlab.toy import fig2, probe
 from jitlab.toy.metrics import chamfer, off_manifold_residual, to_plane
+from jitlab.toy.stats import summarise
+from jitlab.toy.verdict import RECOVERED_FRACTION, verdict
 
 
 def trainer(root, max_steps: int, **kwargs) -> L.Trainer:
@@ -168,7 +171,7 @@ def test_runner_writes_reports_and_skips_finished_cells(tmp_path, capsys, one_th
     assert "6 to run" in first and "cell 6/6" in first and "ETA" in first
     with open(out / "fig2.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {"D", "pred", "loss", "seed", "metric", "value"} <= set(rows[0])
+    assert {"D", "pred", "loss", "train_seed", "metric", "value"} <= set(rows[0])
     assert len(rows) == 2 * 3 * 1 * 2  # dims x preds x seeds x metrics
     assert {r["metric"] for r in rows} == {"chamfer", "residual"}
     md = (out / "fig2.md").read_text()
@@ -183,7 +186,9 @@ def test_runner_writes_reports_and_skips_finished_cells(tmp_path, capsys, one_th
     assert stamps == {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
 
     assert fig2.main(argv[:5] + ["--steps", "9"] + argv[7:]) == 0  # other settings: nothing is reused
-    assert "0 cached" in capsys.readouterr().out
+    third = capsys.readouterr().out
+    assert "0 cached" in third and "probe" not in third  # an explicit --steps N skips the length probe
+    assert not list(cache.glob("probe-*.json"))
 
 
 def test_runner_trains_in_worker_processes(tmp_path, capsys):
@@ -193,3 +198,132 @@ def test_runner_trains_in_worker_processes(tmp_path, capsys):
     assert "cell 2/2" in capsys.readouterr().out
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
     assert (tmp_path / "reports" / "fig2.md").exists()
+
+
+def test_runner_auto_length_probes_once_and_caches_it(tmp_path, capsys, monkeypatch, one_thread):
+    monkeypatch.setattr(probe, "WINDOW", 4)
+    monkeypatch.setattr(probe, "MAX_STEPS", 12)
+    out, cache = tmp_path / "reports", tmp_path / "cache"
+    argv = ["--dims", "2", "8", "16", "--preds", "x", "--seeds", "2", "--seeds-mid", "1", "--samples", "32",
+            "--sample-steps", "2", "--workers", "1", "--out", str(out), "--cache", str(cache)]  # --steps auto: default
+    assert fig2.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "length probe (D=2 x-pred" in first
+    (found,) = cache.glob("probe-*.json")
+    result = json.loads(found.read_text())
+    steps = result["steps"]
+    assert 8 <= steps <= 12 and steps % 4 == 0 and len(result["window_means"]) == steps // 4
+    assert f"trainings of {steps} steps" in first
+    assert "5 trainings" in first  # D=2 and D=16 (the ends) 2 seeds each, D=8 1 seed
+    cells = [json.loads(p.read_text()) for p in cache.glob("D*.json")]
+    assert {c["settings"]["steps"] for c in cells} == {steps}
+    assert {(c["cell"]["D"], c["cell"]["seed"]) for c in cells} == {(2, 0), (2, 1), (8, 0), (16, 0), (16, 1)}
+    md = (out / "fig2.md").read_text()
+    assert "Training length (`--steps auto`" in md and "cap 12 steps" in md and "Budget" in md
+
+    assert fig2.main(argv) == 0  # the probe and the cells are cached
+    second = capsys.readouterr().out
+    assert f"length probe cached in {found}: {steps} steps" in second and "0 to run" in second
+
+
+def test_steps_and_seeds_flags_fail_at_parse_time(capsys):
+    for bad in (["--steps", "many"], ["--steps", "0"], ["--seeds-mid", "0"]):
+        with pytest.raises(SystemExit):
+            fig2.parse_args(bad)
+        err = capsys.readouterr().err
+        assert "jitlab fig2: error:" in err and bad[0] in err
+    assert fig2.parse_args([]).steps == "auto" and fig2.parse_args(["--steps", "300"]).steps == 300
+
+
+# -- the length probe ---------------------------------------------------------------------------
+
+def test_plateau_step_stops_where_the_window_mean_stops_falling_by_the_fraction():
+    w = 10
+    falling = [1.0 * 0.9 ** (i // w) for i in range(6 * w)]  # every window 10% below the previous one
+    assert probe.plateau_step(falling, w, 0.02) is None
+    flat_after_3 = [max(0.9 ** (i // w), 0.9 ** 2) for i in range(6 * w)]  # windows 1, 0.9, 0.81, 0.81, ...
+    assert probe.plateau_step(flat_after_3, w, 0.02) == 4 * w
+    small_gain = [1.0] * w + [0.97] * w + [0.96] * w  # 3% then 1.03%: stopped improving by 2% at window 3
+    assert probe.plateau_step(small_gain, w, 0.02) == 3 * w
+    assert probe.plateau_step(small_gain, w, 0.005) is None
+    assert probe.plateau_step(small_gain[: w + 5], w, 0.02) is None  # one complete window: nothing to compare
+    assert probe.window_means([1, 2, 3, 4, 5], 2) == [1.5, 3.5]
+
+
+def test_run_probe_stops_the_training_where_its_recorded_loss_plateaus(one_thread):
+    settings = fig2.settings_of(fig2.parse_args(["--samples", "16"]), steps=1)
+    result = probe.run_probe("v", settings, window=3, fraction=0.5, max_steps=30)  # 50%: stops after two windows
+    assert result["converged"] and result["steps"] == 6 and len(result["window_means"]) == 2
+    assert result["probe"]["settings"]["schedule"] == "constant" and result["probe"]["settings"]["steps"] == 30
+    capped = probe.run_probe("v", settings, window=3, fraction=-10.0, max_steps=9)  # never "stopped improving"
+    assert not capped["converged"] and capped["steps"] == 9 and len(capped["window_means"]) == 3
+
+
+# -- the verdict: the paper's claims as rules, fed numbers where they hold and where they do not ----------------
+
+GAP = 1.0  # arm gap: the recovery threshold is RECOVERED_FRACTION * GAP
+
+
+def fake_results(chamfer_means: dict, residual_means: dict | None = None, seeds: int = 3,
+                 spread: float = 0.002) -> list[dict]:
+    """Results whose seeds scatter by +-spread around the given (D, pred) means."""
+    rows = []
+    for (d, p), c in chamfer_means.items():
+        r = (residual_means or {}).get((d, p), 0.0)
+        for s in range(seeds):
+            jitter = spread * (s - (seeds - 1) / 2)
+            rows.append({"cell": {"D": d, "pred": p, "loss": "v", "seed": s},
+                         "metrics": {"chamfer": c + jitter, "residual": r + jitter}})
+    return rows
+
+
+PAPER_LIKE = {(2, "x"): 0.03, (2, "eps"): 0.075, (2, "v"): 0.05,  # all below 0.1, but 2.5x apart
+              (512, "x"): 0.03, (512, "eps"): 20.0, (512, "v"): 0.2}
+RESIDUALS = {(512, "x"): 0.3, (512, "eps"): 900.0, (512, "v"): 19.0}
+
+
+def judge(chamfers: dict, residuals: dict = RESIDUALS, **kwargs) -> list[str]:
+    return verdict(summarise(fake_results(chamfers, residuals, **kwargs)), [2, 512], ["x", "eps", "v"], GAP)
+
+
+def claim(lines: list[str], d: int) -> str:
+    (line,) = [ln for ln in lines if ln.startswith(f"**Claim at D={d}**")]
+    return line
+
+
+def test_verdict_reproduces_when_every_space_recovers_at_d2_even_if_more_than_2x_apart():
+    lines = judge(PAPER_LIKE)
+    assert "reproduces (3 seeds per cell)" in claim(lines, 2)
+    assert "reproduces (3 seeds per cell)" in claim(lines, 512)
+    spread = [ln for ln in lines if "spread (information, not a rule)" in ln]
+    assert spread and "2.5x" in spread[0] and "more than 2x apart" in spread[0]
+    eps = [ln for ln in lines if ln.startswith("**D=2: eps-pred recovers the spiral**")][0]
+    assert "YES" in eps and "< 0.1" in eps and "margin 0.025" in eps and "rests on 3 training seeds" in eps
+    assert RECOVERED_FRACTION == 0.1
+
+
+def test_verdict_says_so_when_eps_does_not_recover_at_d2():
+    lines = judge({**PAPER_LIKE, (2, "eps"): 0.12})
+    assert "does NOT reproduce" in claim(lines, 2) and "eps-pred does not recover the spiral" in claim(lines, 2)
+    eps = [ln for ln in lines if ln.startswith("**D=2: eps-pred recovers the spiral**")][0]
+    assert "NO" in eps and "not below the threshold 0.1: margin 0.02" in eps
+    assert "reproduces (3 seeds per cell)" in claim(lines, 512)  # the other claim is judged on its own
+
+
+def test_verdict_says_so_when_x_is_not_far_below_at_d512():
+    lines = judge({**PAPER_LIKE, (512, "v"): 0.06})  # only 2x above x-pred (and still recovering)
+    high = claim(lines, 512)
+    assert "does NOT reproduce" in high and "x-pred's Chamfer is not far below v-pred's" in high
+    assert "v-pred still recovers the spiral" in high and "eps-pred" not in high
+    v = [ln for ln in lines if ln.startswith("**D=512: x-pred's Chamfer far below v-pred's**")][0]
+    assert "NO" in v and "2x (need >= 3x)" in v
+    # 4x apart in the means, but seeds scattered so widely that their ranges overlap: not "far"
+    lines = judge({**PAPER_LIKE, (512, "v"): 0.12}, spread=0.05)
+    assert "not far below v-pred's" in claim(lines, 512) and "overlap" in "".join(lines)
+
+
+def test_verdict_says_so_when_residuals_are_not_larger_and_counts_single_seeds():
+    lines = judge(PAPER_LIKE, {**RESIDUALS, (512, "eps"): 0.5})
+    assert "eps-pred's residual is not far larger" in claim(lines, 512)
+    lines = judge(PAPER_LIKE, seeds=1)
+    assert "consistent, 1 seed per cell" in claim(lines, 2) and "rests on 1 training seed." in lines[0]

@@ -10,6 +10,9 @@ Two sources behind one data module:
 Both give the same items: the ADM centre crop of the paper's code (see :func:`center_crop`), a
 random horizontal flip for training, ``(uint8 tensor (3, R, R), class index)`` with the classes
 numbered by their sorted folder names (0..999 for ImageNet).
+
+A class subset (the first N classes, a list file of WordNet ids or a list shipped in
+``jitlab/data/subsets/``) keeps those classes, numbered 0..N-1 in sorted order (``jitlab.data.subsets``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from jitlab.data.base import ImageDataModule
+from jitlab.data.subsets import Classes, select_classes
 from jitlab.errors import ConfigError
 
 # file endings taken for images (compared in lower case); anything else in a class folder is ignored
@@ -83,20 +87,23 @@ def find_classes(split_dir: str | os.PathLike) -> list[str]:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
+def check_split_classes(split_dir: str | os.PathLike, known: list[str]) -> None:
+    """A ``ConfigError`` if ``split_dir`` has class folders not in ``known`` (a class train/ does not have)."""
+    unknown = sorted(set(find_classes(split_dir)) - set(known))
+    if unknown:
+        raise ConfigError("data.root", f"{split_dir} has class folders that train/ does not have: {unknown[:5]}")
+
+
 def scan_split(split_dir: str | os.PathLike, classes: list[str]) -> tuple[list[str], np.ndarray]:
     """Relative paths ``<class>/<file>`` of the images of ``split_dir`` (sorted) and their labels.
 
-    ``classes`` numbers the folders; a folder of ``split_dir`` not in it is an error (a
-    validation class the training set does not have).
+    ``classes`` numbers the folders (label = position in it); folders not in it are left out (a
+    class subset; :func:`check_split_classes` tells a stray validation folder from that).
     """
     index = {name: i for i, name in enumerate(classes)}
-    present = find_classes(split_dir)
-    unknown = [name for name in present if name not in index]
-    if unknown:
-        raise ConfigError("data.root", f"{split_dir} has class folders that train/ does not have: {unknown[:5]}")
     paths: list[str] = []
     labels: list[int] = []
-    for name in present:
+    for name in (name for name in find_classes(split_dir) if name in index):
         with os.scandir(os.path.join(split_dir, name)) as entries:
             files = sorted(e.name for e in entries
                            if e.name.lower().endswith(IMG_EXTENSIONS) and not e.name.startswith(".") and e.is_file())
@@ -129,6 +136,7 @@ class ImageFolderDataset(Dataset):
         split_dir: ``ROOT/train`` or ``ROOT/val``.
         resolution: side of the crops.
         classes: the class names (folder names) in label order; by default those of ``split_dir``.
+            Folders not in it are left out (a class subset).
         flip: flip horizontally with probability 1/2 (training).
     """
 
@@ -182,13 +190,22 @@ def resolve_source(root: str, source: Source) -> Literal["folder", "shards"]:
     return source
 
 
-def dataset_classes(root: str, source: Source = "auto") -> list[str]:
-    """Class names of ``root`` (cheap: folder names or the shard meta file); ConfigError if none."""
+def dataset_classes(root: str, source: Source = "auto", classes: Classes = None) -> list[str]:
+    """The class names of ``root`` that ``classes`` selects (:func:`select_classes`), in label order.
+
+    Cheap: folder names or the shard meta file. Shards hold the classes they were written with
+    (all, or the subset of ``prepare-imagenet --classes``): a selection must be all of them.
+    """
     if resolve_source(root, source) == "shards":
         from jitlab.data.shards import read_meta
 
-        return list(read_meta(root)["classes"])
-    return folder_classes(root)
+        held = [str(name) for name in read_meta(root)["classes"]]
+        if select_classes(held, classes, f"the shards in {root}") != held:
+            raise ConfigError("data.classes", f"selects a part of the {len(held)} classes of the shards in {root}; "
+                                              "write shards of the subset with `jitlab prepare-imagenet --classes "
+                                              "...` or leave data.classes unset (the shards' own classes)")
+        return held
+    return select_classes(folder_classes(root), classes, f"{Path(root) / 'train'}")
 
 
 class ImageNetDataModule(ImageDataModule):
@@ -207,6 +224,10 @@ class ImageNetDataModule(ImageDataModule):
         source: ``auto`` (shards if ``root`` holds the meta file of ``prepare-imagenet``, else the
             folder tree), ``folder`` or ``shards``.
         cache_dir: where litdata caches chunks of shards in object storage (default: its own).
+        classes: a class subset: ``N`` (the first N classes in sorted order), a list file of WordNet
+            ids (one a line, ``#`` comments) or a shipped list (``imagenette``, ``imagenet100``), or
+            null (all; for shards: the classes they were written with). Labels are 0..N-1 in sorted
+            order; the network's ``num_classes`` follows N; checkpoints record the list.
     """
 
     def __init__(
@@ -218,13 +239,14 @@ class ImageNetDataModule(ImageDataModule):
         seed: int = 0,
         source: Source = "auto",
         cache_dir: str | None = None,
+        classes: Classes = None,
     ):
         super().__init__(resolution, global_batch_size, num_workers, seed)
         self.save_hyperparameters()  # stored in checkpoints: evaluation rebuilds the data from them
         self.root = str(root)
         self.source = resolve_source(self.root, source)
         self.cache_dir = cache_dir
-        self.classes = dataset_classes(self.root, self.source)
+        self.classes = dataset_classes(self.root, self.source, classes)
         self.num_classes = len(self.classes)
         if self.source == "shards":
             from jitlab.data.shards import read_meta
@@ -238,14 +260,31 @@ class ImageNetDataModule(ImageDataModule):
     @classmethod
     def net_defaults(cls, **init_args: Any) -> dict[str, Any]:
         root, source = str(init_args.get("root") or ""), init_args.get("source", "auto")
-        return {"img_size": init_args.get("resolution", 256), "num_classes": len(dataset_classes(root, source)),
-                "in_channels": 3}
+        classes = dataset_classes(root, source, init_args.get("classes"))
+        return {"img_size": init_args.get("resolution", 256), "num_classes": len(classes), "in_channels": 3}
+
+    # -- the checkpoint ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """In every checkpoint: the class names in label order (for ``checkpoint_classes``: sampling and
+        evaluation name the labels by it; a resumed run checks that its data give the same classes)."""
+        return {"classes": list(self.classes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        recorded = [str(name) for name in state.get("classes") or []]
+        if recorded and recorded != self.classes:
+            first = next((i for i, (a, b) in enumerate(zip(recorded, self.classes)) if a != b),
+                         min(len(recorded), len(self.classes)))
+            raise ConfigError("data.classes", f"the checkpoint's {len(recorded)} classes are not the "
+                                              f"{len(self.classes)} of {self.root} (they differ from label {first} "
+                                              "on); resume with the run's data.root and data.classes")
 
     # -- the folder tree --------------------------------------------------------------------
     def _folder(self, split: str) -> ImageFolderDataset:
         split_dir = Path(self.root) / split
         if split == "val" and not split_dir.is_dir():
             split_dir = Path(self.root) / "train"
+        if split_dir.name == "val":
+            check_split_classes(split_dir, folder_classes(self.root))
         dataset = ImageFolderDataset(split_dir, self.resolution, self.classes, flip=split == "train")
         if len(dataset) == 0:
             raise ConfigError("data.root", f"{split_dir} has no image files ({', '.join(IMG_EXTENSIONS)}) "

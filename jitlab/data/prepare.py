@@ -7,6 +7,11 @@ ADM centre crop at the target resolution (``jitlab.data.imagenet.center_crop``) 
 layout described in ``jitlab.data.shards``. Training images are written in a fixed random order
 (seed 0), so every chunk holds a mix of classes; validation images in file order.
 
+- Class subsets: ``--classes N`` (the first N classes in sorted order), ``--classes FILE`` (a list
+  of WordNet ids) or ``--classes imagenette`` / ``imagenet100`` (the shipped lists) write only
+  those classes, labelled 0..N-1 in sorted order; the meta file records the list, and the data
+  module reads such shards as that subset.
+
 - Parallel: ``--workers`` processes, each writing whole parts (a few hundred MB of crops).
 - Resumable: a finished part is recorded in ``OUT/.prepare/``; run the same command again after
   an interruption and only the unfinished parts are written. The meta file ``jitlab_shards.json``
@@ -34,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from jitlab import atomic
-from jitlab.data.imagenet import SPLITS, crop_file, find_classes, scan_split
+from jitlab.data.imagenet import SPLITS, check_split_classes, crop_file, find_classes, scan_split
 from jitlab.data.shards import INDEX_NAME, META_NAME, write_meta
+from jitlab.data.subsets import Classes, select_classes
 from jitlab.errors import ConfigError
 
 STATE_DIR = ".prepare"
@@ -70,7 +76,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="images per part, the unit of work and of resuming (default: about 256 MB of crops)")
     parser.add_argument("--chunk-bytes", default="64MB", help="size of the litdata chunks (default: 64MB)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--classes", type=class_spec, default=None,
+                        help="a class subset: N (the first N classes), a file of WordNet ids (one a line) or a "
+                             "shipped list (imagenette, imagenet100); default: all classes")
     return parser.parse_args(argv)
+
+
+def class_spec(text: str) -> Classes:
+    """``--classes``: a number of classes, else a list file or a shipped list's name."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 # -- the plan: which files go into which part --------------------------------------------------------
@@ -83,27 +97,34 @@ def default_part_size(resolution: int, images: int, workers: int) -> int:
     return int(max(1, min(4096, max(16, by_bytes), by_workers)))
 
 
-def scan_source(src: Path, splits: list[str]) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
-    """The classes of ``src`` and the sorted files and labels of each split it has."""
+def scan_source(src: Path, splits: list[str], selection: Classes = None
+                ) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
+    """The classes of ``src`` that ``selection`` chooses (default: all); the sorted files and labels of each split."""
     train = src / "train"
     if not src.is_dir():
         raise UsageError(f"--src {src}: no such directory")
     if not train.is_dir():
         raise UsageError(f"--src {src}: no train/ folder (expected {train}/<class>/<image files>)")
-    classes = find_classes(train)
-    if not classes:
+    every = find_classes(train)
+    if not every:
         raise UsageError(f"--src {src}: {train} has no class folders (expected {train}/<class>/<image files>)")
+    try:
+        classes = select_classes(every, selection, str(train), field="--classes")
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
     files = {}
     for split in splits:
         split_dir = src / split
         if not split_dir.is_dir():
             continue
         try:
-            paths, labels = scan_split(split_dir, classes)
+            check_split_classes(split_dir, every)
         except ConfigError as error:
             raise UsageError(f"--src {src}: {str(error).split(': ', 1)[1]}") from None
+        paths, labels = scan_split(split_dir, classes)
         if not paths:
-            raise UsageError(f"--src {src}: {split_dir} has no image files in its class folders")
+            chosen = "" if len(classes) == len(every) else f" of the {len(classes)} chosen classes"
+            raise UsageError(f"--src {src}: {split_dir} has no image files in its class folders{chosen}")
         files[split] = (paths, labels)
     return classes, files
 
@@ -227,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     src, out = Path(args.src).expanduser().resolve(), Path(args.out).expanduser().resolve()
     if out == src or any(out == src / s or src / s in out.parents for s in SPLITS):
         raise UsageError(f"--out {out} must not be --src or inside its train/ or val/ folders")
-    classes, files = scan_source(src, args.splits)
+    classes, files = scan_source(src, args.splits, args.classes)
     plan_path = out / STATE_DIR / "plan.json"
     previous = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     part_size = args.part_size
@@ -252,8 +273,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     (out / META_NAME).unlink(missing_ok=True)
     total = sum(len(p.paths) for p in parts)
-    print(f"jitlab: {total} images of {src} -> {out} at {args.resolution} x {args.resolution}, "
-          f"{len(parts)} parts" + (f"; resuming, {len(parts) - len(todo)} parts done" if len(todo) < len(parts) else ""),
+    print(f"jitlab: {total} images of {len(classes)} classes of {src} -> {out} at {args.resolution} x "
+          f"{args.resolution}, {len(parts)} parts" + (f"; resuming, {len(parts) - len(todo)} parts done" if len(todo) < len(parts) else ""),
           file=sys.stderr)
 
     from tqdm import tqdm

@@ -2,8 +2,9 @@
 
 Layout of a shard directory (local, or a URL such as ``s3://bucket/imagenet-256``)::
 
-    ROOT/jitlab_shards.json       resolution, class names, image counts (written last: its presence
-                                  means the shards are complete)
+    ROOT/jitlab_shards.json       resolution, class names in label order (a subset's, if written with
+                                  --classes), image counts (written last: its presence means the
+                                  shards are complete)
     ROOT/train/index.json         litdata's index of the chunks
     ROOT/train/chunk-P-K.bin      items {"image": uint8 (3, R, R), "label": int, "index": int}
     ROOT/val/...                  the same for the validation split (if the source had one)

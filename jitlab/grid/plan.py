@@ -77,15 +77,28 @@ def cell_cost(cell: Cell, peak_tflops: float, utilisation: float) -> CellCost:
     return CellCost(cell.id, model, gmacs, images, n_eval, train_flops / rate / 3600, eval_flops / rate / 3600)
 
 
-def plan_table(cells: list[Cell], peak_tflops: float, utilisation: float) -> str:
+def plan_table(cells: list[Cell], peak_tflops: float, utilisation: float, gpus: int | None = None,
+               time_limit_min: int | None = None) -> str:
+    """The plan as markdown: its assumptions first, a row per cell, the total, and a warning per cell whose
+    wall time on ``gpus`` GPUs (training, then evaluation on the same GPUs) exceeds the job limit."""
     rows = [cell_cost(c, peak_tflops, utilisation) for c in cells]
-    lines = ["| cell | model | GMACs | images trained | eval images | train GPU-h | eval GPU-h |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"Assumed: {peak_tflops:g} TFLOP/s peak per GPU at {utilisation:.0%} model FLOP utilisation (set "
+             "--peak-tflops / --utilisation from a measurement, e.g. `jitlab bench`); the data loader keeps up "
+             "(the folder source decodes every JPEG per sample and is the bottleneck at 512 px and above: use "
+             "`jitlab prepare-imagenet` shards); training = 3 forward passes per image; evaluation = images x "
+             "NFE x sweep points, CFG's second pass counted throughout (an upper bound).", ""]
+    per_job = f" | wall h on {gpus} GPUs" if gpus else ""
+    lines += [f"| cell | model | GMACs | images trained | eval images | train GPU-h | eval GPU-h{per_job} |",
+              "|---|---|---|---|---|---|---|" + ("---|" if gpus else "")]
+    warnings = []
     for r in rows:
+        wall = (r.train_gpu_hours + r.eval_gpu_hours) / gpus if gpus else None
         lines.append(f"| {r.cell} | {r.model} | {r.gmacs:.2f} | {r.train_images:.3g} | {r.eval_images} | "
-                     f"{r.train_gpu_hours:.1f} | {r.eval_gpu_hours:.1f} |")
+                     f"{r.train_gpu_hours:.1f} | {r.eval_gpu_hours:.1f} |" + (f" {wall:.1f} |" if gpus else ""))
+        if wall is not None and time_limit_min and wall * 60 > time_limit_min:
+            warnings.append(f"warning: {r.cell} needs ~{wall:.1f} h on {gpus} GPUs, over the {time_limit_min / 60:g} h "
+                            f"job limit (--time): its job is requeued {int(wall * 60 // time_limit_min)} time(s) "
+                            "and resumes from its newest checkpoint; raise --time or --nodes to avoid the waits")
     total = sum(r.train_gpu_hours + r.eval_gpu_hours for r in rows)
-    lines.append("")
-    lines.append(f"Total: {total:.1f} GPU-hours for {len(rows)} cells, at {peak_tflops:g} TFLOP/s peak and "
-                 f"{utilisation:.0%} utilisation (training = 3 forward passes per image, 2 FLOPs per MAC).")
-    return "\n".join(lines)
+    lines += ["", f"Total: {total:.1f} GPU-hours for {len(rows)} cells (training and evaluation)."]
+    return "\n".join(lines + ([""] + warnings if warnings else []))

@@ -7,10 +7,11 @@ One directory per cell (``RUNS/NAME/SCALE/CELL``)::
     checkpoints/     last.ckpt (every `checkpoint.every_n_train_steps`), from which a cell resumes
     metrics.json     every point `jitlab eval` measured
     result.json      the cell's outcome: status done | failed | diverged, the best point's metrics
-    train.log, eval.log
+    train.log, eval.log, runner.lock (who runs the cell now: host, pid, SLURM job id)
 
 Re-running is always safe: a cell with a result (done or diverged) is skipped, a failed cell is
 tried again, an interrupted cell resumes from its ``last.ckpt``; every file is written atomically.
+A cell another live runner holds is skipped; SIGINT / SIGTERM to the runner stop its cells cleanly.
 Each cell is a subprocess of the same CLI a user types, so a crash or a NaN in one cell cannot take
 the grid down, and its memory is returned when it ends.
 """
@@ -21,6 +22,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +36,9 @@ import yaml
 
 from jitlab.atomic import write_json, write_text
 from jitlab.errors import ConfigError
+from jitlab.grid.processes import CHILDREN, forward_signals
 from jitlab.grid.spec import Cell
+from jitlab.lock import CellLock
 
 FINISHED = ("done", "diverged")
 
@@ -50,13 +54,10 @@ def last_checkpoint(directory: Path) -> Path:
 
 
 def fit_args(directory: Path, extra: list[str] | None = None) -> list[str]:
-    """The `jitlab fit` arguments of a cell (resuming from ``last.ckpt`` when it exists)."""
-    args = ["fit", "--config", str(directory / "config.yaml"),
-            f"--trainer.default_root_dir={directory}", f"--checkpoint.dirpath={directory / 'checkpoints'}",
-            "--checkpoint.save_last=true", *(extra or [])]
-    if last_checkpoint(directory).exists():
-        args.append(f"--ckpt_path={last_checkpoint(directory)}")
-    return args
+    """The `jitlab fit` arguments of a cell: ``--ckpt_path auto`` resumes its newest checkpoint when it has one."""
+    return ["fit", "--config", str(directory / "config.yaml"), f"--trainer.default_root_dir={directory}",
+            f"--checkpoint.dirpath={directory / 'checkpoints'}", "--checkpoint.save_last=true", "--ckpt_path=auto",
+            *(extra or [])]
 
 
 def eval_args(directory: Path, settings: dict[str, Any]) -> list[str]:
@@ -158,12 +159,12 @@ Runner = Callable[[list[str], Path, dict[str, str]], int]
 
 
 def run_subprocess(args: list[str], log: Path, env: dict[str, str]) -> int:
-    """Run `python -m jitlab.cli ARGS`, appending its output to ``log``."""
+    """Run `python -m jitlab.cli ARGS`, appending its output to ``log`` (a signal to the runner reaches it)."""
     with open(log, "a") as out:
         out.write(f"\n$ {command_line(args)}\n")
         out.flush()
-        return subprocess.call([sys.executable, "-m", "jitlab.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, **env})
+        return CHILDREN.call([sys.executable, "-m", "jitlab.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+                             env={**os.environ, **env})
 
 
 def thread_env(threads: int | None) -> dict[str, str]:
@@ -186,17 +187,37 @@ def prepare_cell(cell: Cell, directory: Path) -> None:
 
 def cell_meta(cell: Cell) -> dict[str, Any]:
     return {"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "labels": cell.labels,
-            "config_hash": cell.config_hash, "eval": cell.eval, "paper_value": cell.paper_value,
+            "train_seed": cell.train_seed, "config_hash": cell.config_hash, "eval": cell.eval, "paper_value": cell.paper_value,
             "paper_metric": cell.paper_metric}
 
 
 def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra: list[str] | None = None,
              runner: Runner = run_subprocess) -> CellOutcome:
-    """Train (or resume), evaluate and record one cell; returns its outcome."""
-    started = time.time()
+    """Train (or resume), evaluate and record one cell; returns its outcome.
+
+    One runner per cell: the cell's lock (``runner.lock``) is held throughout; a cell another live
+    runner holds is skipped, one whose holder is gone is taken over.
+    """
     previous = read_result(directory)
     if previous is not None and previous.get("status") in FINISHED:
         return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} earlier")
+    if CHILDREN.stopping:
+        return CellOutcome(cell, "interrupted", 0.0, "not started: the grid was stopped")
+    lock = CellLock(directory)
+    if not lock.acquire():
+        return CellOutcome(cell, "skipped", 0.0, lock.busy_message())
+    try:
+        previous = read_result(directory)  # the runner that held the lock until now may have finished it
+        if previous is not None and previous.get("status") in FINISHED:
+            return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} by another runner")
+        return _run_held_cell(cell, directory, threads, fit_extra, runner)
+    finally:
+        lock.release()
+
+
+def _run_held_cell(cell: Cell, directory: Path, threads: int | None, fit_extra: list[str] | None,
+                   runner: Runner) -> CellOutcome:
+    started = time.time()
     prepare_cell(cell, directory)
     twin = find_twin(directory.parents[2], cell, directory)
     if twin is not None:  # the same config and evaluation already ran for another grid: reuse, don't rerun
@@ -206,7 +227,15 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
     env = thread_env(threads)
     train_args = fit_args(directory, fit_extra)
     code = runner(train_args, directory / "train.log", {**env, "PYTHONUNBUFFERED": "1"})
+    if code != 0 and interrupted(code):  # stopped by a signal after saving last.ckpt: no result; resumes next time
+        return CellOutcome(cell, "interrupted", round(time.time() - started, 1), f"stopped (exit {code}); resumes")
     return finish_cell(cell, directory, code, started, [command_line(train_args)], env, runner)
+
+
+def interrupted(code: int) -> bool:
+    """An exit code of a process stopped by SIGINT / SIGTERM (its own 128 + n, or killed by it), or any exit
+    once the runner itself is stopping."""
+    return CHILDREN.stopping or code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
 
 
 def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
@@ -239,6 +268,8 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
     e_args = eval_args(directory, cell.eval)
     result["commands"].append(command_line(e_args))
     code = runner(e_args, directory / "eval.log", env)
+    if code != 0 and interrupted(code):
+        return CellOutcome(cell, "interrupted", round(time.time() - started, 1), "evaluation stopped; resumes")
     if code != 0 or not (directory / "metrics.json").exists():
         return _finish(cell, directory, result, "failed", started,
                        f"evaluation exited with code {code}; see {directory / 'eval.log'}")
@@ -265,7 +296,8 @@ def reference_key(cell: Cell) -> tuple[str, int] | None:
     data = cell.config.get("data") or {}
     args = data.get("init_args") or {}
     if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in str(data.get("class_path", "")):
-        return str(args.get("kind", "shapes")), int(args.get("resolution", 64))
+        scored_at = cell.eval.get("score_resolution")  # samples resized to one resolution before the features
+        return str(args.get("kind", "shapes")), int(scored_at or args.get("resolution", 64))
     return None
 
 
@@ -295,8 +327,8 @@ class References:
         kind, resolution = key
         try:
             self.echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
-            code = subprocess.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
-                                    "--resolution", str(resolution), "--threads", str(self.threads)])
+            code = CHILDREN.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
+                                  "--resolution", str(resolution), "--threads", str(self.threads)])
             if code != 0:
                 self.failed.add(key)
         finally:
@@ -350,14 +382,15 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
                  f" ({outcome.summary}) | elapsed {_clock(elapsed)}, ~{_clock(estimate)} left")
         return outcome
 
-    if references is not None:
-        references.start(slots)
-    if jobs <= 1:
-        for cell in cells:
-            one(cell)
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(one, cells))
+    with forward_signals():  # SIGINT / SIGTERM: the running cells stop (saving last.ckpt), no new one starts
+        if references is not None:
+            references.start(slots)
+        if jobs <= 1:
+            for cell in cells:
+                one(cell)
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(one, cells))
     return outcomes
 
 

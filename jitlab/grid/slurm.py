@@ -1,20 +1,41 @@
 """SLURM: each cell becomes one multi-GPU job, submitted through submitit.
 
 The job runs one task per GPU on every node; inside it `jitlab fit` runs in-process and Lightning
-reads the SLURM environment (ranks, master address), so no torchrun is needed. After training,
-task 0 evaluates the cell. On preemption or time-out submitit calls ``checkpoint``, which requeues
-the same job: it resumes from the cell's ``last.ckpt`` (written every few thousand steps).
+reads the SLURM environment (ranks, master address), so no torchrun is needed. After training, every
+task evaluates the cell together (each a slice of the images, as under torchrun: the same numbers as on
+one GPU), and task 0 records the cell with the same code as a local run.
+
+Time limits and preemption: SLURM sends SIGUSR1 ``signal_delay_s`` before the end of the job (submitit's
+own USR2 is replaced: submitit's handler would requeue without a checkpoint, and with it installed Lightning
+would not install its own). Lightning's ``SLURMEnvironment`` (``auto_requeue``, requeue signal SIGUSR1)
+saves ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that ends it stops training at the end of the
+step with ``last.ckpt`` (``jitlab.resume``). The requeued job resumes from the newest (``--ckpt_path auto``).
+
+Submission needs ``sbatch`` on PATH (checked before anything is created). Each cell's job id is kept in
+``slurm_job.json``; a cell whose job is still queued or running (``squeue``), or whose lock a live runner
+holds, is not submitted again.
 """
 
 from __future__ import annotations
 
-import os
+import gc
+import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jitlab.grid.runner import command_line, eval_args, finish_cell, fit_args, last_checkpoint, prepare_cell
+from jitlab.atomic import write_json
+from jitlab.errors import ConfigError
+from jitlab.grid.runner import (
+    FINISHED, cell_dir, command_line, eval_args, finish_cell, fit_args, interrupted, last_checkpoint, prepare_cell,
+    read_result,
+)
 from jitlab.grid.spec import Cell
+from jitlab.lock import ACTIVE_STATES, CellLock, describe, holder_alive, job_state
+
+JOB_RECORD = "slurm_job.json"
+REQUEUE_SIGNAL = "SIGUSR1"  # Lightning's SLURMEnvironment default; submitit leaves it alone
 
 
 @dataclass
@@ -26,12 +47,15 @@ class SlurmOptions:
     time_min: int = 72 * 60
     account: str | None = None
     constraint: str | None = None
+    signal_delay_s: int = 300  # time to write a checkpoint (tens of GB at G/16) before the job is stopped
 
     def parameters(self) -> dict[str, Any]:
         """The submitit ``update_parameters`` arguments."""
         params: dict[str, Any] = {
             "nodes": self.nodes, "tasks_per_node": self.gpus_per_node, "gpus_per_node": self.gpus_per_node,
-            "cpus_per_task": self.cpus_per_task, "timeout_min": self.time_min, "slurm_signal_delay_s": 180,
+            "cpus_per_task": self.cpus_per_task, "timeout_min": self.time_min,
+            "slurm_signal_delay_s": self.signal_delay_s,
+            "slurm_additional_parameters": {"signal": f"{REQUEUE_SIGNAL.removeprefix('SIG')}@{self.signal_delay_s}"},
         }
         if self.partition:
             params["slurm_partition"] = self.partition
@@ -42,9 +66,19 @@ class SlurmOptions:
         return params
 
     def trainer_args(self) -> list[str]:
-        """What the cell's `jitlab fit` adds so that Lightning spans the allocation."""
+        """What the cell's `jitlab fit` adds so that Lightning spans the allocation and saves at the requeue signal."""
+        plugin = ('[{"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment", '
+                  f'"init_args": {{"auto_requeue": true, "requeue_signal": "{REQUEUE_SIGNAL}"}}}}]')
         return ["--trainer.accelerator=gpu", f"--trainer.devices={self.gpus_per_node}",
-                f"--trainer.num_nodes={self.nodes}", "--trainer.strategy=ddp"]
+                f"--trainer.num_nodes={self.nodes}", "--trainer.strategy=ddp", f"--trainer.plugins={plugin}"]
+
+
+def require_slurm() -> None:
+    """A SLURM client is on PATH (else submitit would quietly run the jobs on this machine)."""
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]  # submitting; the job's tasks
+    if missing:
+        raise ConfigError("--launcher slurm", f"{' and '.join(missing)} not on PATH (no SLURM client on this "
+                                              "machine); run on a SLURM login node, or use --launcher local")
 
 
 class CellJob:
@@ -54,47 +88,88 @@ class CellJob:
         self.cell, self.directory, self.options = cell, Path(directory), options
 
     def __call__(self) -> str:
-        import time
-
         import submitit
 
         from jitlab.cli import main
 
         started = time.time()
-        rank = submitit.JobEnvironment().global_rank
-        if rank == 0:
+        job = submitit.JobEnvironment()
+        lock = CellLock(self.directory)
+        if job.global_rank == 0:
+            if not lock.acquire():  # another runner trains this cell: end this job on every task
+                import subprocess
+
+                subprocess.call(["scancel", str(job.job_id)])
+                return f"{self.cell.id}: not run, {lock.busy_message()}"
             prepare_cell(self.cell, self.directory)
         args = fit_args(self.directory, self.options.trainer_args())
         code = main(args)  # every task trains; Lightning's SLURMEnvironment gives each its rank
-        if rank != 0:
-            return f"rank {rank}: fit exited {code}"
-        # task 0 evaluates (on its GPU) and records the cell, with the same code as a local run
-        outcome = finish_cell(self.cell, self.directory, code, started, [command_line(args)], {}, _in_process)
+        if code != 0 and interrupted(code):
+            return f"rank {job.global_rank}: stopped at a checkpoint (exit {code}); the requeued job resumes"
+        eval_code = evaluate_together(code, eval_args(self.directory, self.cell.eval))
+        if job.global_rank != 0:
+            return f"rank {job.global_rank}: fit exited {code}, eval {eval_code}"
+        try:  # task 0 records the cell, with the same code as a local run (the evaluation has run already)
+            outcome = finish_cell(self.cell, self.directory, code, started, [command_line(args)], {},
+                                  lambda *_: eval_code)
+        finally:
+            lock.release()
         return f"{self.cell.id}: {outcome.status} ({outcome.summary})"
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(self)  # requeued: resumes from last.ckpt
+        return submitit.helpers.DelayedSubmission(self)  # requeued: resumes from the newest checkpoint
 
 
-def _in_process(args: list[str], log: Path, env: dict[str, str]) -> int:
+def evaluate_together(fit_code: int, args: list[str]) -> int:
+    """Every task evaluates (its slice of the images) in training's process group, if every task trained."""
+    import torch
     import torch.distributed as dist
 
     from jitlab.cli import main
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # training's process group: evaluation here runs on task 0 alone
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        os.environ.pop(name, None)
-    os.environ.update(env)
-    return main(args)
+    grouped = dist.is_available() and dist.is_initialized()
+    ok = fit_code == 0
+    if grouped:  # all tasks agree, or none evaluates (a collective with a missing task would hang)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([int(ok)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        ok = bool(flag.item())
+    if not ok:
+        return fit_code or 1
+    gc.collect()  # the training's model and optimizer are gone with its Trainer: give their memory back
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return main(args)  # `jitlab eval` uses the initialised group (rank, world) and ends it
+
+
+def read_job(directory: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads((Path(directory) / JOB_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def not_submittable(directory: Path) -> str | None:
+    """Why a cell must not be submitted now (its job is queued or running, or a live runner holds it), or None."""
+    record = read_job(directory)
+    if record is not None:
+        state = job_state(str(record.get("job_id")))
+        if state in ACTIVE_STATES:
+            return f"job {record['job_id']} is {state}"
+    holder = CellLock(directory).read()
+    if holder is not None and holder_alive(holder):
+        return f"a runner holds it ({describe(holder)})"
+    return None
 
 
 def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, echo=print) -> list[Any]:
     """Submit one job per unfinished cell (or, with ``dry_run``, print what would be submitted)."""
-    from jitlab.grid.runner import FINISHED, cell_dir, read_result
-
+    if not dry_run:
+        require_slurm()
     jobs = []
     for i, cell in enumerate(cells, 1):
         directory = cell_dir(runs, cell)
@@ -105,13 +180,19 @@ def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, 
         if dry_run:
             echo(f"# slurm job for cell {i}/{len(cells)} {cell.id}: {options.parameters()}")
             echo(f"#   srun (one task per GPU): {command_line(fit_args(directory, options.trainer_args()))}")
-            echo(f"#   then on task 0: {command_line(eval_args(directory, cell.eval))}")
+            echo(f"#   then on every task: {command_line(eval_args(directory, cell.eval))}")
+            continue
+        busy = not_submittable(directory)
+        if busy is not None:
+            echo(f"[cell {i}/{len(cells)}] {cell.id}: {busy}, not submitted again")
             continue
         import submitit
 
-        executor = submitit.AutoExecutor(folder=str(directory / "slurm" / "%j"))
+        executor = submitit.AutoExecutor(folder=str(directory / "slurm" / "%j"), cluster="slurm")
         executor.update_parameters(name=f"jitlab-{cell.grid}-{cell.id}", **options.parameters())
         job = executor.submit(CellJob(cell, directory, options))
+        write_json(directory / JOB_RECORD, {"job_id": str(job.job_id), "cell": cell.id,
+                                            "submitted_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
         echo(f"[cell {i}/{len(cells)}] {cell.id}: submitted job {job.job_id}"
              f"{' (resumes ' + str(last_checkpoint(directory)) + ')' if last_checkpoint(directory).exists() else ''}")
         jobs.append(job)

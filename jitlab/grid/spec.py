@@ -1,7 +1,7 @@
 """Grid specs: one YAML per paper table under ``experiments/grids/``, expanded into cells.
 
-A spec names a base config per scale (``mini``: embedded data on CPU; ``paper``: ImageNet and the
-paper's recipe), the axes whose product gives the cells, the evaluation of each cell, and the
+A spec names a base config per scale (``mini``: embedded data on CPU; ``lab``: one GPU and an ImageNet
+class subset, about a GPU-day per table; ``paper``: ImageNet and the paper's recipe), the axes whose product gives the cells, the evaluation of each cell, and the
 paper's value of each cell. A cell's config is the base YAML with the scale's and the axis
 values' overrides (dotted keys) applied: the same file `jitlab fit --config` reads.
 
@@ -12,6 +12,8 @@ Axis forms::
       values:
         a: {label: "(a) high patch dimension", set: {...}, mini: {...}, paper: {...}}
       scale_values: {mini: [a]}                                 # optional: the values a scale runs
+    model: {values: {B: {paper: {config: experiments/recipes/jit-b-16-256.yaml}}}}   # `config: FILE` in any
+                                                                # overrides applies that file there, as --config
 
 Unknown keys fail with the file and the key named; so do cells whose overrides do not resolve.
 """
@@ -30,14 +32,14 @@ import yaml
 
 from jitlab.errors import ConfigError
 
-Scale = Literal["mini", "paper"]
-SCALES: tuple[str, ...] = ("mini", "paper")
+Scale = Literal["mini", "lab", "paper"]
+SCALES: tuple[str, ...] = ("mini", "lab", "paper")  # CPU minutes; one GPU and an ImageNet subset; the paper
 GRID_DIR = Path("experiments/grids")
 
-_SPEC_KEYS = {"name", "title", "claim", "paper_metric", "paper_note", "layout", "axes", "scales", "paper"}
-_SCALE_KEYS = {"config", "set", "eval", "why", "data", "metric_note"}
+_SPEC_KEYS = {"name", "title", "claim", "paper_metric", "paper_note", "layout", "axes", "scales", "paper", "rules"}
+_SCALE_KEYS = {"config", "set", "eval", "why", "data", "metric_note", "train_seeds"}
 _EVAL_KEYS = {"features", "num_images", "sampler", "steps", "cfg", "cfg_interval", "ema", "seed", "batch_size",
-              "ref_stats", "ref_images", "inception_score"}
+              "ref_stats", "ref_images", "inception_score", "final_step", "precision", "score_resolution"}
 _VALUE_KEYS = {"label", "set", *SCALES}
 
 
@@ -73,14 +75,20 @@ class Cell:
     eval: dict[str, Any]
     paper_value: float | None
     paper_metric: str | None
+    train_seed: int = 0  # the training seed (`seed_everything`): model init, training noise, data order
 
     @property
     def id(self) -> str:
-        return "_".join(f"{axis}-{value}" for axis, value in self.labels.items())
+        """``axis-value_...``; a training seed K > 0 adds ``_seed-K`` (seed 0 keeps the plain id)."""
+        base = "_".join(f"{axis}-{value}" for axis, value in self.labels.items())
+        return base if self.train_seed == 0 else f"{base}_seed-{self.train_seed}"
 
     @property
     def config_hash(self) -> str:
-        text = json.dumps({"config": self.config, "eval": self.eval}, sort_keys=True, default=str)
+        """The cell's identity: its config and evaluation, without where the data live (jitlab.identity)."""
+        from jitlab.identity import content_config
+
+        text = json.dumps({"config": content_config(self.config), "eval": self.eval}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -97,14 +105,34 @@ class GridSpec:
     paper: list[dict[str, Any]]
     path: Path
     root: Path = field(default=Path("."))  # paths in the spec are relative to the project root
+    rules: list[Any] = field(default_factory=list)  # the verdict's declared rules, parsed by jitlab.report.rules
 
     # -- cells ------------------------------------------------------------------------------
-    def cells(self, scale: str, extra: dict[str, Any] | None = None) -> list[Cell]:
-        """Every cell of the grid at ``scale``; ``extra`` (dotted keys) is applied last, to every cell."""
+    def train_seeds(self, scale: str) -> int:
+        """How many training seeds the grid file asks for at ``scale`` (``scales.SCALE.train_seeds``, default 1)."""
+        return int(self.scales.get(scale, {}).get("train_seeds", 1))
+
+    def cells(self, scale: str, extra: dict[str, Any] | None = None, train_seeds: int | None = None) -> list[Cell]:
+        """Every cell of the grid at ``scale``, under each training seed 0 .. ``train_seeds`` - 1 (default: the grid
+        file's ``train_seeds``), seed-major (every cell's seed 0 first); ``extra`` (dotted keys) is applied last."""
         if scale not in self.scales:
             raise ConfigError("--scale", f"grid {self.name!r} has no scale {scale!r}; it has {', '.join(self.scales)}")
+        count = self.train_seeds(scale) if train_seeds is None else int(train_seeds)
+        if count < 1:
+            raise ConfigError("--train-seeds", f"must be >= 1, got {count}")
+        cells = self._cells(scale, extra)
+        seeded = []
+        for seed in range(1, count):
+            for cell in cells:
+                config = copy.deepcopy(cell.config)
+                config["seed_everything"] = int(config.get("seed_everything") or 0) + seed
+                seeded.append(Cell(cell.grid, cell.scale, cell.labels, config, cell.eval, cell.paper_value,
+                                   cell.paper_metric, train_seed=seed))
+        return cells + seeded
+
+    def _cells(self, scale: str, extra: dict[str, Any] | None) -> list[Cell]:
         setting = self.scales[scale]
-        base = load_yaml(self.root / setting["config"])
+        base = load_config(self.root / setting["config"])
         cells = []
         for combo in itertools.product(*(axis.for_scale(scale) for axis in self.axes)):
             # the cell = base <- scale's set <- each axis value's overrides <- --set; "eval.*" keys
@@ -116,6 +144,10 @@ class GridSpec:
                            for where in ("*", scale)]
             layers.append((extra or {}, "--set"))
             for overrides, where in layers:
+                overrides = dict(overrides)
+                include = overrides.pop("config", None)  # a recipe applied here, as `jitlab fit --config FILE`
+                if include is not None:
+                    merge_config(cell_doc["config"], load_config(self.root / include))
                 routed = {(k if str(k).startswith("eval.") else f"config.{k}"): v for k, v in overrides.items()}
                 apply_overrides(cell_doc, routed, where)
             _check_keys(cell_doc["eval"], _EVAL_KEYS, f"{self.path}: eval of scale {scale}")
@@ -150,6 +182,31 @@ def load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(str(path), "must hold a mapping at the top level")
     return data
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """A `jitlab fit` config file with its include resolved, as jsonargparse reads it: a top-level
+    ``config: FILE`` (relative to the including file) is read first, the file's dotted keys are set over it."""
+    data = load_yaml(path)
+    include = data.pop("config", None)
+    if include is None:
+        return data
+    nested = sorted(str(k) for k, v in data.items() if "." not in str(k) and isinstance(v, dict))
+    if nested:  # jsonargparse would replace the included file's whole section by the defaults plus this mapping
+        raise ConfigError(str(path), f"beside `config: {include}` write overrides as dotted keys "
+                                     f"(model.net.init_args.depth: 32), not the mapping(s) {', '.join(nested)}")
+    config = load_config(path.parent / include)
+    apply_overrides(config, data, str(path))
+    return config
+
+
+def merge_config(config: dict[str, Any], other: dict[str, Any]) -> None:
+    """Set every value of ``other`` in ``config``, mapping into mapping (a second `--config FILE`)."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge_config(config[key], value)
+        else:
+            config[key] = copy.deepcopy(value)
 
 
 def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
@@ -240,13 +297,16 @@ def load_spec(name_or_path: str | Path, root: Path | None = None) -> GridSpec:
         if "config" not in body:
             raise ConfigError(f"{path}: scales.{scale}.config", "is required (the base YAML of this scale)")
         _check_keys(body.get("eval", {}), _EVAL_KEYS, f"{path}: scales.{scale}.eval")
+        seeds = body.get("train_seeds", 1)
+        if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+            raise ConfigError(f"{path}: scales.{scale}.train_seeds", f"must be a whole number >= 1, got {seeds!r}")
         scales[scale] = body
     axes = tuple(_parse_axis(str(name), body, f"{path}: axes") for name, body in raw["axes"].items())
     return GridSpec(
         name=str(raw["name"]), title=str(raw.get("title", raw["name"])), claim=str(raw.get("claim", "")).strip(),
         paper_metric=raw.get("paper_metric"), paper_note=str(raw.get("paper_note", "")).strip(),
         layout=dict(raw.get("layout", {})), axes=axes, scales=scales, paper=list(raw.get("paper", [])),
-        path=path, root=root,
+        path=path, root=root, rules=raw.get("rules") or [],
     )
 
 

@@ -2,7 +2,12 @@
 
 The file layout is the release's (``fid_stats/jit_in256_stats.npz``): ``mu`` (F,) and ``sigma``
 (F, F). Files written here add ``n`` (images used), ``feature_space`` and ``fingerprint`` (which
-weights), so that statistics from one feature space are never compared with features of another.
+weights), so that statistics from one feature space are never compared with features of another,
+and ``resolution`` (the side of the images measured), so that a run's preflight can tell statistics
+made at another resolution. The release's files carry none of these (they are accepted as they are).
+
+`jitlab fid-stats` makes them from an embedded data set (``--kind``) or from the ImageNet training
+split (``--root``, see ``jitlab.metrics.imagenet_stats``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class ReferenceStats:
     feature_space: str | None = None
     fingerprint: str | None = None
     path: Path | None = None
+    resolution: int | None = None  # side of the images measured; None for files that do not say (the release's)
 
     @property
     def pair(self) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +70,7 @@ def load_stats(path: str | os.PathLike, extractor: FeatureExtractor | None = Non
                                      "expected mu (F,) and sigma (F, F)")
             mu, sigma = archive["mu"].astype(np.float64), archive["sigma"].astype(np.float64)
             n = int(archive["n"]) if "n" in archive.files else None
+            resolution = int(archive["resolution"]) if "resolution" in archive.files else None
             space, fingerprint = _text(archive, "feature_space"), _text(archive, "fingerprint")
     except StatsFileError:
         raise
@@ -81,7 +88,7 @@ def load_stats(path: str | os.PathLike, extractor: FeatureExtractor | None = Non
                                  f"{extractor.num_features}-d features")
         if fingerprint is not None and fingerprint != extractor.fingerprint:
             raise StatsFileError(path, f"statistics of feature space {fingerprint}, not {extractor.fingerprint}")
-    return ReferenceStats(mu, sigma, n, space, fingerprint, path)
+    return ReferenceStats(mu, sigma, n, space, fingerprint, path, resolution)
 
 
 def save_stats(
@@ -90,6 +97,7 @@ def save_stats(
     sigma: np.ndarray,
     n: int | None = None,
     extractor: FeatureExtractor | None = None,
+    resolution: int | None = None,
 ) -> Path:
     """Write the release's layout (plus provenance); atomic: a temporary file, then a rename."""
     path = Path(path)
@@ -100,6 +108,8 @@ def save_stats(
     if extractor is not None:
         arrays["feature_space"] = np.array(extractor.name)
         arrays["fingerprint"] = np.array(extractor.fingerprint)
+    if resolution is not None:
+        arrays["resolution"] = np.array(int(resolution))
     with atomic_path(path, suffix=".npz") as tmp:  # np.savez keeps a name ending in .npz
         np.savez(tmp, **arrays)
     return path
@@ -141,32 +151,98 @@ def dataset_stats(
         dataset = Subset(dataset, range(min(num, len(dataset))))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     mu, sigma, n = build_stats(loader, extractor, device=device)
-    save_stats(out, mu, sigma, n, extractor)
+    first = dataset[0]
+    image = first[0] if isinstance(first, (tuple, list)) else first  # (3, H, W) uint8
+    save_stats(out, mu, sigma, n, extractor, resolution=int(image.shape[-1]))
     return load_stats(out, extractor)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jitlab fid-stats",
-                                description="Reference statistics (mu, sigma) of an embedded data set, as .npz.")
-    p.add_argument("--kind", choices=["shapes", "photos"], default="shapes")
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--num", type=int, default=2000, help="images (the first NUM training items)")
+                                description="Reference statistics (mu, sigma) as .npz: of an embedded data set "
+                                            "(--kind) or of the ImageNet training split (--root).")
+    p.add_argument("--root", default=None, help="ImageNet: a folder tree (ROOT/train/<class>/*) or a directory of "
+                   "`jitlab prepare-imagenet` shards; every training image, ADM centre crop, no flip")
+    p.add_argument("--source", choices=["auto", "folder", "shards"], default="auto", help="with --root")
+    p.add_argument("--kind", choices=["shapes", "photos"], default="shapes", help="embedded data (without --root)")
+    p.add_argument("--resolution", type=int, default=32, help="image side in pixels (64, 256, 512, 1024, ...)")
+    p.add_argument("--num", type=int, default=None, help="embedded data: images (the first NUM training items; "
+                   "default 2000)")
     p.add_argument("--seed", type=int, default=0, help="data seed (the training set of a run with this seed)")
-    p.add_argument("--features", choices=["refnet", "inception"], default="refnet")
+    p.add_argument("--features", choices=["refnet", "inception"], default=None,
+                   help="default: inception with --root, refnet for embedded data")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--inception_weights", default=None, help=f"torch-fidelity's {INCEPTION_WEIGHTS_FILE} "
                    f"(default: ${INCEPTION_WEIGHTS_ENV}, then torch hub's cache)")
     p.add_argument("--cache_dir", default=None, help="refnet cache folder (default ~/.cache/jitlab/refnet)")
-    p.add_argument("--batch_size", type=int, default=100)
+    p.add_argument("--batch_size", type=int, default=100, help="images per batch and process")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="with --root: data-loader workers per process (default: up to 8, one per core)")
+    p.add_argument("--every", type=int, default=50, help="with --root: save the partial sums every N batches "
+                   "(OUT.partial.pt; the same command continues from it)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--device", default=None)
-    args = p.parse_args(argv)
-    if args.num < 2:
-        raise ConfigError("--num", f"needs at least 2 images, got {args.num}")
-    from jitlab.data.embedded import make_dataset
+    return p
 
-    extractor = build_extractor(args.features, args.kind, args.resolution, args.inception_weights, args.cache_dir)
-    dataset = make_dataset(args.kind, args.resolution, args.num, args.seed)
-    stats = dataset_stats(dataset, extractor, args.out, batch_size=args.batch_size, device=args.device)
+
+def _distributed(device: str | None) -> tuple[int, str | None]:
+    """Join the process group of torchrun (WORLD_SIZE > 1): rank, and this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None and torch.cuda.is_available():
+        device = f"cuda:{local}"
+        torch.cuda.set_device(local)
+    backend = "nccl" if (device or "cpu").startswith("cuda") else "gloo"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), device
+
+
+def _imagenet(args: argparse.Namespace) -> ReferenceStats | None:
+    from jitlab.metrics.imagenet_stats import imagenet_stats
+
+    if args.features != "inception":
+        raise ConfigError("--features", "ImageNet statistics (--root) are in Inception features: use "
+                                        "--features inception (refnet features belong to embedded data)")
+    if args.num is not None:
+        raise ConfigError("--num", "ImageNet statistics (--root) use every training image; leave --num out")
+    from jitlab.data.imagenet import dataset_classes
+
+    dataset_classes(args.root, args.source)  # a missing or empty root fails here, before the weights load
+    rank, device = _distributed(args.device)
+    extractor = build_extractor("inception", inception_weights=args.inception_weights)
+    try:
+        return imagenet_stats(args.root, args.resolution, extractor, args.out, args.batch_size, args.workers,
+                              args.every, args.progress, device, args.source)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.features is None:
+        args.features = "inception" if args.root else "refnet"
+    for flag, value in (("--resolution", args.resolution), ("--batch_size", args.batch_size)):
+        if value <= 0:
+            raise ConfigError(flag, f"must be positive, got {value}")
+    if args.root:
+        stats = _imagenet(args)
+        if stats is None:  # not rank 0: rank 0 writes and reports
+            return 0
+    else:
+        num = 2000 if args.num is None else args.num
+        if num < 2:
+            raise ConfigError("--num", f"needs at least 2 images, got {num}")
+        from jitlab.data.embedded import make_dataset
+
+        extractor = build_extractor(args.features, args.kind, args.resolution, args.inception_weights,
+                                    args.cache_dir)
+        dataset = make_dataset(args.kind, args.resolution, num, args.seed)
+        stats = dataset_stats(dataset, extractor, args.out, batch_size=args.batch_size, device=args.device)
     print(json.dumps({"out": str(args.out), "n": stats.n, "feature_space": stats.feature_space,
-                      "num_features": int(stats.mu.shape[0]), "trace_sigma": float(np.trace(stats.sigma))}))
+                      "resolution": stats.resolution, "num_features": int(stats.mu.shape[0]),
+                      "trace_sigma": float(np.trace(stats.sigma))}))
     return 0

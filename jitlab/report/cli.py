@@ -4,8 +4,10 @@
     jitlab report table2 --scale paper       # runs/grids/table2/paper/* -> reports/table2-paper.*
     jitlab report table2 --runs /scratch/runs --out /tmp/reports
 
-Cells without a result yet are listed as "not run"; failed and diverged cells are kept with their
-status. Every file is written atomically (a reader never sees half a report).
+Every training seed of a cell (``CELL``, ``CELL_seed-K``) is read: the CSV has one row per cell, metric
+and training seed, the tables the mean ± sd over the trainings, and the verdict follows the grid
+file's ``rules:``. Cells without a result yet are listed as "not run"; failed and diverged cells are
+kept with their status. Every file is written atomically (a reader never sees half a report).
 """
 
 from __future__ import annotations
@@ -35,31 +37,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def stem(spec: GridSpec, scale: str) -> str:
-    """table2 at mini scale, table2-paper at paper scale (the committed mini reports are not overwritten)."""
-    return spec.name if scale == "mini" else f"{spec.name}-{scale}"
-
-
 def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True) -> dict[str, Path]:
     """Write OUT/STEM.{csv,md,tex,png}; returns the paths. Raises ReportError when no cell has a result."""
-    from jitlab.report.collect import collect
-    from jitlab.report.layout import view_of
+    # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
+    from jitlab.report.collect import collect, sampling_seeds
+    from jitlab.report.layout import report_stem, view_of
+    from jitlab.report.markdown import markdown
     from jitlab.report.provenance import provenance
-    from jitlab.report.tables import latex, markdown
+    from jitlab.report.rules import parse_rules
+    from jitlab.report.tables import latex
     from jitlab.report.verdict import verdict
 
+    parse_rules(spec)  # a malformed rule fails before anything is read
     collected = collect(spec, scale, runs)
     if collected.n_results == 0:
         raise ReportError(f"no cell of grid {spec.name!r} at scale {scale!r} has a result yet: searched "
-                          f"{collected.directory} for CELL/result.json ({len(collected.cells)} cells); "
+                          f"{collected.directory} for CELL/result.json ({len(collected.plain_cells)} cells); "
                           f"run `jitlab grid run {spec.name} --scale {scale}` first, or pass --runs DIR")
     view = view_of(spec)
-    name = stem(spec, scale)
+    name = report_stem(spec, scale)
     prov = provenance(collected)
+    sampling, source = sampling_seeds(collected, Path(out), name)
     paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
     # everything is made in memory first, so a failure leaves the previous report whole
     texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),
-             "md": markdown(collected, view, prov, verdict(spec, collected.frame)),
+             "md": markdown(collected, view, prov, verdict(spec, collected.frame, sampling, source)),
              "tex": latex(collected, view, prov)}
     if png:
         from jitlab.report.plots import render_png

@@ -79,3 +79,8 @@ def panel_title(spec: GridSpec, view: View, key: tuple[str, ...]) -> str:
         text = value_text(spec, axis, value)
         parts.append(text if text != value else f"{axis} {value}")
     return ", ".join(parts)
+
+
+def report_stem(spec: GridSpec, scale: str) -> str:
+    """table2 at mini scale, table2-paper at paper scale (the committed mini reports are not overwritten)."""
+    return spec.name if scale == "mini" else f"{spec.name}-{scale}"

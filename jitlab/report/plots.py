@@ -4,6 +4,8 @@ heatmap (a 3x3 table): annotated, log colour scale, one colour scale per heat ma
 different resolutions are scored in different feature spaces); line (mu, d' sweeps): x is the
 swept value, hue the prediction space, d' = none at the right end; points (resolution); bar /
 ladder (components). Our rows and the paper's never share an axis: they are different metrics.
+Ours is each cell's mean over its training seeds: seaborn averages every training's value and draws
+the sd as an error bar (none with one training); a heat map annotates the mean and the sd.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from jitlab.report.collect import Collected  # noqa: E402
+from jitlab.report.evidence import fmt_sd  # noqa: E402
 from jitlab.report.layout import View, axis_title, value_text  # noqa: E402
 from jitlab.report.tables import Panel, fmt, fmt_paper, has_paper, ours_label, panels, paper_label  # noqa: E402
 
@@ -88,7 +91,8 @@ def _matrix(panel: Panel, which: str) -> tuple[np.ndarray, list[list[str]]]:
             if which == "ours":
                 if entry.status == "done" and math.isfinite(entry.value):
                     values[r, c] = entry.value
-                    text[r][c] = fmt(entry.value)
+                    spread = f"\n± {fmt_sd(entry.sd)}" if entry.n >= 2 and math.isfinite(entry.sd) else ""
+                    text[r][c] = fmt(entry.value) + spread
                 else:
                     text[r][c] = entry.status
             else:
@@ -119,8 +123,8 @@ def nice_ticks(low: float, high: float) -> list[float]:
         ticks = [float(f"{t:.6g}") for t in MaxNLocator(nbins=5).tick_values(low, high)]
     else:
         mantissas = (1,) if span > 2.2 else (1, 2, 5) if span > 1.2 else (1, 1.5, 2, 3, 5, 7)
-        ticks = [float(f"{m * 10.0 ** k:.6g}") for k in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-                 for m in mantissas]
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ticks = [float(f"{m * 10.0 ** k:.6g}") for k in decades for m in mantissas]
     ticks = sorted({t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)})
     return ticks if len(ticks) >= 2 else [float(f"{low:.3g}"), float(f"{high:.3g}")]
 
@@ -201,17 +205,20 @@ def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label
                 continue
             value = entry.value if which == "ours" else entry.paper
             if math.isfinite(value) and (which == "paper" or entry.status == "done"):
-                records.append({"x": xs[r], "value": value, "hue": hue, "label": ticks[r]})
+                trainings = entry.values if which == "ours" and entry.values else (value,)
+                records += [{"x": xs[r], "value": v, "hue": hue, "label": ticks[r], "mean": value}
+                            for v in trainings]
             elif which == "ours":
                 missing.append((xs[r], hue, entry.status))
-    frame = pd.DataFrame(records, columns=["x", "value", "hue", "label"])
+    frame = pd.DataFrame(records, columns=["x", "value", "hue", "label", "mean"])
     legend = view.cols is not None and not frame.empty
     if bars:
         if not frame.empty:
             sns.barplot(frame, x="label", y="value", hue="hue", order=ticks, hue_order=hues, palette=colours,
-                        ax=ax, legend=legend)
+                        ax=ax, legend=legend, errorbar="sd", capsize=0.15)
             for container in ax.containers:
-                ax.bar_label(container, fmt="%.3g", fontsize=7)
+                # inside the bar, clear of its error bar
+                ax.bar_label(container, fmt="%.3g", fontsize=7, label_type="center", color="white")
         ax.set_xticks(xs, ticks)
         ax.set_xlim(-0.6, len(xs) - 0.4)
         ax.set_xlabel(axis_title(view.rows))
@@ -219,11 +226,11 @@ def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label
         if not frame.empty:
             sns.lineplot(frame, x="x", y="value", hue="hue", hue_order=hues, palette=colours, marker="o",
                          markersize=7, ax=ax, linestyle="-" if view.kind == "line" and numeric else "",
-                         legend=legend, sort=True)
+                         legend=legend, sort=True, errorbar="sd", err_style="bars", err_kws={"capsize": 3})
             if view.kind != "line":
-                for record in records:
-                    ax.annotate(fmt(record["value"]), (record["x"], record["value"]), textcoords="offset points",
-                                xytext=(7, 3), fontsize=7, color=colours[record["hue"]])
+                for _, point in frame.drop_duplicates(["x", "hue"]).iterrows():
+                    ax.annotate(fmt(point["mean"]), (point["x"], point["mean"]), textcoords="offset points",
+                                xytext=(7, 3), fontsize=7, color=colours[point["hue"]])
         ax.set_xticks(xs, ticks)
         pad = (max(xs) - min(xs)) * 0.08 or 0.5
         ax.set_xlim(min(xs) - pad, max(xs) + pad)

@@ -15,7 +15,6 @@ import pandas as pd
 
 from jitlab.grid.seeds import stats_name, summary_line
 from jitlab.report.collect import NOT_RUN, Collected, is_frechet
-from jitlab.report.verdict_sweeps import tie_margin
 
 
 @dataclass
@@ -137,11 +136,8 @@ def mixed_references(collected: Collected) -> list[str]:
             for space, refs in by_space.items() if len(refs) > 1]
 
 
-def provenance(collected: Collected) -> Provenance:
-    spec, scale, frame = collected.spec, collected.scale, collected.frame
-    cells = collected.cells
-
-    # data sets: group the cells by description, name each group by the axis values they share
+def _datasets(cells: list) -> list[tuple[str, str]]:
+    """The data sets: the cells grouped by description, each group named by the axis values it shares."""
     groups: dict[str, list] = {}
     for cell in cells:
         groups.setdefault(data_description(cell.config), []).append(cell)
@@ -153,15 +149,12 @@ def provenance(collected: Collected) -> Provenance:
         shared = [f"{axis} {value}" for axis, value in members[0].labels.items()
                   if all(m.labels[axis] == value for m in members)]
         datasets.append((description, ", ".join(shared) if shared else f"{len(members)} cells"))
+    return datasets
 
-    metrics = _distinct(frame["metric"])
-    features = _distinct(pd.Series([c.eval.get("features") for c in cells]))
-    notes = [metric_note(m, features[0] if features else None) for m in metrics] + feature_notes(frame)
-    samples = sorted({int(v) for v in frame.loc[frame["metric"].notna(), "n_samples"].dropna()})
 
-    # evaluation: what the grid sweeps, and what the reported (best) points used
+def _evaluation(cells: list, done: pd.DataFrame) -> str:
+    """What the grid sweeps, and what the reported (best) points used."""
     ev = cells[0].eval if cells else {}
-    done = frame[frame["status"] == "done"]
     parts = []
     sampler = _distinct(done["sampler"]) or [ev.get("sampler", "?")]
     steps = _distinct(done["steps"]) or [ev.get("steps", "?")]
@@ -182,15 +175,67 @@ def provenance(collected: Collected) -> Provenance:
     seeds = _distinct(done["seed"])
     if seeds:
         parts.append(f"sampling seed {_join(seeds)}")
-    evaluation = "; ".join(parts)
+    return "; ".join(parts)
 
-    # training
+
+def _training(collected: Collected, done: pd.DataFrame) -> str:
+    cells = collected.plain_cells
     trainer = (cells[0].config.get("trainer") or {}) if cells else {}
     data_args = ((cells[0].config.get("data") or {}).get("init_args") or {}) if cells else {}
-    steps_done = sorted({int(s) for s in done.drop_duplicates("cell")["step"].dropna()})
+    steps_done = sorted({int(s) for s in _per_training(done)["step"].dropna()})
     training = f"max_steps {trainer.get('max_steps', '?')}, global batch {data_args.get('global_batch_size', '?')}"
     if steps_done:
         training += f"; the reported checkpoints are at step {_join(steps_done)}"
+    seeds = collected.train_seeds
+    if seeds > 1:
+        ran = _per_training(collected.frame)
+        ran = ran[ran["status"] != NOT_RUN].groupby("cell", sort=False).size()
+        counts = _join(sorted(set(ran))) if len(ran) else "0"
+        training += (f"; training seeds 0-{seeds - 1} (`seed_everything` + K), {counts} with a result per cell: "
+                     f"each table shows the mean ± sd over a cell's trainings, every training in the table of seeds")
+    else:
+        training += "; one training per cell (training seed 0): a cell's value is one training, not a mean"
+    return training
+
+
+def _per_training(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop_duplicates(["cell", "train_seed"] if "train_seed" in frame else ["cell"])
+
+
+def _compute(frame: pd.DataFrame) -> str:
+    per = _per_training(frame)
+    reused = per["reused_from"].notna()
+    own = per[~reused]
+    train, total = own["train_seconds"].dropna(), own["seconds"].dropna()
+    unit = "trainings" if len(per) > per["cell"].nunique() else "cells"
+    compute = (f"{clock(train.sum())} of training summed over {len(train)} {unit}"
+               + (f" ({clock(total.sum())} with evaluation)" if len(total) else "")) if len(train) else "none recorded"
+    if reused.any():
+        borrowed = per.loc[reused, "train_seconds"].dropna()
+        compute += (f"; {int(reused.sum())} more cell(s) reuse the identical run of another grid "
+                    f"({clock(borrowed.sum())} of training, counted there)")
+    return compute
+
+
+def _notes(collected: Collected) -> list[str]:
+    notes = []
+    if collected.stale:
+        notes.append(f"{len(collected.stale)} cell(s) were run with a config other than the one the grid file "
+                     f"gives now (stale; re-run them after moving their directories): {', '.join(collected.stale)}")
+    if collected.strays:
+        notes.append(f"ignored {len(collected.strays)} run director(ies) of cells this grid does not have: "
+                     f"{', '.join(collected.strays)}")
+    return notes + mixed_references(collected)
+
+
+def provenance(collected: Collected) -> Provenance:
+    spec, scale, frame = collected.spec, collected.scale, collected.frame
+    cells = collected.plain_cells
+    metrics = _distinct(frame["metric"])
+    features = _distinct(pd.Series([c.eval.get("features") for c in cells]))
+    notes = [metric_note(m, features[0] if features else None) for m in metrics] + feature_notes(frame)
+    samples = sorted({int(v) for v in frame.loc[frame["metric"].notna(), "n_samples"].dropna()})
+    done = frame[frame["status"] == "done"]
 
     flat = [flatten(c.config) for c in cells]
     keys = sorted(set().union(*flat)) if flat else []
@@ -199,43 +244,39 @@ def provenance(collected: Collected) -> Provenance:
     scale_flag = f" --scale {scale}"
     runs_flag = "" if str(collected.runs) == "runs/grids" else f" --runs {collected.runs}"
     data_root = " --data-root DIR" if any("ImageNet" in data_description(c.config) for c in cells) else ""
-    commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}{data_root}",
+    seeds_flag = f" --train-seeds {collected.train_seeds}" if collected.train_seeds > spec_seeds(collected) else ""
+    commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}{data_root}{seeds_flag}",
                 f"jitlab report {spec.name}{scale_flag}{runs_flag}"]
 
-    per_cell = frame.drop_duplicates("cell")
-    reused = per_cell["reused_from"].notna()
-    own = per_cell[~reused]
-    train, total = own["train_seconds"].dropna(), own["seconds"].dropna()
-    compute = (f"{clock(train.sum())} of training summed over {len(train)} cells"
-               + (f" ({clock(total.sum())} with evaluation)" if len(total) else "")) if len(train) else "none recorded"
-    if reused.any():
-        borrowed = per_cell.loc[reused, "train_seconds"].dropna()
-        compute += (f"; {int(reused.sum())} more cell(s) reuse the identical run of another grid "
-                    f"({clock(borrowed.sum())} of training, counted there)")
-    finished = _distinct(per_cell["finished_at"])
-    counts = {status: int((per_cell["status"] == status).sum()) for status in _distinct(per_cell["status"])}
+    per = _per_training(frame)
+    finished = _distinct(per["finished_at"])
+    counts = {status: int((per["status"] == status).sum()) for status in _distinct(per["status"])}
     counts = {k: counts[k] for k in sorted(counts, key=lambda s: (s != "done", s == NOT_RUN, s))}
 
     paper = f"{spec.paper_metric or 'no metric'}"
     if spec.paper_note:
         paper += f"; {spec.paper_note}"
 
-    notes_extra = []
-    if collected.stale:
-        notes_extra.append(f"{len(collected.stale)} cell(s) were run with a config other than the one the grid file "
-                           f"gives now (stale; re-run them after moving their directories): "
-                           f"{', '.join(collected.stale)}")
-    if collected.strays:
-        notes_extra.append(f"ignored {len(collected.strays)} run director(ies) of cells this grid does not have: "
-                           f"{', '.join(collected.strays)}")
-
-    notes_extra += mixed_references(collected)
-
     return Provenance(
-        scale=scale, why=" ".join(str(spec.scales.get(scale, {}).get("why", "")).split()), datasets=datasets,
-        metrics=metrics, metric_notes=notes, samples=samples, evaluation=evaluation, training=training,
-        varies=varies, commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        last_finished=max(finished) if finished else None, compute=compute, counts=counts, paper=paper,
-        notes=notes_extra,
-        seed_spread=summary_line(cells, collected.runs, tie_margin(spec.name)),
+        scale=scale, why=" ".join(str(spec.scales.get(scale, {}).get("why", "")).split()),
+        datasets=_datasets(cells), metrics=metrics, metric_notes=notes, samples=samples,
+        evaluation=_evaluation(cells, done), training=_training(collected, done), varies=varies,
+        commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        last_finished=max(finished) if finished else None, compute=_compute(frame), counts=counts, paper=paper,
+        notes=_notes(collected), seed_spread=_sampling_line(collected),
     )
+
+
+def _sampling_line(collected: Collected) -> str | None:
+    """The measured sampling-seed spread (the verdicts' margins are per rule, in each verdict line)."""
+    line = summary_line(collected.cells, collected.runs, None)
+    if line and collected.train_seeds > 1:  # the cells' trainings were repeated: the spread between them is measured
+        line = line.split(". Trainings were not repeated")[0] + (". The spread between trainings is measured by the "
+                                                                 "training seeds (see the verdict's margins)")
+    return line
+
+
+def spec_seeds(collected: Collected) -> int:
+    """The training seeds the grid file asks for at this scale (1 when it names none)."""
+    spec = collected.spec
+    return spec.train_seeds(collected.scale) if hasattr(spec, "train_seeds") else 1

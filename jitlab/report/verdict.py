@@ -1,197 +1,152 @@
-"""Does our grid say what the paper says? Each verdict is computed from the numbers, never written by hand.
+"""Does our grid say what the paper says? Each verdict is computed from the numbers by the grid file's rules.
 
-``verdict(spec, df)`` takes the tidy frame of a report (one row per cell and metric) and returns
-Markdown lines; grids without a rule get none. Table 2's rule is here, the sweeps' in ``verdict_sweeps``.
-A rule judges each cell by its Frechet distance (lower is better) and compares cells only within one
-panel (cells of different resolutions are scored in different feature spaces). A diverged cell counts
-as worse than any number (it did not work); a failed or not-run cell is missing evidence, and a verdict
-that lacks cells says so.
+``verdict(spec, frame, sampling)`` reads the grid file's declared ``rules:`` (``jitlab.report.rules``),
+folds the tidy frame's training seeds into one value per cell (``evidence.cell_stats``) and judges each
+rule (``kinds``): one Markdown line per rule, stating the rule, the margin a difference had to exceed and
+where it comes from, and how many trainings per cell it rests on, then an overall line. Outcomes:
+"reproduces (N seeds)" (holds with N >= 2 trainings per cell), "consistent, 1 seed" (holds on one
+training), "inconclusive" (a tie decides it), "does not reproduce", "cannot be judged" (cells lack
+results). A diverged cell counts as worse than any number; a failed or not-run one is missing evidence.
+A grid without rules gets no verdict.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+import itertools
 
 import pandas as pd
 
 from jitlab.grid.spec import GridSpec
-from jitlab.report.collect import primary_frame
+from jitlab.report.evidence import Margin, Stat, cell_stats, measure_spread, stat
+from jitlab.report.kinds import Finding, Order, judge, pick
+from jitlab.report.layout import axis_values
+from jitlab.report.rules import Rule, Selector, parse_rules
 
-# Table 2(b): "all nine cells work and are close" -- close means the worst is at most this factor
-# above the best (the paper's nine are within 6.20 / 3.46 = 1.8x).
-CLOSE_FACTOR = 2.0
 
-
-def verdict(spec: GridSpec, df: pd.DataFrame) -> list[str]:
-    from jitlab.report.verdict_sweeps import RULES as SWEEPS  # they build on the helpers below
-
-    rule = {**RULES, **SWEEPS}.get(spec.name)
-    if rule is None or df.empty:
+def verdict(spec: GridSpec, frame: pd.DataFrame, sampling: pd.DataFrame | None = None,
+            sampling_source: str = "sampling seeds") -> list[str]:
+    """The verdict's Markdown lines; ``sampling`` holds sampling-seed values (cell, value) when measured."""
+    rules = parse_rules(spec)
+    if not rules or frame.empty:
         return []
-    return rule(spec, df)
+    scale = "/".join(map(str, dict.fromkeys(frame["scale"])))
+    stats = cell_stats(frame, [axis.name for axis in spec.axes])
+    spread = measure_spread(stats, sampling, sampling_source)
+    order = {axis.name: axis_values(spec, axis.name, scale if scale in spec.scales else None) for axis in spec.axes}
+    lines, outcomes = [], []
+    for rule in rules:
+        finding, line = rule_line(rule, stats, Margin(rule.margin, spread), order, scale, spec.paper_metric)
+        outcomes.append((rule.name, finding))
+        lines.append(line)
+    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale)]
 
 
-def _scale(df: pd.DataFrame) -> str:
-    scales = list(dict.fromkeys(df["scale"]))
-    return scales[0] if len(scales) == 1 else "/".join(map(str, scales))
-
-
-def _metric(cells: pd.DataFrame) -> str:
-    names = list(dict.fromkeys(m for m in cells["metric"] if isinstance(m, str)))
-    return " / ".join(names) if names else "metric"
-
-
-def _value(row) -> float:
-    return float(row["value"]) if row["status"] == "done" and math.isfinite(float(row["value"])) else math.nan
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.3g}x" if b > 0 else "inf"
-
-
-def _missing_note(cells: pd.DataFrame, judged: bool = True) -> str:
-    missing = cells[~cells["status"].isin(["done", "diverged"])]
-    if missing.empty:
-        return ""
-    if len(missing) <= 3:
-        listed = ", ".join(f"{r['cell']} ({r['status']})" for _, r in missing.iterrows())
-    else:
-        listed = ", ".join(f"{n} {status}" for status, n in missing["status"].value_counts(sort=False).items())
-    return f" {'Provisional' if judged else 'Missing'}: {len(missing)} of {len(cells)} cells have no result ({listed})."
-
-
-def table2(spec: GridSpec, df: pd.DataFrame) -> list[str]:
-    cells = primary_frame(df)
-    scale = _scale(df)
-    lines: list[str] = []
-    outcome: dict[str, bool | None] = {}
-
-    # (a): x-prediction's best loss is below every eps- and v-prediction cell
-    a = cells[cells["setting"] == "a"]
-    if not a.empty:
-        metric = _metric(a)
-        x = a[a["pred"] == "x"]
-        others = a[a["pred"] != "x"]
-        x_values = [(_value(r), r["loss"]) for _, r in x.iterrows() if math.isfinite(_value(r))]
-        other_values = [(_value(r), r["pred"], r["loss"]) for _, r in others.iterrows()]
-        finite_others = [v for v in other_values if math.isfinite(v[0])]
-        diverged = [f"{p}-pred/{l}-loss" for v, p, l in other_values
-                    if not math.isfinite(v) and others.loc[(others["pred"] == p) & (others["loss"] == l), "status"]
-                    .eq("diverged").any()]
-        note = _missing_note(a)
-        if not x_values:
-            outcome["a"] = None
-            lines.append(f"**(a)** cannot be judged: no x-prediction cell has a value.{_missing_note(a, False)}")
-        elif not finite_others and not diverged:
-            outcome["a"] = None
-            lines.append(f"**(a)** cannot be judged: no eps- or v-prediction cell has a result.{_missing_note(a, False)}")
-        else:
-            best, best_loss = min(x_values)
-            rule = "x-pred's best loss below every eps-/v-pred cell"
-            if finite_others:
-                low, low_pred, low_loss = min(finite_others)
-                holds = best < low
-                if best < low:
-                    relation = f"x-pred is {_ratio(low, best)} lower"
-                elif best > low:
-                    relation = f"x-pred is {_ratio(best, low)} higher"
-                else:
-                    relation = "equal"
-                comparison = (f"x-pred's best ({best_loss}-loss) {metric} {best:.4g} vs the best eps-/v-pred cell "
-                              f"({low_pred}-pred, {low_loss}-loss) {low:.4g}: {relation}")
-            else:
-                holds = True
-                comparison = f"x-pred's best ({best_loss}-loss) {metric} {best:.4g}; every eps-/v-pred cell diverged"
-            if diverged and finite_others:
-                comparison += f"; diverged (no value, counted as worse): {', '.join(diverged)}"
-            worst = max(v for v, _ in x_values)
-            if finite_others and len(x_values) > 1:
-                every = worst < low
-                comparison += (f". Every x-pred cell (worst {worst:.4g}) is "
-                               + ("also below every eps-/v-pred cell" if every
-                                  else f"not below every eps-/v-pred cell (worst x-pred {worst:.4g} >= {low:.4g})"))
-            paper = _paper_ratio(a, spec.paper_metric)
-            outcome["a"] = holds
-            lines.append(f"**(a) {rule}**: {comparison}. " + ("Reproduces" if holds else "Does not reproduce")
-                         + f" at {scale} scale.{paper}{note}")
-            lines += _reading("a", a)
-
-    # (b): all nine cells work and are within CLOSE_FACTOR of each other
-    b = cells[cells["setting"] == "b"]
-    if not b.empty:
-        metric = _metric(b)
-        values = [(_value(r), r["pred"], r["loss"]) for _, r in b.iterrows() if math.isfinite(_value(r))]
-        diverged = [f"{r['pred']}-pred/{r['loss']}-loss" for _, r in b.iterrows() if r["status"] == "diverged"]
-        note = _missing_note(b)
-        rule = f"all cells within a factor {CLOSE_FACTOR:g} (max/min <= {CLOSE_FACTOR:g})"
-        if len(values) < 2 and not diverged:
-            outcome["b"] = None
-            lines.append(f"**(b)** cannot be judged: fewer than two cells have a value.{_missing_note(b, False)}")
-        else:
-            if values:
-                high, low = max(values), min(values)
-                spread = high[0] / low[0] if low[0] > 0 else math.inf
-                text = (f"{metric} from {low[0]:.4g} ({low[1]}-pred, {low[2]}-loss) to {high[0]:.4g} "
-                        f"({high[1]}-pred, {high[2]}-loss): max/min = {spread:.3g}")
-            else:
-                spread, text = math.inf, "no cell has a value"
-            holds = spread <= CLOSE_FACTOR and not diverged
-            if diverged:
-                text += f"; diverged: {', '.join(diverged)}"
-            outcome["b"] = holds
-            paper = b["paper_value"].dropna()
-            paper_text = (f" (The paper's {spec.paper_metric}: max/min = {paper.max() / paper.min():.3g}.)"
-                          if len(paper) > 1 and paper.min() > 0 else "")
-            lines.append(f"**(b) {rule}**: {text}. " + ("Reproduces" if holds else "Does not reproduce")
-                         + f" at {scale} scale.{paper_text}{note}")
-            lines += _reading("b", b)
-
-    if outcome:
-        judged = {k: v for k, v in outcome.items() if v is not None}
-        if judged and all(judged.values()) and len(judged) == len(outcome):
-            overall = f"Table 2's claim reproduces at {scale} scale"
-        elif judged and not all(judged.values()):
-            failing = ", ".join(f"({k})" for k, v in judged.items() if not v)
-            overall = f"Table 2's claim does not reproduce at {scale} scale: {failing} fails"
-        else:
-            overall = f"Table 2's claim cannot be judged yet at {scale} scale"
-        incomplete = cells[(cells["setting"].isin(list(outcome))) & ~cells["status"].isin(["done", "diverged"])]
-        if not incomplete.empty:
-            overall += f" (provisional: {len(incomplete)} cell(s) without a result)"
-        lines.append(f"**Overall**: {overall}.")
-    return lines
-
-
-def _reading(setting: str, cells: pd.DataFrame) -> list[str]:
-    """A line beside a setting's verdict: each loss row's spread over the prediction spaces (none if unknown)."""
-    rows = _row_spreads(cells)
-    return [f"({setting}), for reading (not part of the rule): within each loss row the three prediction spaces "
-            f"span {rows}."] if rows else []
-
-
-def _row_spreads(cells: pd.DataFrame) -> str:
-    """max/min over the predictions of each loss row, ours (and the paper's): how far apart the spaces are."""
-    parts = []
-    for loss, row in cells.groupby("loss", sort=False):
-        ours = [v for v in (_value(r) for _, r in row.iterrows()) if math.isfinite(v)]
-        paper = row["paper_value"].dropna()
-        if len(ours) < 2 or min(ours) <= 0:
+def evaluate(rule: Rule, stats: list[Stat], margin: Margin, order: Order) -> tuple[Finding, list[str]]:
+    """The rule over every group of its ``per`` axes: (the combined finding, one evidence text per group)."""
+    scope = pick(rule.where, stats, order)
+    groups = [[]] if not rule.per else [list(key) for key in itertools.product(*(order[a] for a in rule.per))]
+    findings, texts = [], []
+    for key in groups:
+        cells = [c for c in scope if all(c.labels.get(a) == v for a, v in zip(rule.per, key))]
+        if rule.per and not cells:
             continue
-        text = f"{loss}-loss {max(ours) / min(ours):.3g}x"
-        if len(paper) > 1 and paper.min() > 0:
-            text += f" (paper {paper.max() / paper.min():.3g}x)"
-        parts.append(text)
-    return ", ".join(parts)
+        finding = judge(rule, cells, margin, order)
+        findings.append(finding)
+        where = ", ".join(f"{a} {v}" for a, v in zip(rule.per, key))
+        texts.append(f"at {where}: {finding.text}" if where else finding.text)
+    if not findings:
+        return Finding("unjudged", "no cell matches the rule"), ["no cell matches the rule"]
+    kinds = [f.outcome for f in findings]
+    outcome = next(o for o in ("fails", "unjudged", "tie", "holds") if o in kinds)
+    return Finding(outcome, "; ".join(texts), [c for f in findings for c in f.used]), texts
 
 
-def _paper_ratio(a: pd.DataFrame, metric: str | None) -> str:
-    x = a.loc[a["pred"] == "x", "paper_value"].dropna()
-    others = a.loc[a["pred"] != "x", "paper_value"].dropna()
-    if x.empty or others.empty or x.min() <= 0:
+def trainings(finding: Finding) -> int:
+    """The fewest trainings any compared cell rests on."""
+    return min((c.n for c in finding.used), default=0)
+
+
+def outcome_word(finding: Finding) -> str:
+    if finding.outcome == "holds":
+        n = trainings(finding)
+        return f"reproduces ({n} seeds)" if n >= 2 else "consistent, 1 seed"
+    return {"tie": "inconclusive", "fails": "does not reproduce", "unjudged": "cannot be judged"}[finding.outcome]
+
+
+def rule_line(rule: Rule, stats: list[Stat], margin: Margin, order: Order, scale: str,
+              paper_metric: str | None) -> tuple[Finding, str]:
+    """(the finding, the verdict line) of one rule."""
+    finding, _ = evaluate(rule, stats, margin, order)
+    word = outcome_word(finding)
+    counts = sorted({c.n for c in finding.used})
+    rests = ("no training" if not counts else f"{counts[0]} training{'s' if counts[0] != 1 else ''} per cell"
+             if len(counts) == 1 else f"{counts[0]}-{counts[-1]} trainings per cell")
+    line = (f"**{rule.name}** {rule.claim} [rule `{rule.kind}`: {describe(rule, order)}]: {finding.text}. "
+            f"**{word[0].upper() + word[1:]}** at {scale} scale. Margin: {margin.describe()}. "
+            f"Rests on {rests}.")
+    return finding, line + paper_check(rule, stats, order, paper_metric) + missing_note(pick(rule.where, stats, order))
+
+
+def paper_check(rule: Rule, stats: list[Stat], order: Order, paper_metric: str | None) -> str:
+    """The same rule on the paper's numbers for these cells, without a margin (omitted when it lacks them)."""
+    paper = [stat(c.labels, [c.paper], cell=c.cell) for c in stats]
+    finding, _ = evaluate(rule, paper, Margin(0.0), order)
+    if finding.outcome == "unjudged":
         return ""
-    return (f" (The paper's {metric or 'value'}: x-pred's best {x.min():g} vs the best eps-/v-pred cell "
-            f"{others.min():g}, {others.min() / x.min():.3g}x lower.)")
+    says = {"holds": "holds", "fails": "fails", "tie": "is a tie"}[finding.outcome]
+    return f" (The paper's {paper_metric or 'numbers'} under the same rule: {says}; {finding.text}.)"
 
 
-RULES: dict[str, Callable[[GridSpec, pd.DataFrame], list[str]]] = {"table2": table2}
+def missing_note(cells: list[Stat]) -> str:
+    """Cells the rule looks at that lack a result for some training (failed, not run)."""
+    lacking = [c for c in cells if c.missing or not c.known]
+    if not lacking:
+        return ""
+    listed = ", ".join(f"{c.cell} ({c.status if not c.known else f'{c.missing} training(s) without a result'})"
+                       for c in lacking[:3]) + (f", and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+    return f" Provisional: {len(lacking)} of {len(cells)} cells lack a result ({listed})."
+
+
+def selector_text(selector: Selector | None, order: Order) -> str:
+    if not selector:
+        return "every cell"
+    return ", ".join(f"{axis} {'/'.join(choice.resolve(order.get(axis, [])))}" for axis, choice in selector)
+
+
+def describe(rule: Rule, order: Order) -> str:
+    """The rule in words: which cells, compared how."""
+    if rule.kind == "below":
+        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
+        text = f"every cell of a ({a}) below every cell of b ({b})"
+    elif rule.kind == "beats":
+        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
+        text = f"the best of a ({a}) below the best of b ({b})"
+    elif rule.kind == "within_factor":
+        cells = selector_text(rule.cells, order)
+        text = (f"max/min of {cells} at most {rule.factor:g}" if rule.of is None else
+                f"every cell of {cells} at most {rule.factor:g}x the best of {selector_text(rule.of, order)}")
+    elif rule.kind == "ladder":
+        text = f"each step along {rule.axis} ({' -> '.join(order.get(str(rule.axis), []))}) lowers the metric"
+    else:
+        text = f"the lowest value along {rule.axis} is at {' or '.join(rule.values)}, below every other {rule.axis}"
+    scope = f"; cells: {selector_text(rule.where, order)}" if rule.where else ""
+    per = f"; judged per {', '.join(rule.per)}" if rule.per else ""
+    return text + scope + per
+
+
+def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str) -> str:
+    words = [outcome_word(f) for _, f in outcomes]
+    failing = [n for n, f in outcomes if f.outcome == "fails"]
+    if failing:
+        return f"**Overall**: {name}'s claim does not reproduce at {scale} scale ({', '.join(failing)} fails)."
+    if all(w == "cannot be judged" for w in words):
+        return f"**Overall**: {name}'s claim cannot be judged yet at {scale} scale."
+    if "cannot be judged" in words:
+        return f"**Overall**: {name}'s claim cannot be fully judged at {scale} scale (a part lacks cells)."
+    if "inconclusive" in words:
+        return f"**Overall**: {name}'s claim is inconclusive at {scale} scale (a difference within the margin)."
+    if "consistent, 1 seed" in words:
+        return f"**Overall**: {name}'s claim is consistent, 1 seed, at {scale} scale (one training per cell)."
+    seeds = min(trainings(f) for _, f in outcomes)
+    return f"**Overall**: {name}'s claim reproduces ({seeds} seeds) at {scale} scale."
+

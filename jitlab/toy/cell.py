@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -28,7 +29,7 @@ SAMPLE_SEED = 10_000  # generation noise seed = SAMPLE_SEED + cell seed
 class Settings:
     """Everything besides the cell that decides a result (a cached result is reused only if these match)."""
 
-    steps: int = 2000
+    steps: int = 2000  # fig2 sets it: the length probe's answer (--steps auto) or --steps N
     batch_size: int = 256
     lr: float = 1e-3
     schedule: str = "cosine"
@@ -72,21 +73,29 @@ def quiet() -> dict[str, int]:
     return previous
 
 
-def train_cell(cell: Cell, settings: Settings) -> dict:
-    """Train, generate ``settings.samples`` points and measure; returns a JSON-ready result."""
-    start = time.perf_counter()
+def fit(cell: Cell, settings: Settings, schedule: str | None = None, max_steps: int | None = None,
+        callbacks: Sequence[L.Callback] = ()) -> tuple[JiTModule, SpiralDataModule]:
+    """Train ``cell`` with ``settings`` (``schedule`` and ``max_steps`` override theirs, for the length probe)."""
+    steps = settings.steps if max_steps is None else max_steps
     L.seed_everything(cell.seed, verbose=False)  # the net's init and (via PL_GLOBAL_SEED) the training noise
     dm = SpiralDataModule(dim=cell.D, num_points=settings.num_points, global_batch_size=settings.batch_size,
                           noise=settings.noise, seed=cell.seed)
     net = ToyMLP(dim=cell.D, hidden=settings.hidden, layers=settings.layers)
     module = JiTModule(net, flow=FlowConfig(pred=cell.pred, loss=cell.loss, mu=settings.mu, sigma=settings.sigma),
-                       optim=OptimConfig(lr=settings.lr, warmup_steps=0, schedule=settings.schedule))
+                       optim=OptimConfig(lr=settings.lr, warmup_steps=0, schedule=schedule or settings.schedule))
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=settings.steps, logger=False, enable_progress_bar=False,
+        accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_progress_bar=False,
         enable_model_summary=False, enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
-        log_every_n_steps=settings.steps,  # the module's per-t-bin logs cost time; nobody reads them here
+        log_every_n_steps=steps, callbacks=list(callbacks),  # per-t-bin logs cost time; nobody reads them here
     )
     trainer.fit(module, dm)
+    return module, dm
+
+
+def train_cell(cell: Cell, settings: Settings) -> dict:
+    """Train, generate ``settings.samples`` points and measure; returns a JSON-ready result."""
+    start = time.perf_counter()
+    module, dm = fit(cell, settings)
     train_seconds = time.perf_counter() - start
     module.eval()
     x = module.generate(range(settings.samples), None, steps=settings.sample_steps,
@@ -97,7 +106,7 @@ def train_cell(cell: Cell, settings: Settings) -> dict:
         "cell": asdict(cell),
         "settings": asdict(settings),
         "metrics": {"chamfer": float(chamfer(s, truth)), "residual": float(off_manifold_residual(x, dm.projection))},
-        "final_loss": float(trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
+        "final_loss": float(module.trainer.callback_metrics.get("train/loss", torch.tensor(float("nan")))),
         "train_seconds": round(train_seconds, 2),
         "seconds": round(time.perf_counter() - start, 2),
         "points": [[round(float(a), 4), round(float(b), 4)] for a, b in s.tolist()],

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from jitlab.atomic import atomic_path
-from jitlab.toy.report import Stat, fmt
+from jitlab.toy.stats import Stat, fmt
+from jitlab.toy.verdict import seeds_text
 
 VIEW = 2.6  # the true spiral reaches radius 2 (plus its thickness); points beyond the view are counted
 COLORS = {"x": "#1b7837", "eps": "#b2182b", "v": "#2166ac"}
@@ -15,7 +16,8 @@ COLORS = {"x": "#1b7837", "eps": "#b2182b", "v": "#2166ac"}
 
 def write_png(path: Path, results: list[dict], dims: list[int], preds: list[str], truth: np.ndarray,
               stats: dict[tuple[int, str, str], Stat], title: str) -> None:
-    """Rows: prediction spaces; columns: D. Each panel shows the first seed; titles carry the metrics over seeds."""
+    """Rows: prediction spaces; columns: D. Each panel shows the first seed; titles carry the metrics over seeds
+    (mean ± sd and how many)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +41,7 @@ def write_png(path: Path, results: list[dict], dims: list[int], preds: list[str]
             ax.set_xticks([])
             ax.set_yticks([])
             lines = [f"{p}-pred, D={d}",
-                     f"Chamfer {stats[(d, p, 'chamfer')]}",
+                     f"Chamfer {stats[(d, p, 'chamfer')]} ({seeds_text(len(stats[(d, p, 'chamfer')].values))})",
                      f"residual {fmt(stats[(d, p, 'residual')].mean)}"]
             outside = 1 - inside.mean()
             if outside >= 0.005:

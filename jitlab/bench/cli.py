@@ -1,0 +1,172 @@
+"""`jitlab bench`: training and sampling speed of named models, in one process, as a table, JSON or a report.
+
+    jitlab bench                                   # the mini model, then JiT-B/16 at 256
+    jitlab bench --model JiT-B/16 --img_size 256 --json
+    jitlab bench --out reports/bench.md            # (make bench) the table with the machine, versions and date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jitlab.atomic import write_text
+from jitlab.bench.run import MINI, MINI_CONFIG, BenchSettings, bench_model
+from jitlab.errors import ConfigError
+
+ROWS = [  # (key, label, format)
+    ("train_img_per_s", "train images/s, Lightning Trainer", "{:.2f}"),
+    ("raw_train_img_per_s", "train images/s, plain loop", "{:.2f}"),
+    ("trainer_vs_raw", "Trainer / plain loop", "{:.3f}"),
+    ("mfu", "training MFU (Trainer)", "{:.1%}"),
+    ("raw_mfu", "training MFU (plain loop)", "{:.1%}"),
+    ("sample_img_per_s", "sample images/s, `jitlab sample`", "{:.3f}"),
+    ("ref_sample_img_per_s", "sample images/s, reference", "{:.3f}"),
+    ("sample_speedup", "`jitlab sample` / reference", "{:.2f}"),
+    ("sample_max_uint8_diff", "largest pixel difference (uint8)", "{}"),
+    ("nfe_per_s", "network evaluations/s (`jitlab sample`)", "{:.1f}"),
+    ("ref_sample_mfu", "sampling MFU (reference)", "{:.1%}"),
+    ("gmacs_per_image", "GMACs per image (forward)", "{:.3f}"),
+    ("matmul_peak_gflops", "measured matmul peak GFLOP/s", "{:.0f}"),
+    ("peak_mem_mb", "peak memory MiB", "{:.0f}"),
+    ("batch_size", "training batch", "{}"),
+    ("sample_batch", "sampling batch", "{}"),
+    ("precision", "precision", "{}"),
+    ("compile", "torch.compile", "{}"),
+    ("threads", "torch threads", "{}"),
+]
+
+
+def parse_model(text: str) -> str:
+    from jitlab.models import MODELS
+
+    if text != MINI and text not in MODELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {MINI!r} or a registry name such as JiT-B/16")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jitlab.generate import Parser
+
+    p = Parser(prog="jitlab bench", description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=parse_model, nargs="+", default=[MINI, "JiT-B/16"], metavar="NAME",
+                   help=f"{MINI!r} (the mini scale's model and data, --config) or registry names such as JiT-B/16")
+    p.add_argument("--img_size", type=int, default=None,
+                   help="image side for every model; None: the mini config's, 256 for registry names")
+    p.add_argument("--config", type=Path, default=MINI_CONFIG, help="the mini model's config")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps, per loop")
+    p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="training batch; None: the config's, 4 for models over 5 GMACs per image")
+    p.add_argument("--sample_batch", type=int, default=None, help="images sampled, one batch; None: 16, 2 for models over 5 GMACs per image")
+    p.add_argument("--sample_steps", type=int, default=50, help="Heun steps (50: the release's)")
+    p.add_argument("--cfg", type=float, default=2.9, help="CFG scale (2.9: the release's)")
+    p.add_argument("--cfg_interval", type=float, nargs=2, default=(0.1, 1.0), metavar=("T_MIN", "T_MAX"))
+    p.add_argument("--attn_impl", choices=["fp32", "sdpa"], default=None,
+                   help="attention; None: the mini config's, fp32 (the release's) for registry names")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the network (auto: on a GPU only)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads; None: torch's")
+    p.add_argument("--json", action="store_true", help="print one JSON object per model (one per line)")
+    p.add_argument("--out", type=Path, default=None, help="also write the markdown report here (make bench)")
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> BenchSettings:
+    for flag in ("steps", "warmup", "batch_size", "sample_batch", "sample_steps", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag}", f"must be >= 1, got {value}")
+    if not (math.isfinite(args.cfg) and args.cfg >= 0):
+        raise ConfigError("--cfg", f"must be a number >= 0, got {args.cfg}")
+    low, high = args.cfg_interval
+    if not 0 <= low < high <= 1:
+        raise ConfigError("--cfg_interval", f"T_MIN T_MAX must satisfy 0 <= T_MIN < T_MAX <= 1, got {low} {high}")
+    if MINI in args.model and not args.config.is_file():
+        raise ConfigError("--config", f"{args.config} not found (run from the repository root or pass --config)")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise ConfigError("--device", f"unknown device {args.device!r}; valid: cpu, cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device", "cuda asked for, but no GPU is available here; use --device cpu")
+    compiled = {"auto": None, "on": True, "off": False}[args.compile]
+    return BenchSettings(args.steps, args.warmup, args.batch_size, args.sample_batch, args.sample_steps, args.cfg,
+                         (low, high), str(device), compiled, args.attn_impl, args.config)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one row per measurement, one column per model."""
+    lines = ["| | " + " | ".join(r["model"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    for key, label, fmt in ROWS:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in rows) + " |")
+    return "\n".join(lines)
+
+
+def report(rows: list[dict], argv: list[str], device: torch.device) -> str:
+    from jitlab.bench.machine import machine_facts
+
+    command = "jitlab bench " + shlex.join(argv) if argv else "jitlab bench"
+    facts = "\n".join(f"- {k}: {v}" for k, v in machine_facts(device).items())
+    first = rows[0]
+    return f"""# Training and sampling speed
+
+Made by `{command}` (`make bench`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, one process.
+
+## Machine
+
+{facts}
+
+## Results
+
+{table(rows)}
+
+## What is measured
+
+- **Training images/s**: {first['steps']} timed steps after {first['warmup']} warm-up steps. *Lightning Trainer*: the
+  Trainer `jitlab fit` builds for that config (`jitlab.cli.instantiate_fit`: both EMAs, logging, checkpoint,
+  sample-grid and timer callbacks). *Plain loop*: the same module and data loader with forward, backward, the
+  module's fused AdamW and schedule, and the run's two EMAs, nothing else. Periodic work (a checkpoint or sample
+  grid every few hundred steps) is outside the timed steps.
+- **Sampling images/s**: one batch, Heun {first['sample_steps']} steps (NFE {first['nfe']}), CFG
+  {first['cfg_scale']} on {tuple(first['cfg_interval'])}, the release's defaults. *`jitlab sample`*: its generation path
+  (`jitlab.generate.generate_uint8`). *Reference*: the release's sampler written plainly in `jitlab/bench/sample.py`
+  (two forwards per evaluation, CFG mask everywhere). The largest uint8 difference between the two batches of
+  images says whether they are the same pictures.
+- **MFU**: model FLOPs per second (2 x the multiply-adds of `jitlab info`, x 3 for training) over the measured
+  matmul peak (the best of 5 square {first['matmul_dtype']} matmuls on this device). Sampling MFU counts the
+  reference's forwards.
+- **Peak memory**: the process's peak resident set (CPU; the whole process so far, models run in the order
+  shown) or the peak allocated GPU memory of that model.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    settings = settings_from(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = [bench_model(model, args.img_size if args.img_size or model == MINI else 256, settings)
+            for model in args.model]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(table(rows))
+    if args.out is not None:
+        write_text(args.out, report(rows, argv, torch.device(settings.device)))
+        print(f"jitlab bench: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""One runner per cell: a lock file in the cell's directory naming its holder (host, pid, SLURM job id).
+
+A holder is alive while its process runs (same host: the pid exists) or its SLURM job is queued or
+running (another host: asked of the scheduler with ``squeue``). A lock whose holder is gone is stale and
+is taken over; a lock whose holder cannot be judged (another host, no job id) is respected, and the
+message says which file to delete if that process is known to be gone. Taking, checking and taking over
+happen under an ``flock`` of a guard file beside the lock, so two runners never both win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from jitlab.atomic import write_json
+
+LOCK_NAME = "runner.lock"
+ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                 "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+
+
+def job_state(job_id: str) -> str | None:
+    """The scheduler's state of a SLURM job (``squeue``), or None when it is not queued or running (or unknown)."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--jobs", str(job_id), "--format", "%T"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    states = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return states[0] if out.returncode == 0 and states else None
+
+
+def job_active(job_id: str | None) -> bool:
+    return bool(job_id) and job_state(str(job_id)) in ACTIVE_STATES
+
+
+def this_holder() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "job_id": os.environ.get("SLURM_JOB_ID"),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def holder_alive(holder: dict[str, Any]) -> bool | None:
+    """True / False when it can be told, None when it cannot (another host, no job id)."""
+    me = this_holder()
+    if holder.get("job_id") and holder.get("job_id") == me["job_id"] and holder.get("pid") != me["pid"]:
+        return False  # an earlier run of this very job (requeued): gone
+    if holder.get("host") == me["host"]:
+        return _pid_alive(int(holder.get("pid", -1)))
+    if holder.get("job_id"):
+        return job_active(holder["job_id"])
+    return None
+
+
+def describe(holder: dict[str, Any]) -> str:
+    job = f", SLURM job {holder['job_id']}" if holder.get("job_id") else ""
+    return f"pid {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}"
+
+
+@contextlib.contextmanager
+def _guard(directory: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(directory / f".{LOCK_NAME}.guard", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock (some parallel ones): the check below still mostly holds
+            pass
+        yield
+
+
+class CellLock:
+    """``with CellLock(directory) as lock: if lock.held: ...``; ``lock.holder`` names who holds it otherwise."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_NAME
+        self.held = False
+        self.holder: dict[str, Any] | None = None
+        self.took_over: dict[str, Any] | None = None
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def acquire(self) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with _guard(self.directory):
+            current = self.read()
+            if current is not None and holder_alive(current) is not False:
+                self.holder = current
+                return False
+            self.took_over = current  # a stale holder (or None)
+            mine = this_holder()
+            write_json(self.path, mine)
+            self.held, self.holder = True, mine
+        return True
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        with _guard(self.directory):
+            current = self.read()
+            if current is not None and current.get("pid") == os.getpid() and current.get("host") == self.holder["host"]:
+                self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> "CellLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def busy_message(self) -> str:
+        holder = self.holder or {}
+        alive = holder_alive(holder)
+        unsure = "" if alive else f" (if that process is gone, delete {self.path})"
+        return f"another runner holds it: {describe(holder)}{unsure}"

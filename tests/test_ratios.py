@@ -1,0 +1,107 @@
+"""Every mini grid keeps the ratio its table is about, as the paper scale of the same grid file has it.
+
+Each check compares the mini cells with the paper cells of the same grid (never with numbers written here),
+so a mini that shrinks the width below the patch dimension, or moves d' off the paper's fractions, fails.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from jitlab.grid.ratios import shape_of
+from jitlab.grid.spec import list_grids, load_spec
+
+MINI_GRIDS = [name for name in list_grids() if "mini" in load_spec(name).scales]
+
+
+def shapes(grid: str, scale: str) -> dict[tuple, object]:
+    return {tuple(c.labels.items()): shape_of(c.config) for c in load_spec(grid).cells(scale, train_seeds=1)}
+
+
+def by_axis(grid: str, scale: str, axis: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for labels, shape in shapes(grid, scale).items():
+        out.setdefault(dict(labels)[axis], []).append(shape)
+    return out
+
+
+def test_table2_patch_over_width_as_the_paper():
+    mini, paper = by_axis("table2", "mini", "setting"), by_axis("table2", "paper", "setting")
+    # (a): patch dimension = width, so the output layer is full rank (the paper: 768 into 768)
+    assert {s.patch_per_width for s in paper["a"]} == {Fraction(1)}
+    assert {s.patch_per_width for s in mini["a"]} == {s.patch_per_width for s in paper["a"]}
+    assert all(s.full_rank_output for s in mini["a"])
+    # (b): patch dimension far below the width (the paper 48/768 = 1/16; the mini at most 1/8)
+    assert all(s.patch_per_width <= Fraction(1, 8) for s in mini["b"])
+    # equal tokens in both settings, as the paper's 256 and 256
+    assert len({s.tokens for s in mini["a"] + mini["b"]}) == 1
+    assert len({s.tokens for s in paper["a"] + paper["b"]}) == 1
+
+
+def paper_cells_with_a_mini_twin(grid: str) -> dict[tuple, object]:
+    """The paper cells whose labels the mini also runs (Table 4's JiT-L/16 row is paper-only: another size)."""
+    mini = shapes(grid, "mini")
+    return {k: s for k, s in shapes(grid, "paper").items() if k in mini}
+
+
+@pytest.mark.parametrize("grid", ["table3", "fig4", "table4"])
+def test_sweeps_at_table2a_ratio(grid):
+    mini = {s.patch_per_width for s in shapes(grid, "mini").values()}
+    paper = {s.patch_per_width for s in paper_cells_with_a_mini_twin(grid).values()}
+    assert mini == paper == {Fraction(1)}
+
+
+def test_fig4_bottleneck_fractions_of_the_patch_as_the_paper():
+    mini = {s.bottleneck_per_patch for s in shapes("fig4", "mini").values()}
+    paper = {s.bottleneck_per_patch for s in shapes("fig4", "paper").values()}
+    assert None in mini and None in paper  # d' = none is a cell at both scales
+    assert mini == paper
+
+
+def test_table4_baseline_bottleneck_fraction_as_the_paper():
+    mini = {s.bottleneck_per_patch for s in shapes("table4", "mini").values()}
+    paper = {s.bottleneck_per_patch for s in paper_cells_with_a_mini_twin("table4").values()}
+    assert mini == paper == {Fraction(128, 768)}
+
+
+def test_table5_patch_over_width_1_4_16_at_equal_tokens():
+    for scale in ("mini", "paper"):
+        cells = load_spec("table5").cells(scale, train_seeds=1)
+        ratios = [shape_of(c.config).patch_per_width for c in cells]
+        assert ratios == [1, 4, 16], scale
+        assert len({shape_of(c.config).tokens for c in cells}) == 1, scale
+
+
+def test_table6_sizes_grow_as_b_l_h_with_full_rank_output():
+    # the mini runs the 256 column only; there (as in the paper's 256 column) every size is full rank
+    at256 = {scale: {dict(k)["model"]: s for k, s in shapes("table6", scale).items() if dict(k)["resolution"] == "256"}
+             for scale in ("mini", "paper")}
+    for scale, sizes in at256.items():
+        assert all(s.full_rank_output for s in sizes.values()), scale
+    mini, paper = at256["mini"], at256["paper"]
+    for m in ("L", "H"):  # widths and depths grow in the paper's proportions (within 15%)
+        assert mini[m].width / mini["B"].width == pytest.approx(paper[m].width / paper["B"].width, rel=0.15)
+        assert mini[m].depth / mini["B"].depth == pytest.approx(paper[m].depth / paper["B"].depth, rel=0.15)
+    assert mini["B"].patch_per_width == paper["B"].patch_per_width  # B: patch dimension = width
+
+
+def test_every_mini_grid_is_scored_alike():
+    """One way of scoring: sampler, steps, final step, CFG and EMA equal in every mini grid."""
+    keys = ("features", "num_images", "sampler", "steps", "final_step", "cfg", "cfg_interval", "ema")
+    settings = {grid: tuple(str(load_spec(grid).scales["mini"]["eval"].get(k)) for k in keys) for grid in MINI_GRIDS}
+    assert len(set(settings.values())) == 1, settings
+    assert load_spec(MINI_GRIDS[0]).scales["mini"]["eval"]["final_step"] == "x"
+
+
+def test_table5_mini_scored_in_one_feature_space():
+    evals = {c.eval.get("score_resolution") for c in load_spec("table5").cells("mini", train_seeds=1)}
+    assert evals == {32}
+
+
+def test_shape_line_names_rank():
+    shape = shape_of({"model": {"net": {"init_args": {"patch_size": 16, "hidden_size": 96, "depth": 4}}},
+                      "data": {"init_args": {"resolution": 64}}})
+    assert shape.patch_dim == 768 and shape.tokens == 16 and not shape.full_rank_output
+    assert "output rank below the patch dimension" in shape.line()

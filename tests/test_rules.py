@@ -1,0 +1,303 @@
+"""The declared rules: strict parsing, every rule kind, and every grid's rules fed made-up numbers.
+
+Each grid's rules are fed numbers where the paper's claim holds (on 3 training seeds and on 1), where it is
+false, and where a tie decides it; each kind likewise on a small fixture grid. Every number below is a
+FIXTURE made up for these tests, not a result.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jitlab.errors import ConfigError
+from jitlab.grid.spec import list_grids, load_spec
+from jitlab.report.evidence import Margin, Spread, stat
+from jitlab.report.kinds import judge, pick
+from jitlab.report.rules import parse_rules
+from jitlab.report.verdict import verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+SPREAD = 0.02  # the made-up trainings: mean x (1 - 2%, 1, 1 + 2%)
+
+
+def trainings(mean: float, seeds: int) -> list[float]:
+    if mean in (math.inf, math.nan) or seeds == 1:
+        return [mean] * seeds
+    return [mean * (1 + SPREAD * (k - (seeds - 1) / 2)) for k in range(seeds)]
+
+
+def frame(spec, value, seeds: int = 3, space=lambda labels: "refnet-shapes-32") -> pd.DataFrame:
+    """A tidy report frame of every mini cell of ``spec``: ``value(labels)`` is the cell's mean (inf: diverged)."""
+    rows = []
+    for cell in spec.cells("mini", train_seeds=1):
+        mean = value(cell.labels)
+        for seed, v in enumerate(trainings(mean, seeds)):
+            diverged = v == math.inf
+            rows.append({"grid": spec.name, "scale": "mini", "cell": cell.id, "train_seed": seed, **cell.labels,
+                         "status": "diverged" if diverged else "done", "metric": None if diverged else "FD-ref-500",
+                         "value": math.nan if diverged else v, "paper_value": cell.paper_value or math.nan,
+                         "feature_space": space(cell.labels)})
+    return pd.DataFrame(rows)
+
+
+def judged(grid: str, value, seeds: int = 3, **kwargs) -> tuple[list[str], str]:
+    """The verdict's rule lines (by rule name) and its overall line."""
+    spec = load_spec(grid, root=ROOT)
+    lines = verdict(spec, frame(spec, value, seeds, **kwargs))
+    return lines[:-1], lines[-1]
+
+
+def outcome(line: str) -> str:
+    return line.split("**")[3]
+
+
+# -- every grid's rules: (the claim holds, values where one rule's claim is false, values where a tie decides)
+
+def table2(a_x=40.0, a_eps=300.0, a_v=120.0, b_high=22.0):
+    def value(labels):
+        if labels["setting"] == "a":
+            return {"x": a_x + {"x": 2.0, "eps": 4.0, "v": 0.0}[labels["loss"]], "eps": a_eps, "v": a_v}[labels["pred"]]
+        return b_high if (labels["loss"], labels["pred"]) == ("x", "eps") else 18.0
+    return value
+
+
+def table3(x=None, eps=250.0, v=180.0, v_at=None):
+    x = x or {"0.0": 90.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 75.0}
+    return lambda labels: (x[labels["mu"]] if labels["pred"] == "x" else eps if labels["pred"] == "eps"
+                           else (v_at or {}).get(labels["mu"], v))
+
+
+def fig4(none=65.0, smallest=55.0, others=50.0):
+    spec = load_spec("fig4", root=ROOT)
+    first = [v.name for v in next(a for a in spec.axes if a.name == "bottleneck").for_scale("mini")][0]
+    return lambda labels: none if labels["bottleneck"] == "none" else smallest if labels["bottleneck"] == first \
+        else others
+
+
+def by_axis(axis: str, values: dict[str, float]):
+    return lambda labels: values[labels[axis]]
+
+
+GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: values where a tie decides it})
+    "table2": (table2(), {"(a)": table2(a_v=41.0), "(b)": table2(b_high=40.0)},
+               {"(a)": table2(a_v=45.0), "(b)": table2(b_high=36.5)}),
+    "table3": (table3(),
+               {"x-pred best": table3(v_at={"-1.2": 70.0}),
+                "more noise helps": table3(x={"0.0": 50.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 75.0}),
+                "optimum near -0.8": table3(x={"0.0": 90.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 50.0})},
+               {"x-pred best": table3(v_at={"-1.2": 77.0}),
+                "more noise helps": table3(x={"0.0": 61.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 75.0}),
+                "optimum near -0.8": table3(x={"0.0": 90.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 59.0})}),
+    "fig4": (fig4(),
+             {"a bottleneck helps": fig4(smallest=80.0, others=80.0), "the smallest d' works": fig4(smallest=200.0)},
+             {"a bottleneck helps": fig4(smallest=64.0, others=64.0), "the smallest d' works": fig4(smallest=131.0)}),
+    "table4": (by_axis("component", {"baseline": 52.0, "rope_qknorm": 47.0, "in_context": 42.0}),
+               {"each component helps": by_axis("component",
+                                                {"baseline": 47.0, "rope_qknorm": 52.0, "in_context": 42.0})},
+               {"each component helps": by_axis("component",
+                                                {"baseline": 52.0, "rope_qknorm": 51.0, "in_context": 42.0})}),
+    "table5": (by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 50.0}),
+               {"degrades only slightly": by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 80.0})},
+               {"degrades only slightly": by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 61.0})}),
+    "table6": (by_axis("model", {"B": 50.0, "L": 45.0, "H": 40.0}),
+               {"larger is better": by_axis("model", {"B": 50.0, "L": 56.0, "H": 40.0})},
+               {"larger is better": by_axis("model", {"B": 50.0, "L": 49.0, "H": 40.0})}),
+}
+
+
+def test_every_mini_grid_has_rules_and_each_rule_has_its_false_and_tie_cases():
+    for grid in list_grids(ROOT):
+        spec = load_spec(grid, root=ROOT)
+        names = [rule.name for rule in parse_rules(spec)]  # every grid file's rules parse
+        if "mini" in spec.scales or names:  # (paper-only grids of the released models may have none)
+            _, false, tie = GRIDS[grid]
+            assert names and set(false) == set(names) and set(tie) == set(names), grid
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+def test_a_grid_whose_claim_holds_reproduces_on_three_seeds_and_is_consistent_on_one(grid):
+    holds = GRIDS[grid][0]
+    lines, overall = judged(grid, holds, seeds=3)
+    assert all(outcome(line) == "Reproduces (3 seeds)" for line in lines), lines
+    assert all("Rests on 3 trainings per cell" in line and "pooled over" in line for line in lines)
+    assert overall.endswith("claim reproduces (3 seeds) at mini scale.")
+    lines, overall = judged(grid, holds, seeds=1)
+    assert all(outcome(line) == "Consistent, 1 seed" for line in lines), lines
+    assert all("declared 5% (one training per cell: the margin is not measured from trainings)" in line
+               for line in lines)
+    assert "consistent, 1 seed" in overall
+
+
+@pytest.mark.parametrize("grid, rule", [(g, r) for g, (_, false, _) in sorted(GRIDS.items()) for r in false])
+def test_numbers_where_the_claim_is_false_do_not_reproduce(grid, rule):
+    for seeds in (1, 3):
+        lines, overall = judged(grid, GRIDS[grid][1][rule], seeds=seeds)
+        line = next(line for line in lines if line.startswith(f"**{rule}**"))
+        assert outcome(line) == "Does not reproduce", line
+        assert "does not reproduce" in overall and rule in overall
+
+
+@pytest.mark.parametrize("grid, rule", [(g, r) for g, (_, _, tie) in sorted(GRIDS.items()) for r in tie])
+def test_a_difference_within_the_margin_is_inconclusive(grid, rule):
+    lines, overall = judged(grid, GRIDS[grid][2][rule], seeds=1)
+    line = next(line for line in lines if line.startswith(f"**{rule}**"))
+    assert outcome(line) == "Inconclusive", line
+    assert "inconclusive" in overall
+
+
+def test_table5_across_feature_spaces_cannot_be_judged():
+    holds = GRIDS["table5"][0]
+    lines, overall = judged("table5", holds, space=lambda labels: f"refnet-shapes-{labels['resolution']}")
+    assert outcome(lines[0]) == "Cannot be judged" and "different feature spaces" in lines[0]
+    assert "cannot be judged" in overall
+
+
+def test_a_diverged_cell_is_worse_than_any_number():
+    spec = load_spec("table5", root=ROOT)
+    lines, _ = judged("table5", by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": math.inf}))
+    assert outcome(lines[0]) == "Does not reproduce" and "diverged" in lines[0]
+    lines, _ = judged("table2", lambda labels: math.inf if labels["pred"] == "eps" else table2()(labels))
+    assert outcome(lines[0]) == "Reproduces (3 seeds)"  # eps-pred diverged: x-pred is below it
+    assert spec.rules  # the grid file declares its rules
+
+
+# -- each kind on a fixture grid ---------------------------------------------------------------------
+
+KIND_GRID = """
+name: kinds
+title: "Kinds: a fixture grid (not a paper grid)"
+claim: fixture
+layout: {kind: line, x: step, hue: arm}
+axes:
+  step: {key: model.flow.mu, values: ["0", "1", "2"]}
+  arm: {key: model.flow.pred, values: [x, v]}
+scales:
+  mini: {config: experiments/scales/mini.yaml, eval: {features: refnet}}
+rules: RULES
+"""
+
+KIND_RULES = {
+    "below": "{name: r, claim: c, kind: below, a: {arm: x}, b: {arm: v}, margin: 0.05}",
+    "within_factor": "{name: r, claim: c, kind: within_factor, cells: {arm: x}, factor: 1.5, margin: 0.05}",
+    "ladder": "{name: r, claim: c, kind: ladder, axis: step, where: {arm: x}, margin: 0.05}",
+    "argmin_in": "{name: r, claim: c, kind: argmin_in, axis: step, values: ['1'], where: {arm: x}, margin: 0.05}",
+    "beats": "{name: r, claim: c, kind: beats, a: {arm: x, step: {not: '0'}}, b: {arm: x, step: '0'}, margin: 0.05}",
+}
+# kind -> x-arm values by step (the v arm is 100 throughout): (holds, false, a tie at 5%)
+KIND_CASES = {
+    "below": ([50, 60, 70], [50, 60, 120], [50, 60, 97]),
+    "within_factor": ([50, 60, 70], [50, 60, 90], [50, 60, 76]),
+    "ladder": ([70, 60, 50], [70, 80, 50], [70, 68, 50]),
+    "argmin_in": ([70, 50, 60], [70, 60, 50], [70, 50, 51]),
+    "beats": ([70, 60, 50], [50, 60, 70], [70, 69, 68]),
+}
+
+
+def kind_spec(tmp_path: Path, kind: str):
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(KIND_GRID.replace("RULES", f"[{KIND_RULES[kind]}]"))
+    return load_spec(path, root=ROOT)
+
+
+def kind_line(tmp_path: Path, kind: str, x: list[float], seeds: int) -> str:
+    spec = kind_spec(tmp_path, kind)
+    steps = {"0": x[0], "1": x[1], "2": x[2]}
+    return verdict(spec, frame(spec, lambda labels: steps[labels["step"]] if labels["arm"] == "x" else 100.0,
+                               seeds))[0]
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_RULES))
+def test_each_kind_holds_fails_and_ties(tmp_path, kind):
+    holds, false, tie = KIND_CASES[kind]
+    assert outcome(kind_line(tmp_path, kind, holds, 3)) == "Reproduces (3 seeds)"
+    assert outcome(kind_line(tmp_path, kind, holds, 1)) == "Consistent, 1 seed"
+    assert outcome(kind_line(tmp_path, kind, false, 1)) == "Does not reproduce"
+    assert outcome(kind_line(tmp_path, kind, false, 3)) == "Does not reproduce"
+    assert outcome(kind_line(tmp_path, kind, tie, 1)) == "Inconclusive"
+    assert f"[rule `{kind}`:" in kind_line(tmp_path, kind, holds, 1)
+
+
+@pytest.mark.parametrize("kind", sorted(KIND_RULES))
+def test_with_trainings_a_difference_counts_only_beyond_two_standard_errors(tmp_path, kind):
+    """The kinds' pure functions on (mean, sd, n): the same numbers are a tie at a 50% spread, real at 1%."""
+    holds = KIND_CASES[kind][0]
+    (rule,) = parse_rules(kind_spec(tmp_path, kind))
+    order = {"step": ["0", "1", "2"], "arm": ["x", "v"]}
+    cells = [stat({"step": s, "arm": "x"}, [holds[int(s)]] * 3) for s in "012"]
+    cells += [stat({"step": s, "arm": "v"}, [100.0] * 3) for s in "012"]
+    for train, expected in ((0.01, "holds"), (0.5, "tie")):
+        margin = Margin(0.05, Spread(train=train, train_cells=6))
+        assert judge(rule, pick(rule.where, cells, order), margin, order).outcome == expected, (train, expected)
+
+
+def test_the_measured_margin_is_two_standard_errors_of_the_difference():
+    lo, hi = stat({}, [90.0, 90.0, 90.0]), stat({}, [100.0, 100.0, 100.0])
+    margin = Margin(0.05, Spread(train=0.03, train_cells=4, sampling=0.04, sampling_cells=2))
+    s = math.hypot(0.03, 0.04)  # 5%: training and sampling spread in quadrature
+    assert margin.threshold(lo, hi) == pytest.approx(2 * math.sqrt((s * 90) ** 2 / 3 + (s * 100) ** 2 / 3))
+    assert margin.compare(lo, hi) == "lower"  # 10 > 2 x 3.9
+    assert Margin(0.05).compare(stat({}, [96.0]), hi) == "tie"  # the declared 5% of 100
+    assert Margin(0.05).compare(stat({}, [math.inf]), hi) == "higher"  # diverged: never the lower one
+    assert Margin(0.05).compare(hi, stat({}, [math.inf])) == "lower"
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rule, message", [
+    ("{name: r, claim: c, kind: lower, a: {arm: x}, b: {arm: v}, margin: 0.05}",
+     r"rules\[0\] \(r\)\.kind: unknown kind 'lower'; valid: below, within_factor, ladder, argmin_in, beats"),
+    ("{name: r, claim: c, kind: below, a: {arm: x}, b: {arm: v}, margin: 0.05, tie: 1}",
+     r"rules\[0\] \(r\): unknown key\(s\) tie for kind below; valid: a, b, claim, kind, margin, name, per, where"),
+    ("{name: r, claim: c, kind: below, a: {arm: x}, margin: 0.05}", r"rules\[0\] \(r\): missing key\(s\) b"),
+    ("{name: r, claim: c, kind: below, a: {arm: x}, b: {arm: v}}", r"missing key\(s\) margin"),
+    ("{name: r, claim: c, kind: below, a: {size: x}, b: {arm: v}, margin: 0.05}",
+     r"rules\[0\] \(r\)\.a: unknown axis 'size'; the grid's axes: step, arm"),
+    ("{name: r, claim: c, kind: below, a: {arm: eps}, b: {arm: v}, margin: 0.05}",
+     r"rules\[0\] \(r\)\.a\.arm: unknown value 'eps'; valid: x, v"),
+    ("{name: r, claim: c, kind: below, a: {arm: {only: x}}, b: {arm: v}, margin: 0.05}",
+     r"\.a\.arm: is a value, a list of values, \{not: VALUES\} or \{index: I\}"),
+    ("{name: r, claim: c, kind: below, a: {arm: {index: first}}, b: {arm: v}, margin: 0.05}",
+     r"\.a\.arm\.index: must be a position"),
+    ("{name: r, claim: c, kind: below, a: {arm: x}, b: {arm: v}, margin: 5}",
+     r"rules\[0\] \(r\)\.margin: must be at least 0 and below 1, got 5"),
+    ("{name: r, claim: c, kind: within_factor, factor: 0.5, margin: 0.05}", r"\.factor: must be at least 1"),
+    ("{name: r, claim: c, kind: ladder, axis: size, margin: 0.05}", r"\.axis: unknown axis 'size'"),
+    ("{name: r, claim: c, kind: argmin_in, axis: step, values: ['7'], margin: 0.05}",
+     r"\.values: unknown value '7'; valid: 0, 1, 2"),
+    ("{name: r, claim: '', kind: ladder, axis: step, margin: 0.05}", r"\.claim: must be a non-empty string"),
+    ("{name: r, claim: c, kind: ladder, axis: step, per: [size], margin: 0.05}", r"\.per: unknown axis 'size'"),
+    ("[1, 2]", r"rules\[0\]: a rule is a mapping"),
+])
+def test_a_malformed_rule_names_the_file_the_rule_and_what_is_valid(tmp_path, rule, message):
+    path = tmp_path / "kinds.yaml"
+    path.write_text(KIND_GRID.replace("RULES", f"[{rule}]"))
+    with pytest.raises(ConfigError, match=message) as error:
+        parse_rules(load_spec(path, root=ROOT))
+    assert str(error.value).startswith(str(path))
+
+
+def test_rules_must_be_a_list_with_distinct_names(tmp_path):
+    path = tmp_path / "kinds.yaml"
+    path.write_text(KIND_GRID.replace("RULES", "{name: r}"))
+    with pytest.raises(ConfigError, match="rules: must be a list of rules"):
+        parse_rules(load_spec(path, root=ROOT))
+    twice = KIND_RULES["ladder"]
+    path.write_text(KIND_GRID.replace("RULES", f"[{twice}, {twice}]"))
+    with pytest.raises(ConfigError, match=r"rules: names \['r'\] more than once"):
+        parse_rules(load_spec(path, root=ROOT))
+
+
+def test_a_malformed_rule_fails_jitlab_report_with_one_line(tmp_path, capsys, monkeypatch):
+    from jitlab.report.cli import main
+
+    monkeypatch.chdir(ROOT)
+    path = tmp_path / "kinds.yaml"
+    path.write_text(KIND_GRID.replace("RULES", "[{name: r, claim: c, kind: lower, margin: 0.05}]"))
+    assert main([str(path), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"jitlab report: error: {path}: rules[0] (r).kind: unknown kind 'lower'")
+    assert len(err.strip().splitlines()) == 1
