@@ -85,6 +85,7 @@ def test_dry_run_resolves_valid_configs(name, scale, capsys, monkeypatch):
     n = len(load_spec(name, root=REPO).cells(scale))
     assert code == 0, out[-2000:]
     assert out.count("# config: valid") == n and f"# {n} cells, 0 invalid" in out
+    assert out.count("# shape: ") == n and "patch/width" in out  # every cell's ratios are shown (tests/test_ratios.py)
     assert not Path("/nonexistent/runs").exists()
 
 

@@ -1,4 +1,4 @@
-"""Every mini grid keeps the ratio its table is about, as the paper scale of the same grid file has it.
+"""Every mini and lab grid keeps the ratio its table is about, as the paper scale of the same grid file has it.
 
 Each check compares the mini cells with the paper cells of the same grid (never with numbers written here),
 so a mini that shrinks the width below the patch dimension, or moves d' off the paper's fractions, fails.
@@ -14,6 +14,7 @@ from jitlab.grid.ratios import shape_of
 from jitlab.grid.spec import list_grids, load_spec
 
 MINI_GRIDS = [name for name in list_grids() if "mini" in load_spec(name).scales]
+SMALL_SCALES = pytest.mark.parametrize("scale", ["mini", "lab"])
 
 
 def shapes(grid: str, scale: str) -> dict[tuple, object]:
@@ -27,8 +28,9 @@ def by_axis(grid: str, scale: str, axis: str) -> dict[str, list]:
     return out
 
 
-def test_table2_patch_over_width_as_the_paper():
-    mini, paper = by_axis("table2", "mini", "setting"), by_axis("table2", "paper", "setting")
+@SMALL_SCALES
+def test_table2_patch_over_width_as_the_paper(scale):
+    mini, paper = by_axis("table2", scale, "setting"), by_axis("table2", "paper", "setting")
     # (a): patch dimension = width, so the output layer is full rank (the paper: 768 into 768)
     assert {s.patch_per_width for s in paper["a"]} == {Fraction(1)}
     assert {s.patch_per_width for s in mini["a"]} == {s.patch_per_width for s in paper["a"]}
@@ -40,47 +42,51 @@ def test_table2_patch_over_width_as_the_paper():
     assert len({s.tokens for s in paper["a"] + paper["b"]}) == 1
 
 
-def paper_cells_with_a_mini_twin(grid: str) -> dict[tuple, object]:
-    """The paper cells whose labels the mini also runs (Table 4's JiT-L/16 row is paper-only: another size)."""
-    mini = shapes(grid, "mini")
+def paper_cells_with_a_mini_twin(grid: str, scale: str = "mini") -> dict[tuple, object]:
+    """The paper cells whose labels the scale also runs (Table 4's JiT-L/16 row is paper-only: another size)."""
+    mini = shapes(grid, scale)
     return {k: s for k, s in shapes(grid, "paper").items() if k in mini}
 
 
+@SMALL_SCALES
 @pytest.mark.parametrize("grid", ["table3", "fig4", "table4"])
-def test_sweeps_at_table2a_ratio(grid):
-    mini = {s.patch_per_width for s in shapes(grid, "mini").values()}
-    paper = {s.patch_per_width for s in paper_cells_with_a_mini_twin(grid).values()}
+def test_sweeps_at_table2a_ratio(grid, scale):
+    mini = {s.patch_per_width for s in shapes(grid, scale).values()}
+    paper = {s.patch_per_width for s in paper_cells_with_a_mini_twin(grid, scale).values()}
     assert mini == paper == {Fraction(1)}
 
 
-def test_fig4_bottleneck_fractions_of_the_patch_as_the_paper():
-    mini = {s.bottleneck_per_patch for s in shapes("fig4", "mini").values()}
+@SMALL_SCALES
+def test_fig4_bottleneck_fractions_of_the_patch_as_the_paper(scale):
+    mini = {s.bottleneck_per_patch for s in shapes("fig4", scale).values()}
     paper = {s.bottleneck_per_patch for s in shapes("fig4", "paper").values()}
     assert None in mini and None in paper  # d' = none is a cell at both scales
     assert mini == paper
 
 
-def test_table4_baseline_bottleneck_fraction_as_the_paper():
-    mini = {s.bottleneck_per_patch for s in shapes("table4", "mini").values()}
-    paper = {s.bottleneck_per_patch for s in paper_cells_with_a_mini_twin("table4").values()}
+@SMALL_SCALES
+def test_table4_baseline_bottleneck_fraction_as_the_paper(scale):
+    mini = {s.bottleneck_per_patch for s in shapes("table4", scale).values()}
+    paper = {s.bottleneck_per_patch for s in paper_cells_with_a_mini_twin("table4", scale).values()}
     assert mini == paper == {Fraction(128, 768)}
 
 
 def test_table5_patch_over_width_1_4_16_at_equal_tokens():
-    for scale in ("mini", "paper"):
+    for scale in ("mini", "lab", "paper"):
         cells = load_spec("table5").cells(scale, train_seeds=1)
         ratios = [shape_of(c.config).patch_per_width for c in cells]
         assert ratios == [1, 4, 16], scale
         assert len({shape_of(c.config).tokens for c in cells}) == 1, scale
 
 
-def test_table6_sizes_grow_as_b_l_h_with_full_rank_output():
-    # the mini runs the 256 column only; there (as in the paper's 256 column) every size is full rank
-    at256 = {scale: {dict(k)["model"]: s for k, s in shapes("table6", scale).items() if dict(k)["resolution"] == "256"}
-             for scale in ("mini", "paper")}
-    for scale, sizes in at256.items():
-        assert all(s.full_rank_output for s in sizes.values()), scale
-    mini, paper = at256["mini"], at256["paper"]
+@SMALL_SCALES
+def test_table6_sizes_grow_as_b_l_h_with_full_rank_output(scale):
+    # mini and lab run the 256 column only; there (as in the paper's 256 column) every size is full rank
+    at256 = {s_: {dict(k)["model"]: s for k, s in shapes("table6", s_).items() if dict(k)["resolution"] == "256"}
+             for s_ in (scale, "paper")}
+    for s_, sizes in at256.items():
+        assert all(s.full_rank_output for s in sizes.values()), s_
+    mini, paper = at256[scale], at256["paper"]
     for m in ("L", "H"):  # widths and depths grow in the paper's proportions (within 15%)
         assert mini[m].width / mini["B"].width == pytest.approx(paper[m].width / paper["B"].width, rel=0.15)
         assert mini[m].depth / mini["B"].depth == pytest.approx(paper[m].depth / paper["B"].depth, rel=0.15)

@@ -182,3 +182,28 @@ def test_weight_decay_spares_biases_and_one_dimensional_parameters(tiny_net_fact
                                       accumulate_grad_batches=1, datamodule=SimpleNamespace(global_batch_size=256))
     (only,) = module.configure_optimizers()["optimizer"].param_groups  # no decay: one group, as before
     assert only["weight_decay"] == 0.0 and torch.is_tensor(only["params"][0])
+
+
+def test_lab_rehearsal_of_table2_on_a_class_subset_of_the_tree(workdir):
+    """The lab scale (one GPU, an ImageNet subset) rehearses on the real path: a 2-class subset, 128 and 32 px."""
+    from jitlab.grid.cli import build_parser, resolve_cells
+
+    for resolution in (128, 32):
+        stats_file(workdir / "fid_stats" / f"imagenet100_{resolution}_stats.npz", resolution)
+    only = ["setting-a_loss-v_pred-x", "setting-b_loss-x_pred-eps"]
+    lab = {**SMALL, "data.init_args.classes": 2}  # the synthetic tree has no ImageNet-100 wnids: its first 2 classes
+    args = build_parser().parse_args(["run", "table2", "--scale", "lab", "--data-root", "imagenet", "--only", *only,
+                                      *[f"--set={k}={json.dumps(v)}" for k, v in lab.items()]])
+    _, cells = resolve_cells(args)
+    lines: list[str] = []
+    code = rehearse.rehearse_grid("table2", "lab", cells, Path("runs/grids"), runner=in_process, echo=lines.append)
+    assert code == 0, "\n".join(lines)
+    target = workdir / "runs" / "rehearsal" / "grids" / "table2" / "lab"
+    for cell, resolution in zip(only, (128, 32)):
+        result = json.loads((target / cell / "result.json").read_text())
+        assert result["status"] == "rehearsed" and result["rehearsal_of_status"] == "done"
+        rows = json.loads((target / cell / "metrics.json").read_text())["rows"]
+        assert all(r["reference"].endswith(f"imagenet100_{resolution}_stats.npz") for r in rows)
+        assert checkpoint_state(target / cell / "checkpoints" / "last.ckpt").step == 4
+    assert (workdir / "runs" / "rehearsal" / "grids" / "reports" / "table2-lab.md").exists()
+    assert not (workdir / "runs" / "grids").exists()
