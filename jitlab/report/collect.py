@@ -26,8 +26,8 @@ NOT_RUN = "not run"
 SEED_SUFFIX = "_seed-"  # CELL_seed-K: the cell trained under training seed K > 0
 # the columns every report table has, whatever the grid's axes (empty when the grid lacks the axis)
 ALWAYS_AXES = ("setting", "pred", "loss")
-ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "cfg_scale", "cfg_interval", "ema",
-              "feature_space", "feature_accuracy")
+ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "final_step", "precision", "score_resolution",
+              "cfg_scale", "cfg_interval", "ema", "feature_space", "feature_accuracy")
 
 
 def is_frechet(metric: Any) -> bool:

@@ -162,6 +162,12 @@ def _evaluation(cells: list, done: pd.DataFrame) -> str:
     nfe = _distinct(done["nfe"])
     if nfe:
         parts[-1] += f" (NFE {_join(int(n) for n in nfe)})"
+    final = _distinct(done["final_step"]) if "final_step" in done else []
+    if final:  # euler: the release's last step (leaves a sample_t_eps residual); x: lands on the x prediction
+        parts[-1] += f", final step {_join(final)}"
+    scored_at = _distinct(done["score_resolution"]) if "score_resolution" in done else []
+    if scored_at:
+        parts.append(f"samples resized to {_join(int(r) for r in scored_at)}px before the features")
     if ev.get("cfg") is not None:
         parts.append(f"CFG scale swept over {ev['cfg']} with interval(s) {ev.get('cfg_interval', '?')}")
     chosen = _distinct(done.loc[done["metric"].map(is_frechet), "cfg_scale"])
