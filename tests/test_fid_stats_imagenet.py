@@ -200,3 +200,21 @@ def test_build_ref_stats_makes_each_missing_file_once_from_the_cells_data(tmp_pa
 
     with pytest.raises(ConfigError, match="one file cannot be both"):
         missing_ref_stats([cell(tmp_path / "x.npz", 64), cell(tmp_path / "x.npz", 128)])
+
+
+def test_a_class_subset_measures_only_its_classes(tree, folder_stats, inception_weights, tmp_path, monkeypatch):  # noqa: F811
+    """`--classes 1` (the lab scale's subsets) measures the first class's 4 images, not the tree's 8."""
+    from jitlab.cli import main
+
+    monkeypatch.setenv("JITLAB_INCEPTION_WEIGHTS", str(inception_weights))
+    out = tmp_path / "sub.npz"
+    assert main(["fid-stats", "--root", str(tree), "--resolution", str(RESOLUTION), "--features", "inception",
+                 "--classes", "1", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+    subset, full = load_stats(out), load_stats(folder_stats)
+    assert subset.n == 4 and full.n == 8
+    assert not np.allclose(subset.mu, full.mu)
+    wnids = tmp_path / "wnids.txt"
+    wnids.write_text("n09999999\n")
+    code = main(["fid-stats", "--root", str(tree), "--resolution", str(RESOLUTION), "--features", "inception",
+                 "--classes", str(wnids), "--out", str(tmp_path / "none.npz"), "--workers", "0", "--no-progress"])
+    assert code == 2 and not (tmp_path / "none.npz").exists()

@@ -40,12 +40,13 @@ class TrainCrops(Dataset):
     the statistics leave it out rather than count a neighbour twice, as the training loader does.
     """
 
-    def __init__(self, root: str, resolution: int, source: str = "auto"):
+    def __init__(self, root: str, resolution: int, source: str = "auto", classes: Any = None):
         from jitlab.data.imagenet import ImageFolderDataset, dataset_classes, resolve_source
 
         self.root, self.resolution = str(root), int(resolution)
         self.source = resolve_source(self.root, source)  # type: ignore[arg-type]
-        classes = dataset_classes(self.root, self.source)  # type: ignore[arg-type]
+        classes = dataset_classes(self.root, self.source, classes)  # type: ignore[arg-type]  # a subset, or all
+        self.classes = list(classes)
         self.num_classes = len(classes)
         if self.source == "shards":
             from jitlab.data.shards import ShardDataset
@@ -117,7 +118,7 @@ def partial_path(out: str | os.PathLike) -> Path:
 
 def _identity(crops: TrainCrops, extractor: FeatureExtractor) -> dict[str, Any]:
     return {"format": PARTIAL_FORMAT, "root": crops.root, "resolution": crops.resolution,
-            "num_images": crops.num_images, "fingerprint": extractor.fingerprint}
+            "num_images": crops.num_images, "classes": crops.classes, "fingerprint": extractor.fingerprint}
 
 
 def load_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance) -> Progress:
@@ -159,14 +160,14 @@ def _all_sum(value: int, device: torch.device) -> int:
 
 def imagenet_stats(root: str, resolution: int, extractor: FeatureExtractor, out: str | os.PathLike,
                    batch_size: int = 100, workers: int = 8, every: int = 50, progress: bool = True,
-                   device: str | None = None, source: str = "auto") -> ReferenceStats | None:
+                   device: str | None = None, source: str = "auto", classes: Any = None) -> ReferenceStats | None:
     """Measure the training split of ``root`` and write ``out`` (rank 0); returns the statistics on rank 0."""
     from tqdm import tqdm
 
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    crops = TrainCrops(root, resolution, source)
+    crops = TrainCrops(root, resolution, source, classes)
     metric = FrechetDistance(extractor.to(device)).to(device)
     identity, partial = _identity(crops, extractor), partial_path(out)
     done = load_partial(partial, identity, metric) if rank == 0 else Progress(0, 0)

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="ImageNet: a folder tree (ROOT/train/<class>/*) or a directory of "
                    "`jitlab prepare-imagenet` shards; every training image, ADM centre crop, no flip")
     p.add_argument("--source", choices=["auto", "folder", "shards"], default="auto", help="with --root")
+    p.add_argument("--classes", default=None, help="with --root: a class subset as --data.classes takes it (N = the "
+                   "first N classes, imagenet100, imagenette, or a file of WordNet ids); default all")
     p.add_argument("--kind", choices=["shapes", "photos"], default="shapes", help="embedded data (without --root)")
     p.add_argument("--resolution", type=int, default=32, help="image side in pixels (64, 256, 512, 1024, ...)")
     p.add_argument("--num", type=int, default=None, help="embedded data: images (the first NUM training items; "
@@ -210,12 +212,13 @@ def _imagenet(args: argparse.Namespace) -> ReferenceStats | None:
         raise ConfigError("--num", "ImageNet statistics (--root) use every training image; leave --num out")
     from jitlab.data.imagenet import dataset_classes
 
-    dataset_classes(args.root, args.source)  # a missing or empty root fails here, before the weights load
+    classes = int(args.classes) if args.classes is not None and args.classes.isdigit() else args.classes
+    dataset_classes(args.root, args.source, classes)  # a missing root or an unknown class fails before the weights
     rank, device = _distributed(args.device)
     extractor = build_extractor("inception", inception_weights=args.inception_weights)
     try:
         return imagenet_stats(args.root, args.resolution, extractor, args.out, args.batch_size, args.workers,
-                              args.every, args.progress, device, args.source)
+                              args.every, args.progress, device, args.source, classes)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
