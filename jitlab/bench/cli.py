@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed training steps first")
     p.add_argument("--batch_size", type=int, default=None,
                    help="training batch; None: the config's, 4 for models over 5 GMACs per image")
-    p.add_argument("--sample_batch", type=int, default=None, help="images sampled, one batch; None: 16, 2 for models over 5 GMACs per image")
+    p.add_argument("--sample_batch", type=int, default=None,
+                   help="images sampled, one batch; None: 16, 2 for models over 5 GMACs per image")
     p.add_argument("--sample_steps", type=int, default=50, help="Heun steps (50: the release's)")
     p.add_argument("--cfg", type=float, default=2.9, help="CFG scale (2.9: the release's)")
     p.add_argument("--cfg_interval", type=float, nargs=2, default=(0.1, 1.0), metavar=("T_MIN", "T_MAX"))
@@ -111,11 +113,13 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(rows: list[dict], argv: list[str], device: torch.device) -> str:
+def report(rows: list[dict], argv: list[str], device: torch.device, load: tuple[float, float]) -> str:
     from jitlab.bench.machine import machine_facts
 
     command = "jitlab bench " + shlex.join(argv) if argv else "jitlab bench"
-    facts = "\n".join(f"- {k}: {v}" for k, v in machine_facts(device).items())
+    facts = {**machine_facts(device), "load average (1 min) before / after": f"{load[0]:.1f} / {load[1]:.1f} (other "
+             f"jobs on a shared machine take cores, and slow a run of several threads most)"}
+    facts = "\n".join(f"- {k}: {v}" for k, v in facts.items())
     first = rows[0]
     return f"""# Training and sampling speed
 
@@ -155,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     rows = [bench_model(model, args.img_size if args.img_size or model == MINI else 256, settings)
             for model in args.model]
     if args.json:
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(table(rows))
     if args.out is not None:
-        write_text(args.out, report(rows, argv, torch.device(settings.device)))
+        load = (load_before, os.getloadavg()[0])
+        write_text(args.out, report(rows, argv, torch.device(settings.device), load))
         print(f"jitlab bench: wrote {args.out}", file=sys.stderr)
     return 0
 

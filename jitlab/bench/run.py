@@ -95,8 +95,8 @@ def default_batches(gmacs: float, settings: BenchSettings, config_batch: int) ->
 
 def describe(model: str, net) -> str:
     args = getattr(net, "init_args", {})
-    shape = f"{args.get('img_size')}px/p{args.get('patch_size')}, width {args.get('hidden_size')}, depth {args.get('depth')}"
-    return f"{model} ({shape})"
+    size = f"{args.get('img_size')}px/p{args.get('patch_size')}"
+    return f"{model} ({size}, width {args.get('hidden_size')}, depth {args.get('depth')})"
 
 
 def bench_model(model: str, img_size: int | None, settings: BenchSettings) -> dict[str, Any]:

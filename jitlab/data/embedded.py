@@ -43,12 +43,22 @@ def make_dataset(kind: EmbeddedKind, resolution: int, length: int, seed: int) ->
 
 
 def cache_file(kind: EmbeddedKind, resolution: int, length: int, seed: int, cache_dir: Path | None = None) -> Path:
-    """Where the rendered set lives; the name carries a hash of the renderer's source, so an edited renderer
-    never reads a stale file."""
+    """Where the rendered set lives; the name carries a hash of the renderer's source and of the versions of the
+    libraries it draws with, so an edited renderer or another numpy never reads a stale file."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from jitlab.data import photos, shapes
 
+    libraries = ["numpy"] if kind == "shapes" else ["numpy", "pillow", "scikit-image", "scikit-learn"]
+    versions = []
+    for name in libraries:
+        try:
+            versions.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            versions.append(f"{name} -")
     source = inspect.getsource(shapes if kind == "shapes" else photos)
-    key = hashlib.sha256(f"{kind}-{resolution}-{length}-{seed}\n{source}".encode()).hexdigest()[:12]
+    text = f"{kind}-{resolution}-{length}-{seed}\n{versions}\n{source}"
+    key = hashlib.sha256(text.encode()).hexdigest()[:12]
     root = cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitlab" / "data"
     return Path(root) / f"{kind}-{resolution}-n{length}-s{seed}-{key}.npy"
 
