@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
 from jitlab.flow import Flow, FlowConfig, Space
+from jitlab.models.protocol import PatchBackbone, check_backbone
 from jitlab.models.spec import build_net, net_spec
 from jitlab.sampling import FinalStep, Precision, Sampler, guided, index_seed, initial_noise, integrate
 
@@ -70,13 +71,11 @@ def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
     width >= the patch dimension (768 = 768); the warning keeps a run valid but loud.
     """
     pred = Space(flow.pred)
-    patch_dim = getattr(net, "patch_dim", None)
-    if pred is Space.x or patch_dim is None:
+    if pred is Space.x or not isinstance(net, PatchBackbone):  # not patch-based: no rank argument to make
         return
-    init = getattr(net, "init_args", {})
-    narrow = {"bottleneck_dim": init.get("bottleneck_dim"), "hidden_size": init.get("hidden_size")}
-    for field, width in narrow.items():
-        if width is None or width >= patch_dim:
+    patch_dim = net.patch_dim
+    for field, width in net.noise_widths().items():
+        if width >= patch_dim:
             continue
         where = ("never reach the network" if field == "bottleneck_dim"
                  else "lie outside the output layer's span (its rank is at most the width)")
@@ -92,7 +91,7 @@ class JiTModule(L.LightningModule):
 
     Args:
         net: the denoiser ``net(z, t, y)`` (``class_path``/``init_args`` in YAML): ``jitlab.models.JiT``,
-            or any module with ``sample_shape`` and, for class conditioning, ``num_classes``.
+            or any module satisfying ``jitlab.models.protocol.Backbone``.
         flow: prediction space, loss space, time sampler, noise scale, t_eps (Tables 1-3).
         optim: AdamW and learning-rate schedule.
         label_drop: probability of replacing the label by the null class (enables CFG).
@@ -112,6 +111,7 @@ class JiTModule(L.LightningModule):
         super().__init__()
         if isinstance(net, dict):  # rebuilt from a checkpoint's hyper-parameters
             net = build_net(net)
+        check_backbone(net)
         flow = flow if isinstance(flow, FlowConfig) else FlowConfig(**flow)
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
         if not 0.0 <= label_drop < 1.0:
@@ -126,7 +126,7 @@ class JiTModule(L.LightningModule):
         self.flow = Flow(flow)
         self.optim = optim
         self.label_drop = label_drop
-        self.null_class: int | None = getattr(net, "num_classes", None)
+        self.null_class: int | None = net.num_classes
         self.compile = compile
         object.__setattr__(self, "_forward", net)  # not a submodule: the weights live under net.* only
         self.register_buffer("_bin_sum", torch.zeros(t_bins, dtype=torch.float64), persistent=False)

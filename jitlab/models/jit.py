@@ -143,6 +143,13 @@ class JiT(nn.Module):
         """The shape of one image: (C, H, W)."""
         return (self.in_channels, self.img_size, self.img_size)
 
+    def noise_widths(self) -> dict[str, int]:
+        """The widths every token passes through from ``z`` to the output (``PatchBackbone``), by config field."""
+        widths = {"hidden_size": self.hidden_size}
+        if self.init_args.get("bottleneck_dim") is not None:
+            widths = {"bottleneck_dim": self.init_args["bottleneck_dim"], **widths}
+        return widths
+
     def initialize_weights(self) -> None:
         """As in the paper: xavier linears, N(0, 0.02) tables, zero adaLN and output (output is exactly 0)."""
         for module in self.modules():

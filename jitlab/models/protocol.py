@@ -1,0 +1,65 @@
+"""The backbone contract: what jitlab asks of a denoiser network, declared once.
+
+Every network the module trains (JiT, the toy MLP, a new head or latent model) satisfies ``Backbone``:
+
+- ``forward(z, t, y)``: ``z`` (N, *sample_shape) noisy sample, ``t`` (N,) in [0, 1], ``y`` (N,) integer labels
+  with ``num_classes`` meaning "no class" (CFG's null label) or ``None`` for an unconditional net; returns a tensor
+  of ``z``'s shape whose meaning (x, eps or v) is decided by ``jitlab.flow``, never by the network.
+- ``sample_shape``: the shape of one sample without the batch, e.g. (C, H, W) or (D,).
+- ``num_classes``: the number of real classes (``None``: unconditional).
+- ``init_args``: the constructor's arguments, so ``jitlab.models.spec`` can rebuild it from a checkpoint.
+
+A network that maps patches (the rank argument of ``module.warn_noise_through_bottleneck``) also satisfies
+``PatchBackbone``: ``patch_dim`` (values per output token) and ``noise_widths`` (the widths, by config field, that
+every token passes through on its way from ``z`` to the output). Like DiT's model contract and k-diffusion's
+denoiser signature, the contract is a ``typing.Protocol``: a backbone need not inherit from anything.
+
+Constructor arguments the data decide (``jitlab.cli.fill_net_from_data``) use the names in ``FILLED_FROM_DATA``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+from jitlab.errors import ConfigError
+
+# constructor arguments a data module may fill (its ``net_defaults``): image side, classes, channels, toy dimension
+FILLED_FROM_DATA = ("img_size", "num_classes", "in_channels", "dim")
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    init_args: dict[str, Any]
+    num_classes: int | None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]: ...
+
+    def forward(self, z: Tensor, t: Tensor, y: Tensor | None) -> Tensor: ...
+
+
+@runtime_checkable
+class PatchBackbone(Backbone, Protocol):
+    patch_dim: int
+
+    def noise_widths(self) -> dict[str, int]: ...
+
+
+MEMBERS = ("forward", "sample_shape", "num_classes", "init_args")
+
+
+def check_backbone(net: nn.Module, field: str = "model.net") -> nn.Module:
+    """Return ``net`` if it satisfies ``Backbone``; else one ConfigError naming the class and what it lacks."""
+    missing = [name for name in MEMBERS if not hasattr(net, name)]
+    if missing:
+        raise ConfigError(field, f"{type(net).__module__}.{type(net).__qualname__} is not a jitlab backbone: it "
+                                 f"lacks {', '.join(missing)} (see jitlab/models/protocol.py)")
+    shape = net.sample_shape
+    if not (isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
+        raise ConfigError(field, f"{type(net).__qualname__}.sample_shape must be a tuple of positive ints, got {shape!r}")
+    classes = net.num_classes
+    if classes is not None and not (isinstance(classes, int) and classes > 0):
+        raise ConfigError(field, f"{type(net).__qualname__}.num_classes must be a positive int or None, got {classes!r}")
+    return net
