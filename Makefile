@@ -5,14 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 SCALE  ?= mini
-# extra arguments for `jitlab grid run`, e.g. GRID_ARGS="--data-root /data/imagenet --launcher slurm"
+# extra arguments for `jitlab grid run`, e.g. GRID_ARGS="--data_root /data/imagenet --launcher slurm"
 GRID_ARGS ?=
 # training seeds per cell (empty: the grid file's scales.SCALE.train_seeds), e.g. make table2 TRAIN_SEEDS=3
 TRAIN_SEEDS ?=
 # every grid file is a target; `make figures` runs the paper's tables and figures at the chosen scale
 GRIDS  := $(basename $(notdir $(wildcard experiments/grids/*.yaml)))
 FIGURES := table2 table3 fig4 table4 table5 table6
-SEEDS_ARG := $(if $(TRAIN_SEEDS),--train-seeds $(TRAIN_SEEDS),)
+SEEDS_ARG := $(if $(TRAIN_SEEDS),--train_seeds $(TRAIN_SEEDS),)
 
 .PHONY: help install test bench bench-data $(GRIDS) figures fig2 clean-venv
 
@@ -52,10 +52,10 @@ bench: $(STAMP)
 	$(MAKE) bench-data
 
 bench-data: $(STAMP)
-	$(BIN)/python -m jitlab.data.bench --out reports/bench-data.md
+	$(BIN)/jitlab bench-data --out reports/bench-data.md
 
 fig2: $(STAMP)
-	$(BIN)/python -m jitlab.toy.fig2 --out reports
+	$(BIN)/jitlab fig2 --out reports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,24 +10,9 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
-from jitlab.atomic import atomic_path
 from jitlab.data.base import to_uint8
-from jitlab.sampling import FinalStep, Precision, Sampler
-
-
-def image_grid(images: Tensor, nrow: int) -> Tensor:
-    """uint8 (N, C, H, W) -> one uint8 grid (C, H', W') with a 2-pixel border."""
-    from torchvision.utils import make_grid
-
-    return make_grid(images, nrow=nrow, padding=2, pad_value=255)
-
-
-def save_png(grid: Tensor, path: Path) -> None:
-    """Write a uint8 (C, H, W) grid as PNG (atomically: write, then rename)."""
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(grid.permute(1, 2, 0).cpu().numpy()).save(tmp, format="PNG")
+from jitlab.images import image_grid, save_png
+from jitlab.settings import PreviewSettings
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -53,23 +38,14 @@ class SampleGrid(L.Callback):
     Args:
         every_n_steps: sample every N optimizer steps (0 = only at the end of training).
         num_images: images in the grid; labels cycle through the classes, one row per class.
-        steps, sampler, cfg_scale, cfg_interval: the sampler settings (few steps keep this cheap).
-        seed: the noise seed (fixed, so consecutive grids are comparable).
-        final_step, precision: the last step (``euler`` as the release, or ``x``) and the forward's precision.
+        sampler: the ``PreviewSettings`` fields (sampler, steps, cfg_scale, cfg_interval, seed, final_step,
+            precision; few steps keep this cheap; a fixed seed keeps consecutive grids comparable).
     """
 
-    def __init__(self, every_n_steps: int = 0, num_images: int = 40, steps: int = 25, sampler: Sampler = Sampler.heun,
-                 cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.1, 1.0), seed: int = 0,
-                 final_step: FinalStep = FinalStep.euler, precision: Precision = Precision.fp32):
+    def __init__(self, every_n_steps: int = 0, num_images: int = 40, **sampler):
         self.every_n_steps = every_n_steps
         self.num_images = num_images
-        self.steps = steps
-        self.sampler = Sampler(sampler)
-        self.cfg_scale = cfg_scale
-        self.cfg_interval = tuple(cfg_interval)
-        self.seed = seed
-        self.final_step = FinalStep(final_step)
-        self.precision = Precision(precision)
+        self.settings = PreviewSettings(**sampler)  # the CLI's flags --samples.steps etc. are its fields
 
     def _labels(self, pl_module: L.LightningModule) -> tuple[Tensor | None, int]:
         classes = pl_module.null_class
@@ -104,9 +80,8 @@ class SampleGrid(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with ema_context(trainer, pl_module):
-            images = pl_module.generate(range(self.num_images), labels, steps=self.steps, method=self.sampler,
-                                        cfg_scale=self.cfg_scale, cfg_interval=self.cfg_interval, seed=self.seed,
-                                        final_step=self.final_step, precision=self.precision)
+            images = pl_module.generate(range(self.num_images), labels,
+                                        **self.settings.generate_kwargs())  # (N, C, H, W) in [-1, 1]
         pl_module.train(was_training)
         grid = image_grid(to_uint8(images).cpu(), nrow=nrow)
         save_png(grid, run_dir(trainer) / name)

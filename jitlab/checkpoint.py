@@ -48,6 +48,7 @@ def load_module(path: str | Path, ema: int | None = 0, device: str | torch.devic
         missing, unexpected = module.net.load_state_dict(averages[decays[ema]], strict=False)
         if unexpected:
             raise KeyError(f"{path}: EMA weights have unknown keys {unexpected[:5]}")
+    module.checkpoint_path = str(Path(path).resolve())  # with the step and EMA: what made the weights
     module.checkpoint_step = int(ckpt.get("global_step", 0))
     module.ema_decay = None if ema is None else decays[ema]
     return module.to(device).eval()

@@ -3,19 +3,25 @@
 Conventions (the paper's): ``t`` in [0, 1], ``t = 1`` is clean data, ``t = 0`` pure noise;
 ``z = t * x + (1 - t) * eps`` with ``eps ~ N(0, noise_scale^2 I)``; ``v = x - eps``.
 
+Beyond Table 1 (issue 15): ``precond`` reads the output as a pre-conditioned target (``jitlab.precond``: the
+``x - lambda eps`` family, EDM's F), converted to x, eps and v like Table 1's columns; ``time_shift`` applies RAE's
+shift ``t -> t / (alpha - (alpha - 1) t)`` to the sampled t (and, in ``jitlab.sampling.guided``, to the grid).
+
 Every function here is pure tensor math; nothing holds parameters.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
 from jitlab.errors import ConfigError
+from jitlab.precond import EDMTarget, LambdaTarget, Target
 
 
 class Space(str, Enum):
@@ -72,6 +78,35 @@ def sample_t(n: int, mu: float, sigma: float, *, device=None, generator: torch.G
     return torch.sigmoid(mu + sigma * normal)  # (n,)
 
 
+def shift_time(t: Tensor, alpha: float) -> Tensor:
+    """RAE's (after SD3's) schedule shift in this flow's time (t = 1 clean): ``t / (alpha - (alpha - 1) t)``.
+
+    SD3/RAE write it on the noise level ``tau = 1 - t`` as ``alpha tau / (1 + (alpha - 1) tau)``; alpha > 1 moves
+    every time towards noise, 0 and 1 stay fixed. On logits it is a shift: ``logit(shift) = logit(t) - ln(alpha)``,
+    so on the logit-normal sampler it equals ``mu - ln(alpha)``.
+    """
+    if alpha == 1.0:
+        return t
+    return t / (alpha - (alpha - 1) * t)
+
+
+def shift_rate(t: Tensor, alpha: float) -> Tensor:
+    """The derivative of ``shift_time`` in t: ``alpha / (alpha - (alpha - 1) t)^2``."""
+    return alpha / (alpha - (alpha - 1) * t) ** 2
+
+
+def time_shift_for(dim: int, base: int = 4096) -> float:
+    """RAE's dimension-dependent shift ``alpha = sqrt(dim / base)`` (Zheng et al. 2025, after Esser et al. 2024), with
+    ``dim`` the data dimension of one sample (tokens x token dimension: an image's C H W)."""
+    if dim < 1 or base < 1:
+        raise ValueError(f"dimensions must be positive, got dim={dim}, base={base}")
+    return math.sqrt(dim / base)
+
+
+Precond = Literal["none", "lambda", "edm"]
+PRECONDS = ("none", "lambda", "edm")
+
+
 @dataclass
 class FlowConfig:
     """The ablation knobs of the flow (Tables 1-3 and 5).
@@ -80,6 +115,10 @@ class FlowConfig:
     mu, sigma: logit-normal time sampler (Table 3 shifts ``mu``). noise_scale: std of ``eps``
     (1.0 at 256, 2.0 at 512 in the release). t_eps: the guard of the divisions in training;
     sample_t_eps: the guard used when converting to ``v`` for sampling (kept separate on purpose).
+
+    Issue 15: precond: ``none`` (the output is in ``pred``'s space), ``lambda`` (``x - target_lambda * eps``,
+    target_lambda in [0, 1]) or ``edm`` (EDM's F with ``sigma_data``); both need ``pred: x`` (their x-prediction is
+    what the flow converts). time_shift: RAE's alpha (1 = none; ``time_shift_for(C * H * W)`` is RAE's choice).
     """
 
     pred: Space = Space.x
@@ -89,10 +128,17 @@ class FlowConfig:
     noise_scale: float = 1.0
     t_eps: float = 0.05
     sample_t_eps: float = 0.05
+    precond: Precond = "none"
+    target_lambda: float | None = None
+    sigma_data: float = 0.5
+    time_shift: float = 1.0
 
     def __post_init__(self) -> None:
         self.pred = _as_space(self.pred, "flow.pred")
         self.loss = _as_space(self.loss, "flow.loss")
+        self._check_precond()
+        if not (isinstance(self.time_shift, (int, float)) and math.isfinite(self.time_shift) and self.time_shift > 0):
+            raise ConfigError("flow.time_shift", f"must be a number > 0 (1 = no shift), got {self.time_shift!r}")
         if not self.sigma > 0:
             raise ConfigError("flow.sigma", f"must be > 0 (the std of the logit-normal time sampler), got {self.sigma}")
         if not self.noise_scale > 0:
@@ -101,6 +147,31 @@ class FlowConfig:
             value = getattr(self, name)
             if not 0 < value < 1:
                 raise ConfigError(f"flow.{name}", f"must lie in (0, 1), got {value}")
+
+
+    def _check_precond(self) -> None:
+        if self.precond not in PRECONDS:
+            raise ConfigError("flow.precond", f"unknown choice {self.precond!r}; valid: {', '.join(PRECONDS)}")
+        if self.precond != "none" and self.pred != Space.x:
+            raise ConfigError("flow.pred", f"is {self.pred.value} but precond={self.precond} reads the output as its "
+                                           f"own target, whose x-prediction the flow converts: set pred: x")
+        lam = self.target_lambda
+        if self.precond == "lambda":
+            if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 <= lam <= 1:
+                raise ConfigError("flow.target_lambda", f"precond=lambda needs a number in [0, 1] (0: x, 1: v), "
+                                                        f"got {lam!r}")
+        elif lam is not None:
+            raise ConfigError("flow.target_lambda", f"is read only with precond: lambda (precond is {self.precond})")
+        if not (isinstance(self.sigma_data, (int, float)) and self.sigma_data > 0):
+            raise ConfigError("flow.sigma_data", f"must be > 0 (EDM's data std), got {self.sigma_data!r}")
+
+    def target_of_output(self) -> Target | None:
+        """The pre-conditioned target the output is read as, or None (Table 1's ``pred`` space)."""
+        if self.precond == "lambda":
+            return LambdaTarget(float(self.target_lambda))
+        if self.precond == "edm":
+            return EDMTarget(float(self.sigma_data), float(self.noise_scale))
+        return None
 
 
 def _as_space(value, field: str) -> Space:
@@ -119,11 +190,13 @@ class Flow:
 
     def __init__(self, cfg: FlowConfig):
         self.cfg = cfg
+        self.precond = cfg.target_of_output()
 
     def draw(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Draw ``t`` (N,), ``eps`` (N, ...) and ``z`` (N, ...) for a clean batch ``x``."""
+        """Draw ``t`` (N,), ``eps`` (N, ...) and ``z`` (N, ...) for a clean batch ``x`` (t shifted by time_shift)."""
         cfg = self.cfg
         t = sample_t(x.shape[0], cfg.mu, cfg.sigma, device=x.device, generator=generator)  # (N,)
+        t = shift_time(t, cfg.time_shift)  # (N,)
         eps = cfg.noise_scale * torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
         z = noisy_sample(x, eps, t)  # (N, ...)
         return t, eps, z
@@ -135,15 +208,31 @@ class Flow:
         the network output, so that both sides carry the same clamp (Algorithm 1's
         ``v = (x - z) / clamp(1 - t, t_eps)`` for the JiT cell) and a perfect prediction has loss 0.
         """
-        truth = {Space.x: x, Space.eps: eps, Space.v: x - eps}[self.cfg.pred]  # (N, ...)
-        return convert(truth, self.cfg.pred, self.cfg.loss, z, t, self.cfg.t_eps)
+        if self.precond is not None:
+            truth = self.precond.truth(x, eps, t)  # (N, ...)
+        else:
+            truth = {Space.x: x, Space.eps: eps, Space.v: x - eps}[self.cfg.pred]  # (N, ...)
+        return self.prediction(truth, self.cfg.loss, z, t, self.cfg.t_eps)
+
+    def prediction(self, out: Tensor, dst: Space, z: Tensor, t: Tensor, t_eps: float) -> Tensor:
+        """A network output (``pred``'s space or the pre-conditioned target) expressed in space ``dst``: (N, ...)."""
+        if self.precond is None:
+            return convert(out, self.cfg.pred, dst, z, t, t_eps)
+        x_p, eps_p, v_p = self.precond.spaces(out, z, t, t_eps)  # (N, ...) each
+        return {Space.x: x_p, Space.eps: eps_p, Space.v: v_p}[Space(dst)]
 
     def per_sample_loss(self, out: Tensor, x: Tensor, eps: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """Mean squared error over all but the batch dimension: (N,)."""
-        pred_in_loss_space = convert(out, self.cfg.pred, self.cfg.loss, z, t, self.cfg.t_eps)  # (N, ...)
+        pred_in_loss_space = self.prediction(out, self.cfg.loss, z, t, self.cfg.t_eps)  # (N, ...)
         target = self.target(x, eps, z, t)  # (N, ...)
         return (pred_in_loss_space.float() - target.float()).pow(2).flatten(1).mean(1)  # (N,)
 
+    def net_input(self, z: Tensor, t: Tensor) -> Tensor:
+        """What the network is fed: ``z`` itself, or EDM's ``c_in x_noisy = z / R`` under ``precond: edm``: (N, ...)."""
+        if not isinstance(self.precond, EDMTarget):
+            return z
+        return z * self.precond.input_scale(t).reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype)  # (N, ...)
+
     def velocity(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """Convert a network output to ``v`` for the ODE ``dz/dt = v`` (sampling guard ``sample_t_eps``)."""
-        return convert(out, self.cfg.pred, Space.v, z, t, self.cfg.sample_t_eps)
+        return self.prediction(out, Space.v, z, t, self.cfg.sample_t_eps)

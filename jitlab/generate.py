@@ -4,18 +4,16 @@ Every image's initial noise comes from (seed, global index) and its label from t
 ``N`` images are the same whether one process makes them all or each of ``W`` processes makes the
 indices ``rank, rank + W, ...``.
 
-The checks (``check_*``) are what `jitlab sample` and `jitlab eval` validate before their first forward: each
-bad value raises one ``ConfigError`` naming the flag (or file) and what is valid.
+The checks (``check_*``) are what `jitlab sample` and `jitlab eval` validate before their first forward (the
+settings, ``jitlab.settings``, check their own values at construction): each bad value raises one
+``ConfigError`` naming the flag (or file) and what is valid.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -25,25 +23,7 @@ from tqdm import tqdm
 
 from jitlab.data.base import to_uint8
 from jitlab.errors import ConfigError
-from jitlab.sampling import FinalStep, Precision, Sampler, nfe
-
-
-@dataclass
-class SamplerSettings:
-    """Everything that decides a generated image besides the weights; recorded with every result."""
-
-    sampler: Sampler = Sampler.heun
-    steps: int = 50
-    cfg_scale: float = 1.0
-    cfg_interval: tuple[float, float] = (0.1, 1.0)
-    seed: int = 0
-    final_step: FinalStep = FinalStep.euler
-    precision: Precision = Precision.fp32
-
-    def record(self) -> dict:
-        return {"sampler": str(Sampler(self.sampler)), "steps": self.steps, "nfe": nfe(self.sampler, self.steps),
-                "cfg_scale": self.cfg_scale, "cfg_interval": list(self.cfg_interval), "seed": self.seed,
-                "final_step": str(FinalStep(self.final_step)), "precision": str(Precision(self.precision))}
+from jitlab.settings import SamplerSettings  # also imported from here by jitlab.bench
 
 
 def dist_info() -> tuple[int, int]:
@@ -56,6 +36,19 @@ def dist_info() -> tuple[int, int]:
 def rank_indices(total: int, rank: int, world: int) -> list[int]:
     """The global indices one process generates: disjoint across ranks, together 0..total-1."""
     return list(range(rank, total, world))
+
+
+def process_device(device: str | None, world: int) -> str:
+    """Where this process runs: ``device`` (None: cuda if available, else cpu); under torchrun plain ``cuda``
+    becomes the process's own GPU, ``cuda:LOCAL_RANK``."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" and world > 1 else device
+
+
+def join_processes(device: str, world: int) -> None:
+    """Join the torchrun process group (nccl on GPUs, gloo on CPUs) unless one process or joined already."""
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
 def labels_for(indices: Sequence[int], num_classes: int | None, classes: Sequence[int] | None = None) -> Tensor | None:
@@ -77,19 +70,15 @@ def generate_uint8(module, indices: Sequence[int], labels: Tensor | None, settin
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         chunk_labels = None if labels is None else labels[start:start + batch_size]
-        x = module.generate(chunk, chunk_labels, steps=settings.steps, method=settings.sampler,
-                            cfg_scale=settings.cfg_scale, cfg_interval=tuple(settings.cfg_interval),
-                            seed=settings.seed, final_step=settings.final_step,
-                            precision=settings.precision)  # (B, C, H, W) in [-1, 1]
+        x = module.generate(chunk, chunk_labels, **settings.generate_kwargs())  # (B, C, H, W) in [-1, 1]
         bar.update(len(chunk))
         yield chunk, to_uint8(x).cpu(), chunk_labels
     bar.close()
 
 
-# -- the command line of `jitlab sample` and `jitlab eval` ----------------------------------------------------
-
 class Parser(argparse.ArgumentParser):
-    """argparse with the defaults in ``--help`` and usage errors as one ``jitlab: error:`` line, exit code 2."""
+    """argparse with the defaults in ``--help`` and usage errors as one ``jitlab: error:`` line, exit code 2
+    (the verbs' parser; `jitlab bench` uses it too)."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
@@ -98,72 +87,7 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"jitlab: error: {message} (see `{self.prog} --help`)\n")
 
 
-def choice(enum: type[Enum]):
-    """An argparse type for a typed choice: a bad value names the valid ones."""
-
-    def parse(text: str):
-        try:
-            return enum(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(e.value for e in enum)}") from None
-
-    parse.__name__ = enum.__name__
-    return parse
-
-
-def parse_ema(value: str) -> int | None:
-    """An EMA index (0 = the first decay) or ``none``/``raw`` for the raw weights."""
-    if value.lower() in ("none", "raw", "-1"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"an EMA index is 0, 1, ... or none (raw weights), got {value!r}") from None
-
-
-def parse_resolution(value: str) -> int | None:
-    """``none`` or an image side in pixels (>= 8)."""
-    if value.lower() in ("none", "null"):
-        return None
-    try:
-        side = int(value)
-    except ValueError:
-        side = 0
-    if side < 8:
-        raise argparse.ArgumentTypeError(f"a resolution is a whole number of pixels >= 8 or none, got {value!r}")
-    return side
-
-
-def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    """The sampler flags both verbs share (their CFG flags differ: eval sweeps them)."""
-    p.add_argument("--sampler", type=choice(Sampler), choices=list(Sampler), default=Sampler.heun,
-                   help="ODE integrator (Heun's last step is plain Euler, as in the release)")
-    p.add_argument("--steps", type=int, default=50, help="integration steps")
-    p.add_argument("--final_step", type=choice(FinalStep), choices=list(FinalStep), default=FinalStep.euler,
-                   help="euler: the release's last step (its sample_t_eps clamp leaves some noise); "
-                        "x: the last step lands on the x-prediction")
-    p.add_argument("--precision", type=choice(Precision), choices=list(Precision), default=Precision.fp32,
-                   help="the network's forward while sampling: fp32, or bf16 autocast (the release on GPU)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (each image's noise comes from seed and index)")
-
-
 # -- checks before the first forward ----------------------------------------------------------------------------
-
-def check_at_least(flag: str, value: float, minimum: float, what: str = "") -> None:
-    if not value >= minimum:  # also NaN
-        raise ConfigError(flag, f"must be >= {minimum:g}{what}, got {value:g}")
-
-
-def check_cfg(scales: Sequence[float], intervals: Sequence[tuple[float, float]]) -> None:
-    for scale in scales:
-        if not (math.isfinite(scale) and scale >= 0):
-            raise ConfigError("--cfg", f"a CFG scale is a number >= 0 (1 = no guidance, 0 = unconditional), "
-                              f"got {scale:g}")
-    for low, high in intervals:
-        if not 0 <= low < high <= 1:
-            raise ConfigError("--cfg_interval",
-                              f"T_MIN T_MAX must satisfy 0 <= T_MIN < T_MAX <= 1, got {low:g} {high:g}")
-
 
 def check_output(flag: str, path: Path | None) -> None:
     """A result file about to be written: not a directory, inside a directory this process can write in."""

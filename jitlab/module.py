@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
 from jitlab.flow import Flow, FlowConfig, Space
-from jitlab.models.protocol import PatchBackbone, check_backbone
+from jitlab.models.protocol import (AuxLossBackbone, CleanBatch, DiagnosedBackbone, PatchBackbone, StateBackbone,
+                                   check_backbone, check_state_backbone)
 from jitlab.models.spec import build_net, net_spec
 from jitlab.sampling import FinalStep, Precision, Sampler, guided, index_seed, initial_noise, integrate
 
@@ -91,7 +92,10 @@ class JiTModule(L.LightningModule):
 
     Args:
         net: the denoiser ``net(z, t, y)`` (``class_path``/``init_args`` in YAML): ``jitlab.models.JiT``,
-            or any module satisfying ``jitlab.models.protocol.Backbone``.
+            or any module satisfying ``jitlab.models.protocol.Backbone``. A ``StateBackbone`` (REG, DSD) moves
+            the flow to its state: training encodes the clean image, ``generate`` decodes; an
+            ``AuxLossBackbone`` (Table 11, DSD) adds its weighted auxiliary losses; a ``DiagnosedBackbone``'s
+            diagnostics are logged every ``log_every_n_steps``.
         flow: prediction space, loss space, time sampler, noise scale, t_eps (Tables 1-3).
         optim: AdamW and learning-rate schedule.
         label_drop: probability of replacing the label by the null class (enables CFG).
@@ -112,6 +116,7 @@ class JiTModule(L.LightningModule):
         if isinstance(net, dict):  # rebuilt from a checkpoint's hyper-parameters
             net = build_net(net)
         check_backbone(net)
+        check_state_backbone(net)
         flow = flow if isinstance(flow, FlowConfig) else FlowConfig(**flow)
         optim = optim if isinstance(optim, OptimConfig) else OptimConfig(**optim)
         if not 0.0 <= label_drop < 1.0:
@@ -129,6 +134,9 @@ class JiTModule(L.LightningModule):
         self.null_class: int | None = net.num_classes
         self.compile = compile
         object.__setattr__(self, "_forward", net)  # not a submodule: the weights live under net.* only
+        # the optional parts of the contract, decided once (a runtime Protocol check is not free)
+        self._state_net, self._aux_net = isinstance(net, StateBackbone), isinstance(net, AuxLossBackbone)
+        self._diagnosed_net = isinstance(net, DiagnosedBackbone)
         self.register_buffer("_bin_sum", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
         self.register_buffer("_bin_count", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
         self._last_batch_end: float | None = None
@@ -203,19 +211,47 @@ class JiTModule(L.LightningModule):
         return torch.where(drop, torch.full_like(y, self.null_class), y)
 
     def loss_per_sample(self, x: Tensor, y: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Per-sample loss (N,) of the configured cell, and the times t (N,) it was drawn at."""
-        t, eps, z = self.flow.draw(x, generator)  # (N,), (N, ...), (N, ...)
-        out = self._forward(z, t, y)  # (N, ...) in the prediction space
-        return self.flow.per_sample_loss(out, x, eps, z, t), t
+        """Per-sample flow loss (N,) of the configured cell, and the times t (N,) it was drawn at."""
+        per_sample, t, _, _ = self.loss_terms(x, y, y, generator)
+        return per_sample, t
+
+    def loss_terms(self, x: Tensor, y_in: Tensor, y: Tensor, generator: torch.Generator | None = None
+                   ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+        """The flow loss per sample (N,), t (N,), the auxiliary losses (unweighted, by name) and the clean state.
+
+        ``x``: (N, C, H, W) clean images; ``y_in``: the labels the network sees (after the label drop); ``y``: the
+        true ones. A StateBackbone's flow runs on ``encode(x, y)`` with the target from ``target_state``; an
+        image backbone's on ``x`` itself (the same draws, in the same order, as without the extension).
+        """
+        net = self.net
+        state = net.encode(x, y) if self._state_net else x  # (N, *state_shape)
+        target = net.target_state(x, y, state) if self._state_net else state  # (N, *state_shape)
+        t, eps, z = self.flow.draw(state, generator)  # (N,), (N, ...), (N, ...)
+        z_in = self.flow.net_input(z, t)  # (N, ...): z, or EDM's c_in z
+        if self._aux_net:
+            out, aux = net.forward_losses(z_in, t, y_in, CleanBatch(x, y, state, y_in))  # (N, ...), {name: ()}
+        else:
+            out, aux = self._forward(z_in, t, y_in), {}  # (N, ...) in the prediction space
+        return self.flow.per_sample_loss(out, target, eps, z, t), t, aux, state
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # (N, ...), (N,)
         generator = self.step_generator(batch_idx)
-        per_sample, t = self.loss_per_sample(x, self.drop_labels(y, generator), generator)  # (N,), (N,)
+        y_in = self.drop_labels(y, generator)  # (N,)
+        per_sample, t, aux, state = self.loss_terms(x, y_in, y, generator)  # (N,), (N,), {name: ()}, (N, ...)
         loss = per_sample.mean()
+        if aux:
+            self.log("train/flow_loss", loss, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            for name, value in aux.items():
+                self.log(f"train/{name}_loss", value, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            loss = loss + sum(self.net.loss_weights[name] * value for name, value in aux.items())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}: the run diverged")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        if self._diagnosed_net and self.global_step % self.trainer.log_every_n_steps == 0:
+            diagnostics = self.net.diagnostics(state.detach())
+            self.log_dict({f"train/{k}": v for k, v in diagnostics.items()}, on_step=True, on_epoch=False,
+                          batch_size=x.shape[0])
         self._accumulate_bins(per_sample.detach(), t)
         return loss
 
@@ -261,6 +297,12 @@ class JiTModule(L.LightningModule):
     # -- sampling -------------------------------------------------------------------------
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one generated sample: the image's for a StateBackbone, else the network's sample."""
+        return tuple(self.net.image_shape) if self._state_net else tuple(self.net.sample_shape)
+
+    @property
+    def state_shape(self) -> tuple[int, ...]:
+        """The shape of the flow's (and the sampler's) state: the network's ``sample_shape``."""
         return tuple(self.net.sample_shape)
 
     @torch.no_grad()
@@ -270,13 +312,16 @@ class JiTModule(L.LightningModule):
                  final_step: FinalStep = FinalStep.euler, precision: Precision = Precision.fp32) -> Tensor:
         """Generate one sample per global index (noise drawn from the index); returns (N, *sample_shape).
 
+        The ODE runs on the flow's state (``state_shape``); a StateBackbone's final state is decoded to images.
+
         ``final_step``: ``euler`` (the release) or ``x`` (the last step lands on the x-prediction);
         ``precision``: ``fp32``, or ``bf16`` autocast of the network's forward (the release on GPU).
         """
-        z = initial_noise(indices, self.sample_shape, seed, self.flow.cfg.noise_scale, self.device)  # (N, ...)
+        z = initial_noise(indices, self.state_shape, seed, self.flow.cfg.noise_scale, self.device)  # (N, ...)
         if labels is None:
             labels = torch.zeros(len(indices), dtype=torch.long)
         labels = labels.to(self.device)
         cfg = (self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=Precision(precision) == Precision.bf16):
-            return integrate(guided(*cfg), z, steps, method, final_step, denoise=guided(*cfg, space=Space.x))
+            state = integrate(guided(*cfg), z, steps, method, final_step, denoise=guided(*cfg, space=Space.x))
+            return self.net.decode(state) if self._state_net else state  # (N, *sample_shape)

@@ -1,24 +1,19 @@
 """Preflight: before the first training step, check everything a run needs up to its last step.
 
-A paper-scale run trains for days; reference statistics missing at its resolution, an absent Inception
-weights file or a disk too small for its checkpoints would otherwise be found at its end. Checked here,
-in seconds, from the resolved config alone (nothing is built but a network on the meta device):
+A paper-scale run trains for days; missing reference statistics, an absent Inception file or a full disk would
+otherwise be found at its end. Checked in seconds from the resolved config (only a meta-device network is built):
 
 - the data: the root and its classes (and the training images, when they decide the run's length);
 - every evaluation the run will do: the reference statistics (present, readable, ``mu`` (F,) and
   ``sigma`` (F, F), F the feature extractor's width, made at the run's resolution when the file says),
   the Inception weights file when the metric needs it;
-- the output directory: writable, with the free space of the kept checkpoints (from the parameter
-  count: fp32 weights, two EMAs and AdamW's two moments per parameter, times the checkpoints kept);
-- the global batch dividing the world size (devices x nodes) times the accumulation.
-
-`jitlab fit` runs it before building anything; `jitlab grid run` runs it for every cell before launching
-any. Experts turn it off: ``jitlab fit --skip_preflight true``, ``jitlab grid run --skip-preflight``.
+- the output directory: writable, with the free space of the kept checkpoints (fp32 weights, two EMAs and
+  AdamW's two moments per parameter, times the checkpoints kept); the global batch dividing world x accumulation;
+  the network's local files (``FILE_ARGS``). Run by `jitlab fit` and `jitlab grid run` (``--skip_preflight``: off).
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import os
@@ -29,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from jitlab.classpath import import_path
 from jitlab.errors import ConfigError
 
 BYTES_PER_PARAM = 4 * (1 + 2 + 2)  # fp32: the weights, two EMAs, AdamW's exp_avg and exp_avg_sq
@@ -71,11 +67,6 @@ class Report:
                                            + "; ".join(f"({i}) {line}" for i, line in enumerate(self.problems, 1)))
 
 
-def _import(path: str) -> Any:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 # -- the data ----------------------------------------------------------------------------------------
 
 
@@ -104,7 +95,7 @@ def check_data(config: dict, report: Report) -> tuple[dict[str, Any] | None, int
     data = config.get("data") or {}
     args = dict(data.get("init_args") or {})
     try:
-        data_cls = _import(str(data["class_path"]))
+        data_cls = import_path(str(data["class_path"]))
         wanted = data_cls.net_defaults(**args) if hasattr(data_cls, "net_defaults") else {}
     except ConfigError as error:
         report.problem(error.field, str(error)[len(error.field) + 2:])
@@ -220,10 +211,10 @@ def parameter_count(config: dict, wanted: dict[str, Any]) -> int:
     net = dict((config.get("model") or {}).get("net") or {})
     args = dict(net.get("init_args") or {})
     for key, value in wanted.items():
-        if args.get(key) is None and key in inspect.signature(_import(net["class_path"])).parameters:
+        if args.get(key) is None and key in inspect.signature(import_path(net["class_path"])).parameters:
             args[key] = value
     with torch.device("meta"):
-        model = _import(net["class_path"])(**args)
+        model = import_path(net["class_path"])(**args)
     return sum(p.numel() for p in model.parameters())
 
 
@@ -319,6 +310,19 @@ def check_devices(trainer: dict, report: Report) -> None:
 
 # -- one run, a fit, the cells of a grid -------------------------------------------------------------
 
+def check_net_files(config: dict, report: Report) -> None:
+    """The local files the network reads when built (its class's ``FILE_ARGS``, e.g. REG's encoder weights)."""
+    net = (config.get("model") or {}).get("net") or {}
+    try:
+        cls = import_path(str(net.get("class_path")))
+    except Exception:  # noqa: BLE001 -- an unknown class is reported where the network is built
+        return
+    for name in getattr(cls, "FILE_ARGS", ()):
+        path = (net.get("init_args") or {}).get(name)
+        if path is not None and not Path(str(path)).is_file():
+            report.problem(f"model.net.init_args.{name}", f"{path}: no such file; give it as a local file "
+                                                          "(jitlab never downloads weights)")
+
 
 def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, report: Report,
               build_hint: str = "") -> int:
@@ -326,6 +330,7 @@ def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, repor
     data = config.get("data") or {}
     resolution = int((data.get("init_args") or {}).get("resolution") or 0)
     wanted, images = check_data(config, report)
+    check_net_files(config, report)
     for ev in evaluations:
         check_reference(ev, data, resolution, report, build_hint)
         if ev.features == "inception":

@@ -17,7 +17,6 @@ SIGINT (the first Ctrl-C) and SIGTERM stop training at the end of the current st
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 import threading
@@ -30,6 +29,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from jitlab.classpath import import_path
 from jitlab.errors import ConfigError, one_line
 from jitlab.identity import data_content
 
@@ -113,9 +113,8 @@ def _plain(value: Any) -> Any:
 
 
 def _class(path: str) -> Any:
-    module, _, name = path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        return import_path(path)
     except (ImportError, AttributeError, ValueError):
         return path
 

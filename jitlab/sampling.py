@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from jitlab.flow import Flow, Space, convert
+from jitlab.flow import Flow, Space, shift_rate, shift_time
 
 # f(z (N, ...), t (N,), t_grid ()) -> (N, ...): t is what the network sees; t_grid the same grid time as the
 # release's float32 linspace holds it, on which the CFG interval is decided
@@ -109,23 +109,34 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tenso
     Where ``cfg_mask`` holds and ``cfg_scale != 1`` the conditional and unconditional branches run as one
     batched forward: ``p = p_u + w (p_c - p_u)`` on the full prediction (every channel). Elsewhere only the
     conditional branch runs (the release's ``w = 1`` there, without the unconditional forward).
+
+    RAE's time shift (``flow.cfg.time_shift`` = alpha != 1): the integrator's uniform grid ``s`` becomes the clock
+    of ``t = shift_time(s)``: the network is asked at the shifted grid times, the CFG interval is decided there, and
+    ``v`` is returned as ``dz/ds = v dt/ds`` (the same ODE; at alpha = 1 nothing changes).
     """
     space = Space(space)
+    alpha = flow.cfg.time_shift
 
     def in_space(out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         out = out.to(z.dtype)  # a bf16 forward (autocast): the sampler's arithmetic stays in z's precision
-        if space == Space.v:
-            return flow.velocity(out, z, t)  # (N, ...)
-        return convert(out, flow.cfg.pred, space, z, t, flow.cfg.sample_t_eps)  # (N, ...)
+        return flow.prediction(out, space, z, t, flow.cfg.sample_t_eps)  # (N, ...)
 
-    def predict(z: Tensor, t: Tensor, t_grid: Tensor) -> Tensor:
+    def at(z: Tensor, t: Tensor, t_grid: Tensor) -> Tensor:
         guide = null_class is not None and cfg_scale != 1.0 and bool(cfg_mask(t_grid, cfg_interval))
         if not guide:
-            return in_space(net(z, t, y), z, t)  # (N, ...)
+            return in_space(net(flow.net_input(z, t), t, y), z, t)  # (N, ...)
         z2, t2 = torch.cat([z, z]), torch.cat([t, t])  # (2N, ...), (2N,)
         y2 = torch.cat([y, torch.full_like(y, null_class)])  # (2N,)
-        p_cond, p_uncond = in_space(net(z2, t2, y2), z2, t2).chunk(2)  # (N, ...) each
+        p_cond, p_uncond = in_space(net(flow.net_input(z2, t2), t2, y2), z2, t2).chunk(2)  # (N, ...) each
         return p_uncond + cfg_scale * (p_cond - p_uncond)
+
+    def predict(z: Tensor, s: Tensor, s_grid: Tensor) -> Tensor:
+        if alpha == 1.0:
+            return at(z, s, s_grid)  # (N, ...)
+        p = at(z, shift_time(s, alpha), shift_time(s_grid, alpha))  # (N, ...)
+        if space != Space.v:
+            return p
+        return p * shift_rate(s, alpha).reshape(-1, *([1] * (p.ndim - 1))).to(p.dtype)  # (N, ...): dz/ds
 
     return predict
 

@@ -16,8 +16,8 @@ from jitlab.convert import (
     estimate_steps_per_epoch,
     infer_architecture,
     load_official,
-    main,
 )
+from jitlab.commands.convert_official import main
 from jitlab.models import JiT
 from jitlab.models.registry import build_model
 

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from jitlab import evaluate
+from jitlab import evaluation
+from jitlab.commands import evaluate
+from jitlab.settings import ScoreSettings
 from tests.test_sampling import tiny_checkpoint  # noqa: F401  (the module-scoped fixture)
 
 
@@ -124,17 +126,17 @@ def test_one_resize_for_generated_and_real_images(tiny_checkpoint, quick_refnet)
     from jitlab.data.embedded import make_dataset
 
     data = {"kind": "shapes", "resolution": 16, "seed": 0}
-    extractor, ref = evaluate.instruments("refnet", data, None, None, 20, "cpu", score_resolution=8)
-    assert isinstance(extractor, evaluate.ScoredAt) and extractor.inner.resolution == 8
+    extractor, ref = evaluation.instruments(ScoreSettings(ref_images=20, score_resolution=8), data, "cpu")
+    assert isinstance(extractor, evaluation.ScoredAt) and extractor.inner.resolution == 8
     real = torch.stack([make_dataset("shapes", 16, 20, 2)[i][0] for i in range(20)])  # (20, 3, 16, 16) uint8
-    inner = extractor.inner.extract(evaluate.resize_uint8(real, 8))["features"]  # (20, F)
+    inner = extractor.inner.extract(evaluation.resize_uint8(real, 8))["features"]  # (20, F)
     torch.testing.assert_close(torch.as_tensor(ref.mu), inner.mean(0))  # the statistics saw the resized images
     torch.testing.assert_close(extractor(real), inner)  # and so do the generated ones
     # area downsampling averages each 2x2 window exactly; a constant image stays constant
     rows = torch.zeros(1, 3, 16, 16, dtype=torch.uint8)
     rows[..., ::2, :] = 200
-    assert evaluate.resize_uint8(rows, 8).unique().tolist() == [100]
-    assert evaluate.resize_uint8(torch.full((1, 3, 8, 8), 77, dtype=torch.uint8), 16).unique().tolist() == [77]
+    assert evaluation.resize_uint8(rows, 8).unique().tolist() == [100]
+    assert evaluation.resize_uint8(torch.full((1, 3, 8, 8), 77, dtype=torch.uint8), 16).unique().tolist() == [77]
 
 
 def test_sweep_keeps_each_finished_point_and_a_rerun_skips_them(tiny_checkpoint, quick_refnet, tmp_path, monkeypatch,
@@ -142,7 +144,7 @@ def test_sweep_keeps_each_finished_point_and_a_rerun_skips_them(tiny_checkpoint,
     out = tmp_path / "metrics.json"
     base = [str(tiny_checkpoint), "--num_images", "10", "--steps", "1", "--ref_images", "20", "--batch_size", "10",
             "--out", str(out)]
-    real_score, calls = evaluate.score_samples, []
+    real_score, calls = evaluation.score_samples, []
 
     def failing_second(*args, **kwargs):
         calls.append(args[2].cfg_scale)
@@ -150,12 +152,12 @@ def test_sweep_keeps_each_finished_point_and_a_rerun_skips_them(tiny_checkpoint,
             raise ValueError("simulated failure at the second point")
         return real_score(*args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "score_samples", failing_second)
+    monkeypatch.setattr(evaluation, "score_samples", failing_second)
     assert evaluate.main([*base, "--cfg", "1.0", "2.0", "3.0"]) == 2
     rows = json.loads(out.read_text())["rows"]
     assert [r["cfg_scale"] for r in rows] == [1.0]  # the first point was written before the failure
     calls.clear()
-    monkeypatch.setattr(evaluate, "score_samples", lambda *a, **k: calls.append(a[2].cfg_scale) or real_score(*a, **k))
+    monkeypatch.setattr(evaluation, "score_samples", lambda *a, **k: calls.append(a[2].cfg_scale) or real_score(*a, **k))
     assert evaluate.main([*base, "--cfg", "1.0", "2.0", "3.0"]) == 0
     assert calls == [2.0, 3.0] and "skipped" in capsys.readouterr().out  # resumed: only the missing points ran
     rows = json.loads(out.read_text())["rows"]

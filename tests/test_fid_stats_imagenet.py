@@ -84,7 +84,7 @@ def test_statistics_are_torch_fidelitys_own_in_the_releases_layout(tree, folder_
 
 def test_shards_and_an_interrupted_run_give_the_same_statistics(tree, folder_stats, tmp_path, monkeypatch,
                                                                 inception_weights):  # noqa: F811
-    from jitlab.data.prepare import main as prepare
+    from jitlab.commands.prepare_imagenet import main as prepare
     from jitlab.metrics import imagenet_stats
     from jitlab.metrics.features import InceptionV3Features
 
@@ -136,7 +136,7 @@ def _rank(rank: int, port: int, root: str, weights: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
                       LOCAL_RANK=str(rank), JITLAB_INCEPTION_WEIGHTS=weights)
     torch.set_num_threads(1)
-    from jitlab.metrics.stats import main
+    from jitlab.commands.fid_stats import main
 
     assert main(["--root", root, "--resolution", str(RESOLUTION), "--out", out, "--batch_size", "2",
                  "--workers", "0", "--no-progress", "--device", "cpu"]) == 0

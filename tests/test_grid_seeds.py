@@ -12,12 +12,17 @@ import yaml
 
 from jitlab.errors import ConfigError
 from jitlab.grid import runner, seeds
-from jitlab.grid.cli import main as grid_main
+from jitlab.commands.grid import main as grid_main
 from jitlab.grid.spec import load_spec
 from tests.test_grid import TINY_EVAL, tiny_grid
 
 # the value a fake evaluation reports for (cell's pred, seed)
 VALUES = {("x", 0): 10.0, ("x", 1): 11.0, ("x", 2): 9.0, ("eps", 0): 100.0, ("eps", 1): 102.0, ("eps", 2): 101.0}
+
+
+def eval_settings(args: list[str]) -> dict:
+    """The settings a `jitlab eval` command line hands over (its --settings JSON file)."""
+    return json.loads(Path(args[args.index("--settings") + 1]).read_text())
 
 
 class FakeCLI:
@@ -35,7 +40,7 @@ class FakeCLI:
             torch.save({"state_dict": {"net.w": torch.ones(2)}, "global_step": 30}, ckpt)
             return 0
         out = Path(args[args.index("--out") + 1])
-        seed = int(args[args.index("--seed") + 1]) if "--seed" in args else 0
+        seed = eval_settings(args)["seed"]
         pred = yaml.safe_load((out.parent / "config.yaml").read_text())["model"]["flow"]["pred"]
         best = {"metric": "FD-ref-8", "value": VALUES[(pred, seed)], "seed": seed, "step": 30,
                 "reference": self.reference, "ema": 0.999, "cfg_scale": 1.0}
@@ -56,8 +61,8 @@ def test_each_done_cell_is_evaluated_under_each_seed_with_its_own_settings_and_o
     frame = seeds.measure(cells, tmp_path / "runs", [1, 2], jobs=2, runner=fake, echo=lambda _: None)
     assert len(fake.calls) == 4
     for args in fake.calls:
-        assert args[0] == "eval" and args[args.index("--num_images") + 1] == str(TINY_EVAL["num_images"])
-        seed = args[args.index("--seed") + 1]
+        assert args[0] == "eval" and eval_settings(args)["num_images"] == TINY_EVAL["num_images"]
+        seed = eval_settings(args)["seed"]
         assert args[args.index("--out") + 1].endswith(f"metrics-seed{seed}.json")
     got = {(r.cell, r.seed): r.value for r in frame.itertuples()}
     assert got == {(f"pred-{p}", s): v for (p, s), v in VALUES.items()}
@@ -128,7 +133,7 @@ def test_cli_writes_the_seed_report_and_refuses_a_grid_without_done_cells(tmp_pa
 
 def test_a_report_states_the_measured_seed_spread_once_it_exists(tmp_path):
     from jitlab.report.collect import collect
-    from jitlab.report.provenance import provenance
+    from jitlab.report.provenance import provenance, summary_line
 
     cells = done_grid(tmp_path)
     spec = load_spec("tiny", root=tmp_path)
@@ -137,4 +142,4 @@ def test_a_report_states_the_measured_seed_spread_once_it_exists(tmp_path):
     line = provenance(collect(spec, "mini", tmp_path / "runs")).seed_spread
     assert "2 cell(s) evaluated again under sampling seeds [0, 1, 2]" in line
     assert "largest 20.0% (pred-x)" in line and "tie margin" not in line  # a grid without a sweep verdict
-    assert "; the verdicts' tie margin is 5%." in seeds.summary_line(cells, tmp_path / "runs", 0.05)
+    assert "; the verdicts' tie margin is 5%." in summary_line(cells, tmp_path / "runs", 0.05)

@@ -34,7 +34,7 @@ def tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shards64(tree, tmp_path_factory) -> Path:
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     out = tmp_path_factory.mktemp("shards") / "s64"
     assert main(["--src", str(tree), "--out", str(out), "--resolution", "64", "--workers", "0", "--no-progress",
@@ -218,7 +218,7 @@ def test_empty_or_misnamed_root_fails_at_setup_naming_the_path(tmp_path, layout)
 
 
 def test_prepare_reports_bad_files_and_writes_the_meta(tree, tmp_path, capsys):
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     out = tmp_path / "s"
     assert main(["--src", str(tree), "--out", str(out), "--resolution", "32", "--workers", "0"]) == 0
@@ -265,10 +265,11 @@ def test_prepare_resumes_after_an_interruption(tree, tmp_path, monkeypatch, caps
     """Interrupted after 3 parts, the same command writes only the rest; the shards equal a one-shot run."""
     from litdata import StreamingDataset
 
+    from jitlab.commands.prepare_imagenet import main as prepare_main
     from jitlab.data import prepare
 
     args = ["--src", str(tree), "--resolution", "32", "--workers", "0", "--part-size", "4", "--splits", "train"]
-    assert prepare.main([*args, "--out", str(tmp_path / "once")]) == 0
+    assert prepare_main([*args, "--out", str(tmp_path / "once")]) == 0
     original, calls = prepare._write_part_quietly, []
 
     def interrupt_after_three(*a, **k):
@@ -278,11 +279,11 @@ def test_prepare_resumes_after_an_interruption(tree, tmp_path, monkeypatch, caps
         return original(*a, **k)
 
     monkeypatch.setattr(prepare, "_write_part_quietly", interrupt_after_three)
-    assert prepare.main([*args, "--out", str(tmp_path / "twice")]) == 130
+    assert prepare_main([*args, "--out", str(tmp_path / "twice")]) == 130
     assert not (tmp_path / "twice" / "jitlab_shards.json").exists()
     monkeypatch.setattr(prepare, "_write_part_quietly", original)
     capsys.readouterr()
-    assert prepare.main([*args, "--out", str(tmp_path / "twice")]) == 0
+    assert prepare_main([*args, "--out", str(tmp_path / "twice")]) == 0
     assert "resuming, 3 parts done" in capsys.readouterr().err
     once = StreamingDataset(str(tmp_path / "once" / "train"))
     twice = StreamingDataset(str(tmp_path / "twice" / "train"))
@@ -293,7 +294,7 @@ def test_prepare_resumes_after_an_interruption(tree, tmp_path, monkeypatch, caps
 
 
 def test_prepare_bad_input_exits_2(tree, tmp_path, capsys):
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     assert main(["--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--resolution", "64"]) == 2
     assert "jitlab: error: --src" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def clean_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def clean_shards(clean_tree, tmp_path_factory) -> Path:
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     out = tmp_path_factory.mktemp("clean_shards") / "s"
     assert main(["--src", str(clean_tree), "--out", str(out), "--resolution", str(RESOLUTION), "--workers", "0",

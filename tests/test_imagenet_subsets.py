@@ -48,7 +48,7 @@ def selections(five_file) -> dict[str, tuple[int | str, list[str]]]:
 @pytest.fixture(scope="module")
 def shards(tree, selections, tmp_path_factory) -> dict[str, Path]:
     """The shards ``prepare-imagenet --classes`` writes for each selection (32 x 32)."""
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     out = {}
     for name, (spec, _) in selections.items():
@@ -168,7 +168,7 @@ def test_a_class_missing_from_the_tree_is_one_line_naming_it_and_the_list(tree, 
 
 
 def test_shards_refuse_another_subset_and_prepare_refuses_a_bad_list(tree, shards, tmp_path, capsys):
-    from jitlab.data.prepare import main
+    from jitlab.commands.prepare_imagenet import main
 
     with pytest.raises(ConfigError, match="data.classes: selects a part of the 5 classes .*prepare-imagenet"):
         ImageNetDataModule(root=str(shards["list"]), resolution=32, classes=2)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from jitlab.errors import ConfigError
-from jitlab.info import count_gmacs, count_params, describe
+from jitlab.models.flops import count_gmacs, count_params, describe
 from jitlab.models import MODELS, JiT, build_model
 from jitlab.models.layers import Rope2D, RMSNorm, sincos_pos_embed_2d, timestep_embedding
 

@@ -71,7 +71,7 @@ def test_missing_64px_statistics_stop_the_grid_before_any_cell(workdir, tree, mo
     line = next(x for x in out.splitlines() if "error" in x)
     assert "fid_stats/jit_in64_stats.npz" in line and "no such file" in line
     assert f"jitlab fid-stats --root {tree} --resolution 64 --features inception" in line  # how to make it
-    assert "--build-ref-stats" in line
+    assert "--build_ref_stats" in line
     assert not (workdir / "runs").exists() and not list(workdir.rglob("*.ckpt"))
 
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from jitlab.cli import main, pop_rehearse
+from jitlab.cli import main
+from jitlab.commands.fit import pop_rehearse
 from jitlab.data.synth_imagenet import write_tree
 from jitlab.grid import rehearse
 from jitlab.grid.runner import checkpoint_state, command_line
@@ -55,7 +56,7 @@ def workdir(tmp_path, monkeypatch, inception_weights) -> Path:  # noqa: F811
 
 
 def test_rehearsal_of_table2_trains_resumes_evaluates_reports_and_marks_nothing_done(workdir, capsys):
-    from jitlab.grid.cli import build_parser, resolve_cells
+    from jitlab.commands.grid import build_parser, resolve_cells
 
     only = ["setting-a_loss-v_pred-x", "setting-b_loss-x_pred-eps"]  # one cell of each panel (256 and 64 px)
     args = build_parser().parse_args(["run", "table2", "--scale", "paper", "--data-root", "imagenet", "--only", *only,
@@ -97,7 +98,7 @@ def test_a_failing_stage_is_named(workdir):
 
 
 def test_fit_rehearsal_runs_the_runs_own_evaluation(workdir, monkeypatch):
-    from jitlab.cli import check_fit_config
+    from jitlab.fitconfig import check_fit_config
 
     args = ["--data.init_args.resolution=16", "--data.init_args.global_batch_size=8", "--samples.num_images=2",
             "--samples.steps=1", "--model.net.init_args.patch_size=4", "--trainer.enable_progress_bar=false",
@@ -186,7 +187,7 @@ def test_weight_decay_spares_biases_and_one_dimensional_parameters(tiny_net_fact
 
 def test_lab_rehearsal_of_table2_on_a_class_subset_of_the_tree(workdir):
     """The lab scale (one GPU, an ImageNet subset) rehearses on the real path: a 2-class subset, 128 and 32 px."""
-    from jitlab.grid.cli import build_parser, resolve_cells
+    from jitlab.commands.grid import build_parser, resolve_cells
 
     for resolution in (128, 32):
         stats_file(workdir / "fid_stats" / f"imagenet100_{resolution}_stats.npz", resolution)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 
 from jitlab.cli import main
 from jitlab.errors import ConfigError
+from jitlab.commands.released import build_parser
 from jitlab.grid import released
 from tests.test_convert import WEIGHT_SETS, random_net, release_args, release_layout
 from tests.test_metrics import random_inception_weights
@@ -71,7 +73,7 @@ def kit(tmp_path_factory):
 
 
 def options(kit, tmp_path, *extra: str):
-    return released.build_parser().parse_args([
+    return build_parser().parse_args([
         "--checkpoints", str(kit["ckpts"]), "--grids", str(kit["grid"]), "--inception_weights", str(kit["weights"]),
         "--steps", "2", "--device", "cpu", "--devices", "1", "--work", str(tmp_path / "work"),
         "--out", str(tmp_path / "reports"), *extra])
@@ -105,7 +107,8 @@ def test_release_layout_checkpoints_are_converted_scored_and_reported(kit, measu
     assert (p4["cfg_scale"], p4["cfg_from"]) == (1.5, "checkpoint args")  # what the file records wins
     assert (p8["cfg_scale"], p8["cfg_from"]) == (2.0, "tiny grid")  # no cfg in its args: the grid's
     assert p4["fid"] != p8["fid"]
-    assert len(calls) == 2 and all("--ref_stats" in c and "--is" in c and "--ema" in c for c in calls)
+    handed = [json.loads(Path(c[c.index("--settings") + 1]).read_text()) for c in calls]  # the eval settings file
+    assert len(calls) == 2 and all(h["ref_stats"] and h["inception_score"] and h["ema"] for h in handed)
     assert not (out / "work" / "jit-p-4" / "checkpoints" / "last.ckpt").exists()  # converted copy removed
 
     with open(out / "reports" / "released.csv") as f:
@@ -124,7 +127,8 @@ def test_a_model_measured_with_the_same_file_and_settings_is_not_measured_again(
     again = released.run(options(kit, out), in_process(calls, code=1))
     assert calls == [] and [r["fid"] for r in again[:2]] == [rows["JiT-P/4"]["fid"], rows["JiT-P/8"]["fid"]]
     other = released.run(options(kit, out, "--only", "JiT-P/8", "--num_images", "6"), in_process(calls, code=1))
-    assert len(calls) == 1 and calls[0][calls[0].index("--num_images") + 1] == "6"  # other settings: measured
+    settings = json.loads(Path(calls[0][calls[0].index("--settings") + 1]).read_text())
+    assert len(calls) == 1 and settings["num_images"] == 6  # other settings: measured
     assert other[0]["status"] == "failed" and "exited 1" in other[0]["note"]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from jitlab.grid.spec import load_spec
 from jitlab.report import build_report
-from jitlab.report.cli import ReportError, main
+from jitlab.commands.report import ReportError, main
 from jitlab.report.collect import collect
 from jitlab.report.plots import positions
 from jitlab.report.verdict import verdict

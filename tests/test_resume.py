@@ -157,7 +157,7 @@ def test_the_newest_readable_checkpoint_wins(tmp_path):
 
 def resolved(config: Path, *args: str) -> dict:
     """The config `jitlab fit` checks a resume against: parsed, the sizes the data decide filled in."""
-    from jitlab.cli import check_fit_config
+    from jitlab.fitconfig import check_fit_config
 
     parsed = check_fit_config(["--config", str(config), *args])
     net = parsed["model"]["net"]["init_args"]

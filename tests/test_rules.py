@@ -82,6 +82,23 @@ def by_axis(axis: str, values: dict[str, float]):
     return lambda labels: values[labels[axis]]
 
 
+def reg(rep=None, control=None):
+    values = {"none": {"quarter": 80.0, "half": 65.0, "full": 55.0},
+              "control": {"quarter": 82.0, "half": 66.0, "full": 56.0, **(control or {})},
+              "rep": {"quarter": 60.0, "half": 50.0, "full": 45.0, **(rep or {})}}
+    return lambda labels: values[labels["token"]][labels["budget"]]
+
+
+def table11(cls_b=55.0):
+    values = {("B", "none"): 60.0, ("L", "none"): 50.0, ("B", "cls"): cls_b, ("L", "cls"): 45.0}
+    return lambda labels: values[(labels["model"], labels["cls"])]
+
+
+DSD = {"v": 150.0, "v_sg": 120.0, "x_sg": 60.0, "x_sg_ema": 58.0}
+RAE = {"x-w0.5": 32.0, "x-w1": 28.0, "v-w0.5": 200.0, "v-w1": 100.0, "v-w1.5": 90.0, "v-w0.5+head": 95.0}
+PRE = {"eps": 250.0, "v": 100.0, "lambda-0.5": 60.0, "x": 30.0, "edm": 45.0, "v+skip": 80.0, "eps+skip": 150.0}
+
+
 GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: values where a tie decides it})
     "table2": (table2(), {"(a)": table2(a_v=41.0), "(b)": table2(b_high=40.0)},
                {"(a)": table2(a_v=45.0), "(b)": table2(b_high=36.5)}),
@@ -106,6 +123,40 @@ GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: 
     "table6": (by_axis("model", {"B": 50.0, "L": 45.0, "H": 40.0}),
                {"larger is better": by_axis("model", {"B": 50.0, "L": 56.0, "H": 40.0})},
                {"larger is better": by_axis("model", {"B": 50.0, "L": 49.0, "H": 40.0})}),
+    # issue 15's grids (REG, Table 11, DSD): fixtures as above, made up
+    "reg_token": (reg(), {"faster early": reg(rep={"quarter": 85.0}), "half reaches full": reg(rep={"half": 62.0}),
+                          "the control carries nothing": reg(control={"quarter": 100.0})},
+                  {"faster early": reg(rep={"quarter": 78.0}), "half reaches full": reg(rep={"half": 56.0}),
+                   "the control carries nothing": reg(control={"quarter": 93.0})}),
+    "table11": (table11(), {"the loss helps": table11(cls_b=65.0)}, {"the loss helps": table11(cls_b=59.0)}),
+    "dsd_latent": (by_axis("variant", DSD),
+                   {"x prevents collapse": by_axis("variant", {**DSD, "x_sg": 130.0}),
+                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 160.0})},
+                   {"x prevents collapse": by_axis("variant", {**DSD, "x_sg": 118.0}),
+                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 148.0})}),
+    # issue 15's RAE width and pre-conditioner grids: made up as above
+    "rae_width": (by_axis("model", RAE),
+                  {"v fails below the width": by_axis("model", {**RAE, "v-w0.5": 80.0}),
+                   "the head rescues v": by_axis("model", {**RAE, "v-w0.5+head": 240.0}),
+                   "x does not need the width": by_axis("model", {**RAE, "x-w0.5": 70.0}),
+                   "not just the width theorem": by_axis("model", {**RAE, "v-w1.5": 25.0})},
+                  {"v fails below the width": by_axis("model", {**RAE, "v-w0.5": 92.0}),
+                   "the head rescues v": by_axis("model", {**RAE, "v-w0.5+head": 195.0}),
+                   "x does not need the width": by_axis("model", {**RAE, "x-w0.5": 57.0}),
+                   "not just the width theorem": by_axis("model", {**RAE, "v-w1.5": 33.0})}),
+    "preconditioners": (by_axis("target", PRE),
+                        {"more noise is worse": by_axis("target", {**PRE, "lambda-0.5": 110.0}),
+                         "EDM above x": by_axis("target", {**PRE, "edm": 25.0}),
+                         "EDM below v": by_axis("target", {**PRE, "edm": 110.0}),
+                         "a skip helps v": by_axis("target", {**PRE, "v+skip": 120.0}),
+                         "a skip helps eps": by_axis("target", {**PRE, "eps+skip": 300.0}),
+                         "only partly": by_axis("target", {**PRE, "v+skip": 20.0})},
+                        {"more noise is worse": by_axis("target", {**PRE, "lambda-0.5": 31.0}),
+                         "EDM above x": by_axis("target", {**PRE, "edm": 31.0}),
+                         "EDM below v": by_axis("target", {**PRE, "edm": 98.0}),
+                         "a skip helps v": by_axis("target", {**PRE, "v+skip": 98.0}),
+                         "a skip helps eps": by_axis("target", {**PRE, "eps+skip": 245.0}),
+                         "only partly": by_axis("target", {**PRE, "v+skip": 31.0})}),
 }
 
 
@@ -292,7 +343,7 @@ def test_rules_must_be_a_list_with_distinct_names(tmp_path):
 
 
 def test_a_malformed_rule_fails_jitlab_report_with_one_line(tmp_path, capsys, monkeypatch):
-    from jitlab.report.cli import main
+    from jitlab.commands.report import main
 
     monkeypatch.chdir(ROOT)
     path = tmp_path / "kinds.yaml"

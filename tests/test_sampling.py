@@ -121,7 +121,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_sample_on_one_and_two_processes_gives_identical_images(tiny_checkpoint, tmp_path):
-    """`jitlab sample` vs `torchrun --nproc_per_node 2 -m jitlab.sample` (gloo, CPU)."""
+    """`jitlab sample` vs `torchrun --nproc_per_node 2 -m jitlab.commands.sample` (gloo, CPU)."""
     bin_dir = Path(sys.executable).parent
     common = [str(tiny_checkpoint), "--num_images", "9", "--steps", "3", "--batch_size", "4", "--device", "cpu",
               "--cfg", "2.0"]
@@ -129,7 +129,7 @@ def test_sample_on_one_and_two_processes_gives_identical_images(tiny_checkpoint,
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([str(bin_dir / "torchrun"), "--nproc_per_node", "2", "--master_port", "29517", "-m",
-                          "jitlab.sample", *common, "--npz", str(tmp_path / "two.npz")],
+                          "jitlab.commands.sample", *common, "--npz", str(tmp_path / "two.npz")],
                          capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
@@ -140,7 +140,7 @@ def test_sample_on_one_and_two_processes_gives_identical_images(tiny_checkpoint,
 
 
 def test_sample_selects_ema_and_writes_png(tiny_checkpoint, tmp_path):
-    from jitlab.sample import main
+    from jitlab.commands.sample import main
 
     outs = {}
     for ema in ("0", "1", "none"):
@@ -223,7 +223,7 @@ def test_generate_in_bf16_runs_on_cpu_and_stays_close_to_fp32(tiny_checkpoint):
 def test_sample_records_final_step_and_precision_in_the_npz(tiny_checkpoint, tmp_path):
     import json
 
-    from jitlab.sample import main
+    from jitlab.commands.sample import main
 
     images = {}
     for final_step, precision in (("euler", "fp32"), ("x", "fp32"), ("x", "bf16")):

@@ -80,7 +80,8 @@ def test_slurm_records_job_ids_and_does_not_resubmit_a_queued_or_running_cell(tm
     cell = load_spec("tiny", root=tmp_path).cells("mini")[0]
     runs = tmp_path / "runs"
     lines: list[str] = []
-    slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append)
+    slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append,
+                     entry=main)
     directory = runner.cell_dir(runs, cell)
     assert json.loads((directory / "slurm_job.json").read_text())["job_id"] == "4242"
     assert "submitted job 4242" in lines[-1] and log.read_text().count("\n") == 1
@@ -88,15 +89,17 @@ def test_slurm_records_job_ids_and_does_not_resubmit_a_queued_or_running_cell(tm
     assert "#SBATCH --signal=USR1@300" in script and "USR2" not in script  # Lightning's requeue signal
     for running in ("PENDING", "RUNNING"):
         state.write_text(running + "\n")
-        slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append)
+        slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append,
+                     entry=main)
         assert f"job 4242 is {running}, not submitted again" in lines[-1]
     state.write_text("")  # the job has ended without a result: submitted again
-    slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append)
+    slurm.submit([cell], runs, slurm.SlurmOptions(gpus_per_node=2), dry_run=False, echo=lines.append,
+                     entry=main)
     assert "submitted job 4242" in lines[-1] and log.read_text().count("\n") == 2
 
 
 def test_slurm_fit_arguments_parse_and_use_lightnings_slurm_environment(tmp_path):
-    from jitlab.cli import check_fit_config
+    from jitlab.fitconfig import check_fit_config
     from jitlab.grid import slurm
 
     tiny_grid(tmp_path, preds=("x",))

@@ -17,7 +17,9 @@ from jitlab.flow import FlowConfig
 from jitlab.models.mlp import ToyMLP
 from jitlab.models.spec import build_net, net_spec
 from jitlab.module import JiTModule, OptimConfig
-from jitlab.toy import fig2, probe
+from jitlab.commands import fig2
+from jitlab.toy import probe
+from jitlab.toy.fig2 import settings_of
 from jitlab.toy.metrics import chamfer, off_manifold_residual, to_plane
 from jitlab.toy.stats import summarise
 from jitlab.toy.verdict import RECOVERED_FRACTION, verdict
@@ -118,7 +120,7 @@ def test_fit_compatible_with_validation_ema_and_cli_net_defaults(tmp_path, one_t
     from jsonargparse import Namespace
 
     from jitlab.callbacks import SampleGrid
-    from jitlab.cli import fill_net_from_data
+    from jitlab.fitconfig import fill_net_from_data
 
     config = Namespace(data=Namespace(class_path="jitlab.data.toy.SpiralDataModule", init_args=Namespace(dim=8)),
                        model=Namespace(net=Namespace(class_path="jitlab.models.mlp.ToyMLP",
@@ -251,7 +253,7 @@ def test_plateau_step_stops_where_the_window_mean_stops_falling_by_the_fraction(
 
 
 def test_run_probe_stops_the_training_where_its_recorded_loss_plateaus(one_thread):
-    settings = fig2.settings_of(fig2.parse_args(["--samples", "16"]), steps=1)
+    settings = settings_of(fig2.parse_args(["--samples", "16"]), steps=1)
     result = probe.run_probe("v", settings, window=3, fraction=0.5, max_steps=30)  # 50%: stops after two windows
     assert result["converged"] and result["steps"] == 6 and len(result["window_means"]) == 2
     assert result["probe"]["settings"]["schedule"] == "constant" and result["probe"]["settings"]["steps"] == 30

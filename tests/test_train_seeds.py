@@ -44,7 +44,7 @@ def test_grid_file_train_seeds_and_bad_values(tmp_path):
             load_spec("tiny", root=tmp_path)
     raw["scales"]["mini"]["train_seeds"] = 1
     path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="--train-seeds"):
+    with pytest.raises(ConfigError, match="--train_seeds"):
         load_spec("tiny", root=tmp_path).cells("mini", train_seeds=0)
 
 

@@ -56,7 +56,7 @@ def machine_facts(device: torch.device) -> dict[str, str]:
     """CPU, memory, system and versions (the data benchmark's facts), plus Lightning and the GPU."""
     import lightning
 
-    from jitlab.data.bench import machine_facts as data_machine_facts
+    from jitlab.bench.data import machine_facts as data_machine_facts
 
     facts = data_machine_facts()
     facts.pop("Pillow", None)

@@ -78,7 +78,7 @@ def fit_args(model: str, img_size: int | None, batch: int | None, settings: Benc
 
 def model_gmacs(module) -> float:
     """Multiply-adds (1e9) of one forward of one image, counted on the meta device."""
-    from jitlab.info import count_gmacs
+    from jitlab.models.flops import count_gmacs
     from jitlab.models.spec import build_net
 
     with torch.device("meta"):
@@ -103,7 +103,7 @@ def bench_model(model: str, img_size: int | None, settings: BenchSettings) -> di
     """Measure one model; a flat dict of numbers and the settings they were measured at."""
     from jitlab.bench.sample import sample_rates
     from jitlab.bench.train import find_callback, raw_rate, trainer_rate
-    from jitlab.cli import instantiate_fit
+    from jitlab.fitconfig import instantiate_fit
     from jitlab.ema import MultiEMA
 
     device = torch.device(settings.device)

@@ -1,4 +1,4 @@
-"""``jitlab prepare-imagenet``: write uint8 centre crops of an ImageNet folder tree once, as litdata shards.
+"""Write uint8 centre crops of an ImageNet folder tree once, as litdata shards.
 
     jitlab prepare-imagenet --src /data/imagenet --out /data/imagenet-256 --resolution 256
 
@@ -22,7 +22,7 @@ layout described in ``jitlab.data.shards``. Training images are written in a fix
 
 from __future__ import annotations
 
-import argparse
+import argparse  # run() takes the verb's options (jitlab.commands.prepare_imagenet)
 import concurrent.futures as futures
 import glob
 import hashlib
@@ -60,26 +60,6 @@ class Part:
     paths: list[str]  # absolute
     labels: list[int]
     indices: list[int]  # position of each file in the split's sorted file list
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jitlab prepare-imagenet", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--src", required=True, help="ImageNet folder tree: SRC/train/<class>/*.JPEG, SRC/val/...")
-    parser.add_argument("--out", required=True, help="the shard directory to write (created)")
-    parser.add_argument("--resolution", type=int, required=True, help="side of the crops, e.g. 64, 256, 512, 1024")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="parallel processes (default: all cores; 0 = in this process)")
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
-                        help="splits to write (those SRC has; default: train val)")
-    parser.add_argument("--part-size", type=int, default=None,
-                        help="images per part, the unit of work and of resuming (default: about 256 MB of crops)")
-    parser.add_argument("--chunk-bytes", default="64MB", help="size of the litdata chunks (default: 64MB)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--classes", type=class_spec, default=None,
-                        help="a class subset: N (the first N classes), a file of WordNet ids (one a line) or a "
-                             "shipped list (imagenette, imagenet100); default: all classes")
-    return parser.parse_args(argv)
 
 
 def class_spec(text: str) -> Classes:
@@ -242,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resolution <= 0:
         raise UsageError(f"--resolution must be a positive image size, got {args.resolution}")
     if args.part_size is not None and args.part_size <= 0:
-        raise UsageError(f"--part-size must be positive, got {args.part_size}")
+        raise UsageError(f"--part_size must be positive, got {args.part_size}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     src, out = Path(args.src).expanduser().resolve(), Path(args.out).expanduser().resolve()
@@ -316,16 +296,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"jitlab: wrote {counts} images to {out}; skipped {skipped} unreadable file(s)"
           + (f" ({new_skips} in this run)" if skipped != new_skips else ""), file=sys.stderr)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        return run(args)
-    except UsageError as error:
-        print(f"jitlab: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""A small ImageNet-like folder tree for tests, demos and the loading benchmark.
+"""A small ImageNet-like folder tree for tests, demos (`jitlab synth-imagenet`) and the loading benchmark.
 
 Every image is a crop of one of the photographs bundled with scikit-image / scikit-learn
 (``jitlab.data.photos``), rescaled to a random size and aspect ratio, saved as JPEG (mostly) or
@@ -9,10 +9,8 @@ ones, and unreadable files (truncated JPEG, empty file, text named ``.JPEG``).
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,23 +105,3 @@ def write_tree(root: str | os.PathLike, classes: int = 4, train_per_class: int =
                     if not AWKWARD[path.name]:
                         unreadable[split].append(path)
     return unreadable
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jitlab.data.synth_imagenet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("root")
-    parser.add_argument("--classes", type=int, default=4)
-    parser.add_argument("--train-per-class", type=int, default=16)
-    parser.add_argument("--val-per-class", type=int, default=4)
-    parser.add_argument("--short", type=int, nargs=2, default=(48, 160), help="range of the short side")
-    parser.add_argument("--no-bad-files", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    bad = write_tree(args.root, args.classes, args.train_per_class, args.val_per_class, tuple(args.short), args.seed,
-                     not args.no_bad_files)
-    print(f"wrote {args.root}; unreadable on purpose: {sum(len(v) for v in bad.values())} files")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

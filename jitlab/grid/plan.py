@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jitlab.classpath import import_path
 from jitlab.grid.spec import Cell
 from jitlab.sampling import Sampler, nfe
 
@@ -31,14 +32,11 @@ class CellCost:
 
 def build_meta_net(config: dict[str, Any]):
     """The cell's backbone on the meta device (no memory), with the data's image size filled in."""
-    import importlib
-
     import torch
 
     net_cfg = config["model"]["net"]
     data_args = (config.get("data") or {}).get("init_args") or {}
-    module, _, name = net_cfg["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = import_path(net_cfg["class_path"])
     args = dict(net_cfg.get("init_args") or {})
     if args.get("img_size") is None:
         args["img_size"] = data_args.get("resolution", 256)
@@ -61,7 +59,7 @@ def train_images(config: dict[str, Any]) -> float:
 
 
 def cell_cost(cell: Cell, peak_tflops: float, utilisation: float) -> CellCost:
-    from jitlab.info import count_gmacs
+    from jitlab.models.flops import count_gmacs
 
     net = build_meta_net(cell.config)
     gmacs = count_gmacs(net)
@@ -83,7 +81,7 @@ def plan_table(cells: list[Cell], peak_tflops: float, utilisation: float, gpus: 
     wall time on ``gpus`` GPUs (training, then evaluation on the same GPUs) exceeds the job limit."""
     rows = [cell_cost(c, peak_tflops, utilisation) for c in cells]
     lines = [f"Assumed: {peak_tflops:g} TFLOP/s peak per GPU at {utilisation:.0%} model FLOP utilisation (set "
-             "--peak-tflops / --utilisation from a measurement, e.g. `jitlab bench`); the data loader keeps up "
+             "--peak_tflops / --utilisation from a measurement, e.g. `jitlab bench`); the data loader keeps up "
              "(the folder source decodes every JPEG per sample and is the bottleneck at 512 px and above: use "
              "`jitlab prepare-imagenet` shards); training = 3 forward passes per image; evaluation = images x "
              "NFE x sweep points, CFG's second pass counted throughout (an upper bound).", ""]

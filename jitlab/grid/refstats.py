@@ -1,4 +1,4 @@
-"""`jitlab grid run --build-ref-stats`: make the missing reference statistics of a grid's cells first.
+"""`jitlab grid run --build_ref_stats`: make the missing reference statistics of a grid's cells first.
 
 A cell scored with Inception on ImageNet names its statistics (``eval.ref_stats``); the release ships
 only 256 and 512. Each missing file is made once, by `jitlab fid-stats` from the cells' own data root at
@@ -55,7 +55,7 @@ def build_ref_stats(cells: Iterable[Any], echo: Callable[[str], None] = print,
              + " ".join(command[1:]))
         code = call(command)
         if code != 0 or not path.exists():
-            raise ConfigError("--build-ref-stats", f"`jitlab fid-stats` for {path} exited with code {code} (its "
+            raise ConfigError("--build_ref_stats", f"`jitlab fid-stats` for {path} exited with code {code} (its "
                                                    "message is above); run it again to resume")
         made.append(path)
     return made

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jitlab.atomic import write_json
-from jitlab.errors import ArgumentParser, ConfigError
+from jitlab.errors import ConfigError
 from jitlab.grid.runner import command_line, eval_args, last_checkpoint, read_result
 from jitlab.grid.spec import Cell, load_spec
 from jitlab.models.registry import SIZES
@@ -274,29 +274,6 @@ def preflight(found: dict[str, Path], wanted: list[Target], options: argparse.Na
                                                  f"the release ships them in its fid_stats/ folder")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import torch
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    p = ArgumentParser(prog="jitlab released", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoints", type=Path, required=True, help="folder holding the released .pth files")
-    p.add_argument("--grids", nargs="+", default=list(GRIDS), help="grids whose cells are the released models")
-    p.add_argument("--only", nargs="+", default=None, metavar="MODEL", help="only these models, e.g. JiT-B/16")
-    p.add_argument("--inception_weights", type=Path, default=None,
-                   help="torch-fidelity InceptionV3 weights (None: $JITLAB_INCEPTION_WEIGHTS or torch hub's cache)")
-    p.add_argument("--fid_stats", type=Path, default=None,
-                   help="folder of the release's jit_in256_stats.npz and jit_in512_stats.npz (None: the grid's path)")
-    p.add_argument("--devices", type=int, default=max(gpus, 1), help="processes (GPUs) per evaluation")
-    p.add_argument("--device", default="cuda" if gpus else "cpu", help="cuda or cpu")
-    p.add_argument("--num_images", type=int, default=None, help="None: the release's 50,000")
-    p.add_argument("--steps", type=int, default=None, help="None: the release's (50)")
-    p.add_argument("--batch_size", type=int, default=None, help="images per forward (None: the release's 128)")
-    p.add_argument("--work", type=Path, default=Path("runs/released"), help="converted checkpoints and metrics")
-    p.add_argument("--out", type=Path, default=Path("reports"), help="where released.{csv,md} go")
-    p.add_argument("--keep_converted", action="store_true", help="keep WORK/ID/checkpoints/last.ckpt afterwards")
-    return p
-
-
 def run(options: argparse.Namespace, runner: Runner | None = None) -> list[dict[str, Any]]:
     """Every model's row (missing, failed or done), in grid order; writes OUT/released.{csv,md}."""
     from jitlab.grid.released_report import write_report
@@ -318,18 +295,3 @@ def run(options: argparse.Namespace, runner: Runner | None = None) -> list[dict[
               + f" ({time.time() - started:.0f}s)", flush=True)
     write_report(rows, notes, options)
     return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    options = build_parser().parse_args(argv)
-    try:
-        run(options)
-    except ConfigError as error:
-        print(f"jitlab released: error: {error}", file=sys.stderr)
-        return 2
-    print(f"jitlab released: wrote {options.out / 'released.csv'} and {options.out / 'released.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

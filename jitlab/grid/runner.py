@@ -2,7 +2,7 @@
 
 One directory per cell (``RUNS/NAME/SCALE/CELL``)::
 
-    config.yaml      the resolved `jitlab fit` config (what `--dry-run` prints)
+    config.yaml      the resolved `jitlab fit` config (what `--dry_run` prints)
     cell.json        grid, scale, labels, config hash, evaluation settings, the paper's value
     checkpoints/     last.ckpt (every `checkpoint.every_n_train_steps`), from which a cell resumes
     metrics.json     every point `jitlab eval` measured
@@ -39,15 +39,11 @@ from jitlab.errors import ConfigError
 from jitlab.grid.processes import CHILDREN, forward_signals
 from jitlab.grid.spec import Cell
 from jitlab.lock import CellLock
-
-FINISHED = ("done", "diverged")
+from jitlab.settings import EvalSettings
+from jitlab.rundir import FINISHED, best_rows, cell_dir, clock, read_result
 
 
 # -- the commands of one cell ------------------------------------------------------------------
-
-def cell_dir(runs: Path, cell: Cell) -> Path:
-    return Path(runs) / cell.grid / cell.scale / cell.id
-
 
 def last_checkpoint(directory: Path) -> Path:
     return directory / "checkpoints" / "last.ckpt"
@@ -60,25 +56,26 @@ def fit_args(directory: Path, extra: list[str] | None = None) -> list[str]:
             *(extra or [])]
 
 
-def eval_args(directory: Path, settings: dict[str, Any]) -> list[str]:
-    """The `jitlab eval` arguments of a cell, from the grid's ``eval`` section."""
-    args = ["eval", str(last_checkpoint(directory)), "--out", str(directory / "metrics.json")]
-    for key, value in settings.items():
-        if key == "inception_score":
-            args += ["--is"] if value else []
-        elif isinstance(value, (list, tuple)):
-            args += [f"--{key}", *(_interval(v) if key == "cfg_interval" else _text(v) for v in value)]
-        else:
-            args += [f"--{key}", _interval(value) if key == "cfg_interval" else _text(value)]
-    return args
+def eval_args(directory: Path, settings: dict[str, Any], out: Path | None = None, name: str = "eval-settings.json",
+              write: bool = True) -> list[str]:
+    """The `jitlab eval` arguments of a cell: the grid's ``eval`` section, checked (``EvalSettings``), as the JSON
+    file ``directory/name`` (``write`` False: not written, e.g. for a dry run); ``out``: the metrics.json.
+
+    Each point's images are kept as shards under ``eval-shards/`` while it runs, so a requeued evaluation resumes.
+    """
+    checked = EvalSettings.from_dict(settings, where=f"the eval settings of {directory}")
+    path = directory / name
+    if write and not _holds(path, checked):  # every task of a SLURM job calls this: write only what changed
+        checked.dump(path)
+    return ["eval", str(last_checkpoint(directory)), "--settings", str(path),
+            "--out", str(out or directory / "metrics.json"), "--shards", str(directory / "eval-shards")]
 
 
-def _text(value: Any) -> str:
-    return "none" if value is None else str(value)
-
-
-def _interval(value: Any) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+def _holds(path: Path, settings: EvalSettings) -> bool:
+    try:
+        return EvalSettings.load(path) == settings
+    except ConfigError:  # absent or unreadable
+        return False
 
 
 def command_line(args: list[str]) -> str:
@@ -86,16 +83,6 @@ def command_line(args: list[str]) -> str:
 
 
 # -- the outcome of one cell -------------------------------------------------------------------
-
-def read_result(directory: Path) -> dict[str, Any] | None:
-    path = directory / "result.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # never written by us half-way (atomic), but a hand-edited file is not trusted
-
 
 class CheckpointState(NamedTuple):
     step: int
@@ -133,16 +120,6 @@ def _tensors(obj: Any):
     elif isinstance(obj, (list, tuple)):
         for value in obj:
             yield from _tensors(value)
-
-
-def best_rows(metrics_path: Path) -> list[dict[str, Any]]:
-    """The rows of the best sweep point: its Frechet distance and any other metric measured with it."""
-    payload = json.loads(metrics_path.read_text())
-    best = payload.get("best")
-    if best is None:
-        return []
-    same_point = ("ema", "cfg_scale", "cfg_interval", "sampler", "steps", "seed", "n_samples", "step")
-    return [r for r in payload["rows"] if all(r.get(k) == best.get(k) for k in same_point)]
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -379,7 +356,7 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
             per_cell = sum(worked) / len(worked) if worked else 0.0
             estimate = per_cell * left / max(jobs, 1)
             echo(f"[cell {len(outcomes)}/{total}] {cell.grid} {cell.scale} {cell.id}: {outcome.status}"
-                 f" ({outcome.summary}) | elapsed {_clock(elapsed)}, ~{_clock(estimate)} left")
+                 f" ({outcome.summary}) | elapsed {clock(elapsed)}, ~{clock(estimate)} left")
         return outcome
 
     with forward_signals():  # SIGINT / SIGTERM: the running cells stop (saving last.ckpt), no new one starts
@@ -392,8 +369,3 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
             with ThreadPoolExecutor(max_workers=jobs) as pool:
                 list(pool.map(one, cells))
     return outcomes
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

@@ -15,7 +15,6 @@ measured once, in the run's own directory.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,34 +23,15 @@ from typing import Callable
 import pandas as pd
 
 from jitlab.atomic import write_text
-from jitlab.errors import ConfigError
-from jitlab.grid.runner import Runner, cell_dir, command_line, eval_args, read_result, run_subprocess, thread_env
+from jitlab.grid.runner import Runner, command_line, eval_args, run_subprocess, thread_env
 from jitlab.grid.spec import Cell
-
-
-def seed_metrics_path(directory: Path, seed: int) -> Path:
-    """Where the evaluation under ``seed`` goes; seed 0 is the grid's own ``metrics.json``."""
-    return directory / ("metrics.json" if seed == 0 else f"metrics-seed{seed}.json")
-
-
-def source_directory(directory: Path) -> Path | None:
-    """The directory holding the cell's checkpoint (another grid's, for a reused run); None if not done."""
-    result = read_result(directory)
-    if result is None or result.get("status") != "done":
-        return None
-    return Path(result["reused_from"]) if "reused_from" in result else directory
+from jitlab.rundir import cell_dir, collect_seeds, seed_metrics_path, source_directory, spread
 
 
 def seed_eval_args(directory: Path, settings: dict, seed: int) -> list[str]:
-    """The cell's own `jitlab eval` arguments, with another seed and another output file."""
-    args = eval_args(directory, {**settings, "seed": seed})
-    args[args.index("--out") + 1] = str(seed_metrics_path(directory, seed))
-    return args
-
-
-def best_point(path: Path) -> dict | None:
-    """The best sweep point of a metrics.json (metric, value, reference statistics, ...), or None."""
-    return json.loads(path.read_text()).get("best")
+    """The cell's own `jitlab eval` settings with another seed, into another output file."""
+    return eval_args(directory, {**settings, "seed": seed}, out=seed_metrics_path(directory, seed),
+                     name=f"eval-settings-seed{seed}.json")
 
 
 def measure(cells: list[Cell], runs: Path, seeds: list[int], jobs: int = 1, threads: int | None = None,
@@ -83,70 +63,6 @@ def measure(cells: list[Cell], runs: Path, seeds: list[int], jobs: int = 1, thre
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         list(pool.map(one, todo))
     return collect_seeds(cells, runs, [0, *[s for s in seeds if s != 0]])
-
-
-def collect_seeds(cells: list[Cell], runs: Path, seeds: list[int]) -> pd.DataFrame:
-    """One row per done cell and seed with a written evaluation: grid, scale, cell, seed, metric, value.
-
-    Every seed of a cell must have been scored against the same reference statistics as its seed 0 (the same
-    reference classifier's features): a seed scored in another feature space would show as spread.
-    """
-    rows = []
-    for cell in cells:
-        src = source_directory(cell_dir(runs, cell))
-        first = None
-        for seed in seeds if src is not None else []:
-            path = seed_metrics_path(src, seed)
-            best = best_point(path) if path.exists() else None
-            if best is None:
-                continue
-            first = first or best
-            if (stats_name(best), best["metric"]) != (stats_name(first), first["metric"]):
-                raise ConfigError(str(path), f"scored {best['metric']} against {best.get('reference')}, but seed "
-                                             f"{first.get('seed')} {first['metric']} against {first.get('reference')} "
-                                             "(another reference classifier or metric); delete it to evaluate it again")
-            rows.append({"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "seed": seed,
-                         "metric": best["metric"], "value": float(best["value"])})
-    return pd.DataFrame(rows, columns=["grid", "scale", "cell", "seed", "metric", "value"])
-
-
-def stats_name(row: dict) -> str | None:
-    """The name of the reference statistics a metric row was scored against: it carries the classifier's key and
-    weights digest, so it identifies them wherever the cache folder is (None when the row names none)."""
-    return Path(row["reference"]).name if row.get("reference") else None
-
-
-def seeds_on_disk(cells: list[Cell], runs: Path) -> list[int]:
-    """0 and every other seed some done cell of these has been evaluated under."""
-    found = set()
-    for cell in cells:
-        src = source_directory(cell_dir(runs, cell))
-        for path in src.glob("metrics-seed*.json") if src is not None else []:
-            found.add(int(path.stem.removeprefix("metrics-seed")))
-    return [0, *sorted(found - {0})]
-
-
-def summary_line(cells: list[Cell], runs: Path, tie: float | None) -> str | None:
-    """One sentence for a report's provenance: the measured seed spread (beside the verdict's tie margin, if it has
-    one); None if unmeasured."""
-    used = seeds_on_disk(cells, runs)
-    stats = spread(collect_seeds(cells, runs, used)) if len(used) > 1 else None
-    if stats is None or stats.empty:
-        return None
-    worst = stats["rel_range"].idxmax()
-    return (f"{len(stats)} cell(s) evaluated again under sampling seeds {used} (`jitlab grid seeds`): (max - min) / "
-            f"mean median {stats['rel_range'].median():.1%}, largest {stats['rel_range'].max():.1%} ({worst})"
-            + (f"; the verdicts' tie margin is {tie:.0%}" if tie is not None else "")
-            + ". Trainings were not repeated: their spread is not in this")
-
-
-def spread(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: the seeds' mean, sample sd and (max - min) / mean, for cells with at least two seeds."""
-    stats = frame.groupby("cell", sort=False)["value"].agg(["count", "mean", "std", "min", "max"])
-    stats = stats[stats["count"] >= 2]
-    stats["rel_sd"] = stats["std"] / stats["mean"]
-    stats["rel_range"] = (stats["max"] - stats["min"]) / stats["mean"]
-    return stats
 
 
 def markdown(frame: pd.DataFrame, title: str, command: str, tie: float | None) -> str:

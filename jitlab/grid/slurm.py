@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jitlab.atomic import write_json
 from jitlab.errors import ConfigError
@@ -81,17 +81,19 @@ def require_slurm() -> None:
                                               "machine); run on a SLURM login node, or use --launcher local")
 
 
+Entry = Callable[[list[str]], int]  # a `jitlab` command line -> exit code (jitlab.cli.main)
+
 class CellJob:
     """The callable submitit pickles and runs on every task of the allocation."""
 
-    def __init__(self, cell: Cell, directory: Path, options: SlurmOptions):
+    def __init__(self, cell: Cell, directory: Path, options: SlurmOptions, entry: Entry):
         self.cell, self.directory, self.options = cell, Path(directory), options
+        self.entry = entry  # the `jitlab` dispatcher, given by the commands layer (this layer never imports it)
 
     def __call__(self) -> str:
         import submitit
 
-        from jitlab.cli import main
-
+        main = self.entry
         started = time.time()
         job = submitit.JobEnvironment()
         lock = CellLock(self.directory)
@@ -106,7 +108,7 @@ class CellJob:
         code = main(args)  # every task trains; Lightning's SLURMEnvironment gives each its rank
         if code != 0 and interrupted(code):
             return f"rank {job.global_rank}: stopped at a checkpoint (exit {code}); the requeued job resumes"
-        eval_code = evaluate_together(code, eval_args(self.directory, self.cell.eval))
+        eval_code = evaluate_together(main, code, eval_args(self.directory, self.cell.eval))
         if job.global_rank != 0:
             return f"rank {job.global_rank}: fit exited {code}, eval {eval_code}"
         try:  # task 0 records the cell, with the same code as a local run (the evaluation has run already)
@@ -122,12 +124,10 @@ class CellJob:
         return submitit.helpers.DelayedSubmission(self)  # requeued: resumes from the newest checkpoint
 
 
-def evaluate_together(fit_code: int, args: list[str]) -> int:
+def evaluate_together(main: Entry, fit_code: int, args: list[str]) -> int:
     """Every task evaluates (its slice of the images) in training's process group, if every task trained."""
     import torch
     import torch.distributed as dist
-
-    from jitlab.cli import main
 
     grouped = dist.is_available() and dist.is_initialized()
     ok = fit_code == 0
@@ -166,10 +166,17 @@ def not_submittable(directory: Path) -> str | None:
     return None
 
 
-def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, echo=print) -> list[Any]:
-    """Submit one job per unfinished cell (or, with ``dry_run``, print what would be submitted)."""
+def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, echo=print,
+           entry: Entry | None = None) -> list[Any]:
+    """Submit one job per unfinished cell (or, with ``dry_run``, print what would be submitted).
+
+    ``entry``: the ``jitlab`` command dispatcher each task runs in-process (``jitlab.cli.main``, passed down by the
+    ``grid`` verb); required unless ``dry_run``.
+    """
     if not dry_run:
         require_slurm()
+        if entry is None:
+            raise ValueError("submit needs the jitlab entry point (jitlab.cli.main) to run on the cluster")
     jobs = []
     for i, cell in enumerate(cells, 1):
         directory = cell_dir(runs, cell)
@@ -180,7 +187,7 @@ def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, 
         if dry_run:
             echo(f"# slurm job for cell {i}/{len(cells)} {cell.id}: {options.parameters()}")
             echo(f"#   srun (one task per GPU): {command_line(fit_args(directory, options.trainer_args()))}")
-            echo(f"#   then on every task: {command_line(eval_args(directory, cell.eval))}")
+            echo(f"#   then on every task: {command_line(eval_args(directory, cell.eval, write=False))}")
             continue
         busy = not_submittable(directory)
         if busy is not None:
@@ -190,7 +197,7 @@ def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, 
 
         executor = submitit.AutoExecutor(folder=str(directory / "slurm" / "%j"), cluster="slurm")
         executor.update_parameters(name=f"jitlab-{cell.grid}-{cell.id}", **options.parameters())
-        job = executor.submit(CellJob(cell, directory, options))
+        job = executor.submit(CellJob(cell, directory, options, entry))
         write_json(directory / JOB_RECORD, {"job_id": str(job.job_id), "cell": cell.id,
                                             "submitted_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
         echo(f"[cell {i}/{len(cells)}] {cell.id}: submitted job {job.job_id}"

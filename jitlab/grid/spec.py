@@ -119,7 +119,7 @@ class GridSpec:
             raise ConfigError("--scale", f"grid {self.name!r} has no scale {scale!r}; it has {', '.join(self.scales)}")
         count = self.train_seeds(scale) if train_seeds is None else int(train_seeds)
         if count < 1:
-            raise ConfigError("--train-seeds", f"must be >= 1, got {count}")
+            raise ConfigError("--train_seeds", f"must be >= 1, got {count}")
         cells = self._cells(scale, extra)
         seeded = []
         for seed in range(1, count):

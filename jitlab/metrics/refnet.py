@@ -8,7 +8,6 @@ takes a minute or two on CPU; the result is cached at ``<cache_dir>/<kind>-<res>
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -207,27 +206,3 @@ def weights_digest(net: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:10]
-
-
-def main(argv: list[str] | None = None) -> int:
-    defaults = RefNetConfig()
-    p = argparse.ArgumentParser(prog="jitlab train-ref", description=__doc__.splitlines()[0])
-    p.add_argument("--kind", choices=["shapes", "photos"], default=defaults.kind)
-    p.add_argument("--resolution", type=int, default=defaults.resolution)
-    p.add_argument("--train_size", type=int, default=defaults.train_size)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--seed", type=int, default=defaults.seed)
-    p.add_argument("--cache_dir", type=Path, default=None, help=f"default {default_cache_dir()}")
-    p.add_argument("--force", action="store_true", help="retrain even if cached")
-    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1; 0: torch's)")
-    args = p.parse_args(argv)
-    config = RefNetConfig(kind=args.kind, resolution=args.resolution, train_size=args.train_size,
-                          epochs=args.epochs, seed=args.seed)
-    if args.force:
-        cache_path(config, args.cache_dir).unlink(missing_ok=True)
-    net, info = load_refnet(config, cache_dir=args.cache_dir, threads=args.threads or None)
-    print(json.dumps({"refnet": f"{config.kind}-{config.resolution}", "val_accuracy": round(info["val_accuracy"], 4),
-                      "chance": round(info["chance"], 4), "num_features": net.num_features,
-                      "train_seconds": round(info["train_seconds"], 1), "cached": info["cached"],
-                      "path": info["path"]}))
-    return 0

@@ -3,5 +3,7 @@
 from jitlab.models.jit import JiT
 from jitlab.models.mlp import ToyMLP
 from jitlab.models.registry import MODELS, build_model, model_kwargs
+from jitlab.models.skip import LearnedSkip
+from jitlab.models.wide_head import WideHead
 
-__all__ = ["JiT", "ToyMLP", "MODELS", "build_model", "model_kwargs"]
+__all__ = ["JiT", "ToyMLP", "MODELS", "build_model", "model_kwargs", "LearnedSkip", "WideHead"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from torch import nn
+
+from jitlab.classpath import import_path
 
 
 def record_init_args(frame_locals: dict[str, Any]) -> dict[str, Any]:
@@ -24,8 +25,7 @@ def net_spec(net: nn.Module) -> dict[str, Any]:
 
 def build_net(spec: dict[str, Any]) -> nn.Module:
     """Rebuild a network from its spec; only ``nn.Module`` subclasses are accepted."""
-    module_name, _, class_name = spec["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = import_path(spec["class_path"])
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         raise TypeError(f"{spec['class_path']} is not an nn.Module class")
     return cls(**spec.get("init_args", {}))

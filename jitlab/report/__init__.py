@@ -7,6 +7,6 @@ layout; LaTeX), markdown, plots (seaborn PNG). Reading goes one way: grid/ write
 never imports report/.
 """
 
-from jitlab.report.cli import build_report, main
+from jitlab.report.build import ReportError, build_report
 
-__all__ = ["build_report", "main"]
+__all__ = ["ReportError", "build_report"]

@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from jitlab.grid.seeds import collect_seeds, seeds_on_disk
 from jitlab.grid.spec import Cell, GridSpec
+from jitlab.rundir import collect_seeds, is_frechet, primary_index, read_result, seeds_on_disk
 
 NOT_RUN = "not run"
 SEED_SUFFIX = "_seed-"  # CELL_seed-K: the cell trained under training seed K > 0
@@ -28,11 +28,6 @@ SEED_SUFFIX = "_seed-"  # CELL_seed-K: the cell trained under training seed K > 
 ALWAYS_AXES = ("setting", "pred", "loss")
 ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "final_step", "precision", "score_resolution",
               "cfg_scale", "cfg_interval", "ema", "feature_space", "feature_accuracy")
-
-
-def is_frechet(metric: Any) -> bool:
-    """FID-50K, FD-ref-500, ...: the Frechet distances (lower is better)."""
-    return isinstance(metric, str) and metric.startswith(("FID", "FD"))
 
 
 @dataclass
@@ -65,16 +60,6 @@ class Collected:
     @property
     def n_results(self) -> int:
         return sum(r is not None for r in self.results.values())
-
-
-def read_result(directory: Path) -> dict[str, Any] | None:
-    """result.json of a cell directory; None when absent or unreadable (a cell still running has none)."""
-    path = directory / "result.json"
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def cell_key(cell: Cell) -> str:
@@ -181,14 +166,6 @@ def sampling_seeds(collected: Collected, reports: Path, stem: str) -> tuple[pd.D
         return None, ""
     frame = frame[frame["cell"].isin({cell.id for cell in collected.cells})]
     return (frame, str(path)) if not frame.empty else (None, "")
-
-
-def primary_index(rows: list[dict]) -> int:
-    """The row a cell is judged by: its (first) Frechet distance, else its first row."""
-    for i, row in enumerate(rows):
-        if is_frechet(row.get("metric")):
-            return i
-    return 0
 
 
 def primary_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,9 +12,10 @@ import math
 from jitlab.report.collect import NOT_RUN, Collected
 from jitlab.report.evidence import fmt_sd
 from jitlab.report.layout import View, axis_title, report_stem, value_text
-from jitlab.report.provenance import Provenance, clock
+from jitlab.report.provenance import Provenance
 from jitlab.report.tables import (col_text, fmt, fmt_paper, has_paper, metric_names, ours_label, panels, paper_label,
                                   several_seeds, stats_of)
+from jitlab.rundir import clock
 
 
 def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: list[str]) -> str:

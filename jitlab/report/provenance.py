@@ -9,12 +9,14 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from jitlab.grid.seeds import stats_name, summary_line
-from jitlab.report.collect import NOT_RUN, Collected, is_frechet
+from jitlab.grid.spec import Cell
+from jitlab.report.collect import NOT_RUN, Collected
+from jitlab.rundir import clock, collect_seeds, is_frechet, seeds_on_disk, spread, stats_name
 
 
 @dataclass
@@ -91,13 +93,6 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[dotted] = json.dumps(value, sort_keys=True, default=str)
     return out
-
-
-def clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _plain(value: Any) -> str:
@@ -271,6 +266,20 @@ def provenance(collected: Collected) -> Provenance:
         last_finished=max(finished) if finished else None, compute=_compute(frame), counts=counts, paper=paper,
         notes=_notes(collected), seed_spread=_sampling_line(collected),
     )
+
+
+def summary_line(cells: list[Cell], runs: Path, tie: float | None) -> str | None:
+    """One sentence for a report's provenance: the measured seed spread (beside the verdict's tie margin, if it has
+    one); None if unmeasured."""
+    used = seeds_on_disk(cells, runs)
+    stats = spread(collect_seeds(cells, runs, used)) if len(used) > 1 else None
+    if stats is None or stats.empty:
+        return None
+    worst = stats["rel_range"].idxmax()
+    return (f"{len(stats)} cell(s) evaluated again under sampling seeds {used} (`jitlab grid seeds`): (max - min) / "
+            f"mean median {stats['rel_range'].median():.1%}, largest {stats['rel_range'].max():.1%} ({worst})"
+            + (f"; the verdicts' tie margin is {tie:.0%}" if tie is not None else "")
+            + ". Trainings were not repeated: their spread is not in this")
 
 
 def _sampling_line(collected: Collected) -> str | None:

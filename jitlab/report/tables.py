@@ -160,7 +160,7 @@ def latex(collected: Collected, view: View, prov: Provenance) -> str:
         out += [r"\begin{table}[t]", r"\centering", r"\small"]
         caption = (f"{spec.title}" + (f" {panel.title}" if panel.title else "")
                    + f". Ours: {prov.metric} at the {prov.scale} scale ({'; '.join(panel.data)}); "
-                   + (f"; the mean ± sd over a cell's training seeds (n trainings)" if show_n else "")
+                   + ("; the mean ± sd over a cell's training seeds (n trainings)" if show_n else "")
                    + f"; paper: {spec.paper_metric}. Lower is better.")
         out.append(r"\caption{" + tex_escape(caption) + "}")
         out.append(r"\begin{tabular}{l" + "r" * ncols + "}")

@@ -26,61 +26,16 @@ from typing import Iterator
 import torch
 
 from jitlab.data.toy import arm_gap, spiral_points
+from jitlab.rundir import clock
 from jitlab.toy import probe as length_probe
 from jitlab.toy.cell import TRUE_SEED, Cell, Settings, quiet, train_cell
-from jitlab.toy.header import clock, header_lines
+from jitlab.toy.header import header_lines
 from jitlab.toy.plot import write_png
 from jitlab.toy.report import atomic_write, markdown, write_csv
 from jitlab.toy.stats import summarise
 
 DEFAULT_DIMS = [2, 8, 16, 512]
 DEFAULT_PREDS = ["x", "eps", "v"]
-
-
-def steps_arg(value: str) -> int | str:
-    """``--steps``: ``auto`` (the convergence probe) or a positive number of optimizer steps."""
-    if value == "auto":
-        return value
-    try:
-        steps = int(value)
-    except ValueError:
-        steps = 0
-    if steps < 1:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {value!r}")
-    return steps
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    d = Settings()
-    ap = argparse.ArgumentParser(prog="jitlab fig2", description=__doc__.splitlines()[0])
-    ap.add_argument("--dims", type=int, nargs="+", default=DEFAULT_DIMS, help="ambient dimensions D")
-    ap.add_argument("--preds", nargs="+", default=DEFAULT_PREDS, choices=DEFAULT_PREDS, help="prediction spaces")
-    ap.add_argument("--loss", default="v", choices=DEFAULT_PREDS, help="loss space (default v)")
-    ap.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 at the lowest and highest D")
-    ap.add_argument("--seeds-mid", type=int, default=1, help="training seeds at the D between them (not a claim)")
-    ap.add_argument("--steps", type=steps_arg, default="auto",
-                    help="optimizer steps per training, or 'auto': the length probe (default)")
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--schedule", default=d.schedule, choices=["constant", "cosine"])
-    ap.add_argument("--mu", type=float, default=d.mu, help="logit-normal time sampler: mean")
-    ap.add_argument("--sigma", type=float, default=d.sigma, help="logit-normal time sampler: std")
-    ap.add_argument("--noise", type=float, default=d.noise, help="spiral thickness (std)")
-    ap.add_argument("--samples", type=int, default=d.samples, help="generated points per training")
-    ap.add_argument("--sample-steps", type=int, default=d.sample_steps, help="Euler steps")
-    ap.add_argument("--workers", type=int, default=2, help="trainings run in parallel processes")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    ap.add_argument("--out", type=Path, default=Path("reports"), help="where fig2.{csv,md,png} go")
-    ap.add_argument("--name", default=None, help="file stem of the outputs (default fig2, or fig2_<loss>loss)")
-    ap.add_argument("--cache", type=Path, default=Path("runs/fig2"), help="per-training result files")
-    ap.add_argument("--force", action="store_true", help="retrain cached cells (and the probe)")
-    args = ap.parse_args(argv)
-    for flag in ("seeds", "seeds_mid", "workers", "threads"):
-        if getattr(args, flag) < 1:
-            ap.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    args.dims = sorted(set(args.dims))
-    args.preds = [p for p in DEFAULT_PREDS if p in args.preds]
-    return args
 
 
 def settings_of(args: argparse.Namespace, steps: int) -> Settings:
@@ -180,8 +135,8 @@ def run_cells(todo: list[Cell], settings: Settings, workers: int, threads: int) 
             raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    """The grid of trainings for the options of `jitlab fig2` (``argv``: its command line, for the report)."""
     start = time.perf_counter()
     args.cache.mkdir(parents=True, exist_ok=True)
     steps, probe = training_length(args)
@@ -228,7 +183,3 @@ def write_reports(args: argparse.Namespace, settings: Settings, results: list[di
     title = (f"Figure 2 toy: generated points (colour, seed 0) over the true spiral (grey), projected back with P^T\n"
              f"{args.loss}-loss, {settings.steps} steps, Euler {settings.sample_steps}")
     write_png(args.out / f"{name}.png", results, args.dims, args.preds, truth, summarise(results), title)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

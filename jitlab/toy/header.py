@@ -7,16 +7,12 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 
 from jitlab.data.toy import arm_gap
+from jitlab.rundir import clock
 from jitlab.toy import probe as length_probe
 from jitlab.toy.cell import Settings, chamfer_floor
 from jitlab.toy.stats import fmt
 
 BUDGET_MINUTES = 30  # make fig2 on 2 cores; MAX_STEPS is chosen so the default grid fits it
-
-
-def clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s"
 
 
 def seconds_at(steps: int, results: list[dict], probe: dict | None, workers: int) -> float:
@@ -59,7 +55,7 @@ def header_lines(command: str, s: Settings, loss: str, seeds: dict[int, int], wo
     seed_text = ", ".join(f"D={d}: {n} (seed{'s' if n > 1 else ''} {', '.join(map(str, range(n)))})"
                           for d, n in seeds.items())
     return [
-        f"Produced by `{command}` (equivalently `python -m jitlab.toy.fig2 ...`; `make fig2`) on "
+        f"Produced by `{command}` (`make fig2`) on "
         f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
         "Settings (every cell the same; only D, the prediction space and the training seed change):",

@@ -1,40 +1,15 @@
-"""`jitlab report`: turn a grid's run directories into a CSV, a Markdown and a LaTeX table, and a figure.
-
-    jitlab report table2                     # runs/grids/table2/mini/* -> reports/table2.{csv,md,tex,png}
-    jitlab report table2 --scale paper       # runs/grids/table2/paper/* -> reports/table2-paper.*
-    jitlab report table2 --runs /scratch/runs --out /tmp/reports
-
-Every training seed of a cell (``CELL``, ``CELL_seed-K``) is read: the CSV has one row per cell, metric
-and training seed, the tables the mean ± sd over the trainings, and the verdict follows the grid
-file's ``rules:``. Cells without a result yet are listed as "not run"; failed and diverged cells are
-kept with their status. Every file is written atomically (a reader never sees half a report).
-"""
+"""Build one report: a grid's run directories -> OUT/STEM.{csv,md,tex,png}, every file written atomically."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from jitlab.atomic import atomic_path, write_text
-from jitlab.errors import ConfigError
-from jitlab.grid.spec import SCALES, GridSpec, load_spec
-
-DEFAULT_RUNS = Path("runs/grids")
-DEFAULT_OUT = Path("reports")
+from jitlab.grid.spec import GridSpec
 
 
 class ReportError(Exception):
     """Nothing to report (no result yet); the message names what was searched."""
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jitlab report", description=__doc__.splitlines()[0])
-    p.add_argument("name", help="a grid name (experiments/grids/NAME.yaml) or a path to a grid file")
-    p.add_argument("--scale", choices=SCALES, default="mini", help="which runs to report (default mini)")
-    p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where the report files go (default {DEFAULT_OUT})")
-    return p
 
 
 def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True) -> dict[str, Path]:
@@ -75,19 +50,3 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
         with atomic_path(paths["png"], suffix=".png") as tmp:
             tmp.write_bytes(image)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        spec = load_spec(args.name)
-        paths = build_report(spec, args.scale, args.runs, args.out)
-    except (ConfigError, ReportError) as error:
-        print(f"jitlab report: error: {error}", file=sys.stderr)
-        return 2
-    print(f"jitlab report: wrote {', '.join(str(p) for p in paths.values())}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

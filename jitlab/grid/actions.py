@@ -1,91 +1,21 @@
-"""`jitlab grid`: run, dry-run or plan a paper grid (``experiments/grids/NAME.yaml``).
+"""What `jitlab grid run | seeds` do with a grid's cells: resolve, dry-run, preflight, run locally or on SLURM.
 
-    jitlab grid list
-    jitlab grid run table2 --scale mini                     # every cell, locally; finished cells skipped
-    jitlab grid run table2 --scale paper --data-root /data/imagenet --launcher slurm --partition gpu
-    jitlab grid run table2 --scale paper --launcher slurm --dry-run   # configs and commands, nothing runs
-    jitlab grid plan table2 --scale paper                   # GMACs, images, GPU-hours per cell
-    jitlab grid seeds table4 --scale mini --seeds 1 2       # the metric's sampling-seed spread -> reports/
+The functions take the verb's parsed options (``jitlab.commands.grid``): ``name``, ``scale``, ``set``,
+``data_root``, ``only``, ``train_seeds`` and, per action, ``runs``, ``launcher``, ``jobs``, the SLURM fields.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
 import yaml
 
-from jitlab.errors import ArgumentParser, ConfigError
-from jitlab.grid.spec import SCALES, list_grids, load_spec
-
-DEFAULT_RUNS = Path("runs/grids")
-
-
-def parse_set(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE (a dotted config key), got {text!r}")
-    return key, yaml.safe_load(value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="jitlab grid", description="Run, dry-run or plan a paper grid.")  # one error line
-    sub = p.add_subparsers(dest="action", required=True)
-    sub.add_parser("list", help="the grids under experiments/grids")
-
-    def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("name", help="a grid name (experiments/grids/NAME.yaml) or a path to a grid file")
-        q.add_argument("--scale", choices=SCALES, default="mini", help="mini (embedded data, CPU), lab (one GPU, an ImageNet subset) or paper (ImageNet)")
-        q.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config key in every cell, e.g. --set trainer.max_steps=500")
-        q.add_argument("--data-root", default=None, help="the ImageNet root or shard directory (paper scale)")
-        q.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cell ids")
-        q.add_argument("--train-seeds", type=int, default=None, metavar="N",
-                       help="train every cell under seeds 0..N-1 (default: the grid file's scales.SCALE.train_seeds)")
-
-    run = sub.add_parser("run", help="train and evaluate every cell (finished cells are skipped)")
-    common(run)
-    run.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
-    run.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    run.add_argument("--dry-run", action="store_true", help="print each cell's resolved config and command; run nothing")
-    run.add_argument("--rehearse", action="store_true",
-                     help="every cell end to end in minutes (a few steps, a checkpoint, a resume, an evaluation on a "
-                          "handful of images, the report) under RUNS/../rehearsal/; no cell is marked done")
-    run.add_argument("--skip-preflight", action="store_true",
-                     help="do not check data, reference statistics, Inception weights, disk and batch split first")
-    run.add_argument("--build-ref-stats", action="store_true",
-                     help="make missing reference statistics (jitlab fid-stats on the cells' data) before starting")
-    run.add_argument("--jobs", type=int, default=None,
-                     help="cells at a time (local; default: one per CPU core at mini scale, 1 at paper scale)")
-    slurm = run.add_argument_group("slurm (with --launcher slurm)")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--gpus-per-node", type=int, default=8)
-    slurm.add_argument("--cpus-per-task", type=int, default=12)
-    slurm.add_argument("--time", type=int, default=72 * 60, help="minutes per job (a requeued job resumes)")
-    slurm.add_argument("--account", default=None)
-
-    seeds = sub.add_parser("seeds", help="evaluate the done cells again under other sampling seeds -> "
-                                         "reports/NAME-seeds.{csv,md}")
-    common(seeds)
-    seeds.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="sampling seeds besides 0 (default 1 2)")
-    seeds.add_argument("--jobs", type=int, default=None, help="evaluations at a time (default: one per CPU core)")
-    seeds.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports)")
-
-    plan = sub.add_parser("plan", help="GMACs, images to train on and GPU-hours per cell")
-    common(plan)
-    plan.add_argument("--peak-tflops", type=float, default=989.0,
-                      help="peak dense bf16 TFLOP/s of one GPU (default 989: an H100 SXM)")
-    plan.add_argument("--utilisation", type=float, default=0.4, help="model FLOP utilisation (default 0.4)")
-    plan.add_argument("--nodes", type=int, default=1, help="nodes per cell's job (for its wall time)")
-    plan.add_argument("--gpus-per-node", type=int, default=8)
-    plan.add_argument("--time", type=int, default=72 * 60, help="minutes per job: cells over it are named")
-    return p
+from jitlab.errors import ConfigError
+from jitlab.grid.spec import load_spec
 
 
 def resolve_cells(args: argparse.Namespace):
@@ -105,7 +35,7 @@ def resolve_cells(args: argparse.Namespace):
 
 def dry_run(cells, args: argparse.Namespace) -> int:
     """Print each cell's resolved config and commands; check each config parses as `jitlab fit` would."""
-    from jitlab.cli import check_fit_config
+    from jitlab.fitconfig import check_fit_config
     from jitlab.grid.runner import cell_dir, command_line, eval_args, fit_args
 
     bad = 0
@@ -114,8 +44,8 @@ def dry_run(cells, args: argparse.Namespace) -> int:
         print(f"# ---- cell {i}/{len(cells)}: {cell.grid} {cell.scale} {cell.id}"
               f" (paper {cell.paper_metric}: {cell.paper_value})")
         print(yaml.safe_dump(cell.config, sort_keys=False).rstrip())
-        print(f"# shape: {_shape_line(cell.config)}")
-        with _temp_config(cell.config) as path:
+        print(f"# shape: {shape_line(cell.config)}")
+        with temp_config(cell.config) as path:
             try:
                 check_fit_config(["--config", str(path)])
                 print("# config: valid")
@@ -124,7 +54,7 @@ def dry_run(cells, args: argparse.Namespace) -> int:
                 print(f"# config: INVALID: {error}")
         if args.launcher == "local":
             print(f"# train: {command_line(fit_args(directory))}")
-            print(f"# eval:  {command_line(eval_args(directory, cell.eval))}")
+            print(f"# eval:  {command_line(eval_args(directory, cell.eval, write=False))}")
     if args.launcher == "slurm":
         from jitlab.grid.slurm import submit
 
@@ -133,7 +63,7 @@ def dry_run(cells, args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
-def _shape_line(config: dict) -> str:
+def shape_line(config: dict) -> str:
     from jitlab.grid.ratios import shape_of
 
     try:
@@ -142,7 +72,7 @@ def _shape_line(config: dict) -> str:
         return "not a JiT backbone with a fixed image size"
 
 
-class _temp_config:
+class temp_config:
     def __init__(self, config: dict):
         self.config = config
 
@@ -170,23 +100,24 @@ def preflight(cells, args: argparse.Namespace) -> None:
     """Every unfinished cell's needs, checked before any is launched (jitlab.preflight); a ConfigError names each."""
     import logging
 
-    from jitlab.cli import check_fit_config
+    from jitlab.fitconfig import check_fit_config
     from jitlab.grid.runner import FINISHED, cell_dir, read_result
     from jitlab.preflight import check_cells
 
     def resolve(config: dict) -> dict:
-        with _temp_config(config) as path:
+        with temp_config(config) as path:
             return check_fit_config(["--config", str(path)])
 
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set" per cell
     todo = [c for c in cells if args.rehearse or (read_result(cell_dir(args.runs, c)) or {}).get("status")
             not in FINISHED]
     world = args.nodes * args.gpus_per_node if args.launcher == "slurm" else None
-    hint = "" if args.build_ref_stats else " (or pass --build-ref-stats to `jitlab grid run`)"
+    hint = "" if args.build_ref_stats else " (or pass --build_ref_stats to `jitlab grid run`)"
     check_cells(todo, args.runs, world, resolve, hint, echo=lambda line: print(line, flush=True))
 
 
-def run(args: argparse.Namespace) -> int:
+def run_grid(args: argparse.Namespace, entry: Callable[[list[str]], int] | None = None) -> int:
+    """Run (or submit) the grid's unfinished cells; ``entry`` is the jitlab dispatcher SLURM tasks run."""
     spec, cells = resolve_cells(args)
     if args.dry_run:
         return dry_run(cells, args)
@@ -211,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.launcher == "slurm":
         from jitlab.grid.slurm import submit
 
-        submit(cells, args.runs, slurm_options(args), dry_run=False)
+        submit(cells, args.runs, slurm_options(args), dry_run=False, entry=entry)
         return 0
     from jitlab.grid.runner import References, run_local
 
@@ -253,30 +184,3 @@ def seed_spread(args: argparse.Namespace) -> int:
     paths = write_seed_report(frame, args.out, stem, spec.title, command, None)
     print(f"jitlab grid: wrote {', '.join(map(str, paths))}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.action == "list":
-            for name in list_grids():
-                spec = load_spec(name)
-                print(f"{name:<8} {spec.title}  [scales: {', '.join(spec.scales)}]")
-            return 0
-        if args.action == "plan":
-            from jitlab.grid.plan import plan_table
-
-            spec, cells = resolve_cells(args)
-            print(f"# {spec.title} at {args.scale} scale")
-            print(plan_table(cells, args.peak_tflops, args.utilisation, args.nodes * args.gpus_per_node, args.time))
-            return 0
-        if args.action == "seeds":
-            return seed_spread(args)
-        return run(args)
-    except ConfigError as error:
-        print(f"jitlab grid: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Data-loading throughput: the folder source (per-sample PIL, the release's pipeline) against the shards.
 
-    python -m jitlab.data.bench --out reports/bench-data.md        (make bench-data)
+    jitlab bench-data --out reports/bench-data.md        (make bench-data)
 
 In a temporary directory: writes a folder tree of full-size JPEGs (crops of the photographs
 bundled with scikit-image / scikit-learn, short sides 375 to 1500 pixels, 4:3 and 3:4, like
@@ -19,7 +19,6 @@ are the cost of decoding and resizing, not of the disk).
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -27,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,6 +34,22 @@ import numpy as np
 import torch
 
 RESOLUTIONS = (256, 512, 1024)
+
+
+@dataclass
+class DataBenchSettings:
+    """What one data benchmark measures (the fields of `jitlab bench-data`)."""
+
+    resolutions: list[int] = field(default_factory=lambda: list(RESOLUTIONS))
+    workers: list[int] = field(default_factory=lambda: [os.cpu_count() or 1])  # besides per worker (0)
+    images: int = 192  # source JPEGs to generate
+    classes: int = 8
+    short: tuple[int, int] = (375, 1500)  # range of the short side, pixels
+    batch: int = 16
+    seconds: float = 6.0  # minimum measuring time per cell
+    seed: int = 0
+    tmp: str | None = None  # where to make the temporary directory
+    argv: list[str] = field(default_factory=list)  # the command line, for the report
 
 
 def machine_facts() -> dict[str, str]:
@@ -129,8 +145,8 @@ def shard_loader(root: Path, workers: int, batch: int) -> Callable[[], Iterable]
 def prepare(src: Path, out: Path, resolution: int, workers: int) -> float:
     """Run ``jitlab prepare-imagenet`` in a subprocess; its wall time in seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jitlab.data.prepare", "--src", str(src), "--out", str(out),
-                    "--resolution", str(resolution), "--workers", str(workers), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "jitlab.cli", "prepare-imagenet", "--src", str(src), "--out", str(out),
+                    "--resolution", str(resolution), "--workers", str(workers), "--no_progress"],
                    check=True, capture_output=True, text=True)
     return time.perf_counter() - start
 
@@ -139,7 +155,7 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.bin"))
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: DataBenchSettings) -> str:
     torch.set_num_threads(1)  # a loader worker is one process on one core
     workers = sorted(set(args.workers))
     tmp = Path(tempfile.mkdtemp(prefix="jitlab-bench-", dir=args.tmp))
@@ -167,8 +183,19 @@ def run(args: argparse.Namespace) -> str:
     return report(args, sources, rows, prepared, load_before, os.getloadavg())
 
 
-def report(args, sources, rows, prepared, load_before, load_after) -> str:
-    command = "python -m jitlab.data.bench " + " ".join(args.argv) if args.argv else "python -m jitlab.data.bench"
+READING = [
+    "## Reading the numbers",
+    "",
+    "A run on G GPUs needs G x (images per second per GPU) from its loaders. The folder source scales with "
+    "the number of worker processes (cores) and is the bottleneck at 512 and 1024; the shards need no "
+    "decoding, so a few workers per GPU suffice and the limit moves to the disk or network bandwidth "
+    "(3 x R x R bytes per image: 3 MB at 1024).",
+    "",
+]
+
+
+def report(args: DataBenchSettings, sources, rows, prepared, load_before, load_after) -> str:
+    command = "jitlab bench-data " + " ".join(args.argv) if args.argv else "jitlab bench-data"
     lines = [
         "# Data-loading throughput: folder tree vs. prepared shards",
         "",
@@ -240,42 +267,6 @@ def report(args, sources, rows, prepared, load_before, load_after) -> str:
         "uint8: 3 x R x R bytes per image (ImageNet train, 1.28 M images: about 250 GB at 256, 1 TB at 512, "
         "4 TB at 1024; 64 x 64 is 16 GB).",
         "",
-        "## Reading the numbers",
-        "",
-        "A run on G GPUs needs G x (images per second per GPU) from its loaders. The folder source scales with "
-        "the number of worker processes (cores) and is the bottleneck at 512 and 1024; the shards need no "
-        "decoding, so a few workers per GPU suffice and the limit moves to the disk or network bandwidth "
-        "(3 x R x R bytes per image: 3 MB at 1024).",
-        "",
+        *READING,
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m jitlab.data.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None, help="write the Markdown report here (default: print it)")
-    parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS))
-    parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1],
-                        help="loader worker counts to measure besides per worker (default: the number of cores)")
-    parser.add_argument("--images", type=int, default=192, help="source JPEGs to generate")
-    parser.add_argument("--classes", type=int, default=8)
-    parser.add_argument("--short", type=int, nargs=2, default=(375, 1500), help="range of the short side, pixels")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=6.0, help="minimum measuring time per cell")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tmp", default=None, help="where to make the temporary directory")
-    args = parser.parse_args(argv)
-    args.argv = [a for a in argv]
-    text = run(args)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-        print(f"bench: wrote {args.out}", file=sys.stderr)
-    else:
-        print(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

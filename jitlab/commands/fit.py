@@ -1,0 +1,118 @@
+"""`jitlab fit | validate | test | predict`: the LightningCLI verbs (the configuration is ``jitlab.fitconfig``).
+
+`jitlab fit` with no arguments trains the built-in default (the mini preset, ``jitlab/mini.yaml``);
+``--ckpt_path last`` resumes the newest run of the root, ``--ckpt_path auto`` resumes it if there is one;
+``--rehearse`` rehearses the run (jitlab.grid.rehearse) instead of running it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jitlab.errors import ConfigError, one_line
+
+VERBS = {
+    "fit": "train one cell (the mini preset by default; --ckpt_path last|auto resumes)",
+    "validate": "LightningCLI: the validation loop of a config / checkpoint",
+    "test": "LightningCLI: the test loop",
+    "predict": "LightningCLI: the predict loop",
+}
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each ``--config FILE`` exists and is YAML; jsonargparse's own messages do not name the file."""
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            path = Path(argv[i + 1])
+        elif arg.startswith("--config="):
+            path = Path(arg.partition("=")[2])
+        else:
+            continue
+        if not path.is_file():
+            raise ConfigError("--config", f"{path}: no such file")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError("--config", f"{path} is not valid YAML{where}: "
+                                          f"{getattr(error, 'problem', None) or one_line(error)}") from None
+
+
+def run_lightning(args: list[str] | None) -> int:
+    """LightningCLI on ``args`` (``None``: ``sys.argv``); 128 + the signal if SIGINT/SIGTERM stopped it."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import jitlab.data  # noqa: F401  (registers the data modules as subclasses for short names)
+    from jitlab.fitconfig import lightning_cli
+    from jitlab.module import JiTModule
+    from jitlab.resume import SaveOnSignal
+
+    # "Seed set to 0" would come before a config error's one line (the seed is in the saved config.yaml)
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
+    cli_cls, data_base = lightning_cli()
+    on_signal = SaveOnSignal()
+    parser_kwargs: dict[str, Any] = {"exit_on_error": False, **{verb: {"exit_on_error": False} for verb in VERBS}}
+    parser_kwargs["fit"]["description"] = ("Train one cell (defaults: the mini preset). --ckpt_path last resumes "
+                                           "the newest run of the root, --ckpt_path auto resumes it if there is one.")
+    try:
+        cli_cls(
+            JiTModule,
+            data_base,
+            subclass_mode_data=True,
+            args=args,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs=parser_kwargs,
+            trainer_defaults={"callbacks": [on_signal]},
+            auto_configure_optimizers=False,
+        )
+    except SIGTERMException:  # stopped by SIGINT / SIGTERM after saving last.ckpt: not a finished run
+        return 128 + int(on_signal.signum or signal.SIGTERM)
+    return 0
+
+
+def pop_rehearse(args: list[str]) -> tuple[bool, list[str]]:
+    """Take ``--rehearse`` (``--rehearse=BOOL``, ``--rehearse BOOL``) out of `jitlab fit` arguments."""
+    wanted, rest, i = False, [], 0
+    while i < len(args):
+        key, sep, value = args[i].partition("=")
+        if key != "--rehearse":
+            rest.append(args[i])
+        elif sep:
+            wanted = value.lower() in ("true", "1", "yes")
+        elif i + 1 < len(args) and args[i + 1].lower() in ("true", "false"):
+            wanted, i = args[i + 1].lower() == "true", i + 1
+        else:
+            wanted = True
+        i += 1
+    return wanted, rest
+
+
+def rehearse_fit_command(args: list[str]) -> int:
+    """`jitlab fit ARGS --rehearse`: the run's preflight, then its rehearsal (jitlab.grid.rehearse), not the run."""
+    from jitlab.fitconfig import check_fit_config
+    from jitlab.grid.rehearse import rehearse_fit
+    from jitlab.preflight import check_fit
+
+    wanted, rest = pop_rehearse(args)
+    if not wanted:
+        return run_lightning(["fit", *rest])
+    config = check_fit_config(rest)
+    check_fit(config)  # the real run's needs (its full length, its root), before the rehearsal's
+    return rehearse_fit(rest, config)
+
+
+def main(argv: list[str], explicit: bool = True) -> int:
+    """``argv`` starts with the verb (or a LightningCLI option such as ``--print_config``).
+
+    ``explicit=False``: LightningCLI reads ``sys.argv`` itself (its ``args=None``), as the console script.
+    """
+    if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
+        return rehearse_fit_command(argv[1:])
+    check_config_files(argv)
+    return run_lightning(argv if explicit else None)

@@ -1,0 +1,84 @@
+"""The run-directory format (jitlab.rundir), the class-path importer, and the experiments layer's one-way imports."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from jitlab import rundir
+from jitlab.classpath import import_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_read_result_is_none_for_a_missing_broken_or_non_object_file(tmp_path):
+    assert rundir.read_result(tmp_path) is None  # a cell still running has no result.json
+    (tmp_path / "result.json").write_text("{half")
+    assert rundir.read_result(tmp_path) is None
+    (tmp_path / "result.json").write_text("[1, 2]")
+    assert rundir.read_result(tmp_path) is None
+    (tmp_path / "result.json").write_text(json.dumps({"status": "done"}))
+    assert rundir.read_result(tmp_path) == {"status": "done"}
+    assert "done" in rundir.FINISHED and "diverged" in rundir.FINISHED and "failed" not in rundir.FINISHED
+
+
+def test_best_rows_are_the_rows_of_the_point_eval_named_best(tmp_path):
+    point = {"ema": 0, "cfg_scale": 2.0, "cfg_interval": [0.0, 1.0], "sampler": "heun", "steps": 25, "seed": 0,
+             "n_samples": 500, "step": 1000}
+    best = {"metric": "FD-ref-500", "value": 10.0, **point}
+    rows = [{"metric": "FD-ref-500", "value": 12.0, **point, "cfg_scale": 1.0}, best,
+            {"metric": "IS-500", "value": 3.0, **point}]
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"rows": rows, "best": best}))
+    assert rundir.best_point(path) == best
+    assert [r["metric"] for r in rundir.best_rows(path)] == ["FD-ref-500", "IS-500"]  # not the CFG 1.0 point
+    assert rundir.best_rows(path)[0]["value"] == 10.0
+    path.write_text(json.dumps({"rows": rows, "best": None}))
+    assert rundir.best_rows(path) == []
+    assert rundir.primary_index([{"metric": "IS-500"}, {"metric": "FID-50K"}]) == 1
+    assert rundir.primary_index([{"metric": "IS-500"}]) == 0
+    assert rundir.is_frechet("FD-ref-500") and rundir.is_frechet("FID-50K") and not rundir.is_frechet("IS-500")
+    assert rundir.stats_name({"reference": "/moved/cache/stats-A.npz"}) == "stats-A.npz"
+    assert rundir.stats_name({"reference": None}) is None
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0m00s"), (59.6, "1m00s"), (605, "10m05s"), (3599.4, "59m59s"),
+                                           (3600, "1h00m"), (11220, "3h07m")])
+def test_clock(seconds, text):
+    assert rundir.clock(seconds) == text
+
+
+def test_import_path_names_the_object_or_fails():
+    assert import_path("jitlab.rundir.clock") is rundir.clock
+    with pytest.raises(ValueError, match="dotted"):
+        import_path("JiT")
+    with pytest.raises(AttributeError):
+        import_path("jitlab.rundir.NoSuchThing")
+    with pytest.raises(ImportError):
+        import_path("jitlab.no_such_module.Name")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every jitlab module a file imports, at any depth of the file (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("jitlab")}
+
+
+def test_grid_writes_run_directories_report_reads_them_neither_imports_the_other():
+    for path in sorted((ROOT / "jitlab" / "report").glob("*.py")):
+        grid = {m for m in imported_modules(path) if m.startswith("jitlab.grid")}
+        assert all(m.startswith("jitlab.grid.spec") for m in grid), (path.name, grid)  # the grid file format only
+    for path in sorted((ROOT / "jitlab" / "grid").glob("*.py")):
+        assert not {m for m in imported_modules(path) if m.startswith("jitlab.report")}, path.name
+    shared = imported_modules(ROOT / "jitlab" / "rundir.py")
+    assert not {m for m in shared if m.startswith(("jitlab.report", "jitlab.grid.runner", "jitlab.grid.seeds",
+                                                   "jitlab.commands"))}, shared
