@@ -188,16 +188,16 @@ Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # net(z, t, y) -> output 
 class Flow:
     """Training loss of one Table 1 cell and the velocity used for sampling."""
 
-    def __init__(self, cfg: FlowConfig):
-        self.cfg = cfg
-        self.precond = cfg.target_of_output()
+    def __init__(self, config: FlowConfig):
+        self.config = config
+        self.precond = config.target_of_output()
 
     def draw(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Draw ``t`` (N,), ``eps`` (N, ...) and ``z`` (N, ...) for a clean batch ``x`` (t shifted by time_shift)."""
-        cfg = self.cfg
-        t = sample_t(x.shape[0], cfg.mu, cfg.sigma, device=x.device, generator=generator)  # (N,)
-        t = shift_time(t, cfg.time_shift)  # (N,)
-        eps = cfg.noise_scale * torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
+        config = self.config
+        t = sample_t(x.shape[0], config.mu, config.sigma, device=x.device, generator=generator)  # (N,)
+        t = shift_time(t, config.time_shift)  # (N,)
+        eps = config.noise_scale * torch.randn(x.shape, device=x.device, generator=generator, dtype=x.dtype)
         z = noisy_sample(x, eps, t)  # (N, ...)
         return t, eps, z
 
@@ -211,19 +211,19 @@ class Flow:
         if self.precond is not None:
             truth = self.precond.truth(x, eps, t)  # (N, ...)
         else:
-            truth = {Space.x: x, Space.eps: eps, Space.v: x - eps}[self.cfg.pred]  # (N, ...)
-        return self.prediction(truth, self.cfg.loss, z, t, self.cfg.t_eps)
+            truth = {Space.x: x, Space.eps: eps, Space.v: x - eps}[self.config.pred]  # (N, ...)
+        return self.prediction(truth, self.config.loss, z, t, self.config.t_eps)
 
     def prediction(self, out: Tensor, dst: Space, z: Tensor, t: Tensor, t_eps: float) -> Tensor:
         """A network output (``pred``'s space or the pre-conditioned target) expressed in space ``dst``: (N, ...)."""
         if self.precond is None:
-            return convert(out, self.cfg.pred, dst, z, t, t_eps)
+            return convert(out, self.config.pred, dst, z, t, t_eps)
         x_p, eps_p, v_p = self.precond.spaces(out, z, t, t_eps)  # (N, ...) each
         return {Space.x: x_p, Space.eps: eps_p, Space.v: v_p}[Space(dst)]
 
     def per_sample_loss(self, out: Tensor, x: Tensor, eps: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """Mean squared error over all but the batch dimension: (N,)."""
-        pred_in_loss_space = self.prediction(out, self.cfg.loss, z, t, self.cfg.t_eps)  # (N, ...)
+        pred_in_loss_space = self.prediction(out, self.config.loss, z, t, self.config.t_eps)  # (N, ...)
         target = self.target(x, eps, z, t)  # (N, ...)
         return (pred_in_loss_space.float() - target.float()).pow(2).flatten(1).mean(1)  # (N,)
 
@@ -235,4 +235,4 @@ class Flow:
 
     def velocity(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """Convert a network output to ``v`` for the ODE ``dz/dt = v`` (sampling guard ``sample_t_eps``)."""
-        return self.prediction(out, Space.v, z, t, self.cfg.sample_t_eps)
+        return self.prediction(out, Space.v, z, t, self.config.sample_t_eps)

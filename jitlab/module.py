@@ -158,19 +158,19 @@ class JiTModule(L.LightningModule):
         raise RuntimeError("the data module must define global_batch_size to scale the learning rate")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = self.optim
+        optim = self.optim
         global_batch = self.global_batch_size()
-        lr = cfg.lr if cfg.lr is not None else cfg.blr * global_batch / 256
+        lr = optim.lr if optim.lr is not None else optim.blr * global_batch / 256
         total = int(self.trainer.estimated_stepping_batches)
-        if cfg.warmup_steps is not None:
-            warmup = cfg.warmup_steps
+        if optim.warmup_steps is not None:
+            warmup = optim.warmup_steps
         else:
             batches = self.trainer.num_training_batches
             per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if math.isfinite(batches) else 0
-            warmup = int(round(cfg.warmup_epochs * per_epoch))
+            warmup = int(round(optim.warmup_epochs * per_epoch))
         rank_zero_info(
-            f"jitlab: lr = {lr:.3g} (blr {cfg.blr:g} x global batch {global_batch} / 256), warm-up {warmup} steps, "
-            f"{cfg.schedule} schedule over {total} steps"
+            f"jitlab: lr = {lr:.3g} (blr {optim.blr:g} x global batch {global_batch} / 256), warm-up {warmup} steps, "
+            f"{optim.schedule} schedule over {total} steps"
         )
         # fused AdamW: one kernel for all parameters where torch has it (CPU, CUDA); the loop elsewhere
         fused = all(p.device.type in ("cpu", "cuda") for p in self.net.parameters()) or None
@@ -180,12 +180,12 @@ class JiTModule(L.LightningModule):
         params = list(self.net.named_parameters())
         decays = [p.ndim >= 2 and not name.endswith(".bias") for name, p in params]
         groups: list[dict[str, Any]] = [{"params": [p for _, p in params], "weight_decay": 0.0}]
-        if cfg.weight_decay:
+        if optim.weight_decay:
             groups = [{"params": [p for (_, p), d in zip(params, decays) if d == wanted], "weight_decay": wd}
-                      for wanted, wd in ((False, 0.0), (True, cfg.weight_decay))]
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), fused=fused)
+                      for wanted, wd in ((False, 0.0), (True, optim.weight_decay))]
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), fused=fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, warmup, total, cfg.schedule, cfg.min_lr_ratio)
+            optimizer, lambda step: lr_factor(step, warmup, total, optim.schedule, optim.min_lr_ratio)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
@@ -317,11 +317,11 @@ class JiTModule(L.LightningModule):
         ``final_step``: ``euler`` (the release) or ``x`` (the last step lands on the x-prediction);
         ``precision``: ``fp32``, or ``bf16`` autocast of the network's forward (the release on GPU).
         """
-        z = initial_noise(indices, self.state_shape, seed, self.flow.cfg.noise_scale, self.device)  # (N, ...)
+        z = initial_noise(indices, self.state_shape, seed, self.flow.config.noise_scale, self.device)  # (N, ...)
         if labels is None:
             labels = torch.zeros(len(indices), dtype=torch.long)
         labels = labels.to(self.device)
-        cfg = (self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
+        step_args = (self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=Precision(precision) == Precision.bf16):
-            state = integrate(guided(*cfg), z, steps, method, final_step, denoise=guided(*cfg, space=Space.x))
+            state = integrate(guided(*step_args), z, steps, method, final_step, denoise=guided(*step_args, space=Space.x))
             return self.net.decode(state) if self._state_net else state  # (N, *sample_shape)

@@ -110,16 +110,16 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tenso
     batched forward: ``p = p_u + w (p_c - p_u)`` on the full prediction (every channel). Elsewhere only the
     conditional branch runs (the release's ``w = 1`` there, without the unconditional forward).
 
-    RAE's time shift (``flow.cfg.time_shift`` = alpha != 1): the integrator's uniform grid ``s`` becomes the clock
+    RAE's time shift (``flow.config.time_shift`` = alpha != 1): the integrator's uniform grid ``s`` becomes the clock
     of ``t = shift_time(s)``: the network is asked at the shifted grid times, the CFG interval is decided there, and
     ``v`` is returned as ``dz/ds = v dt/ds`` (the same ODE; at alpha = 1 nothing changes).
     """
     space = Space(space)
-    alpha = flow.cfg.time_shift
+    alpha = flow.config.time_shift
 
     def in_space(out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         out = out.to(z.dtype)  # a bf16 forward (autocast): the sampler's arithmetic stays in z's precision
-        return flow.prediction(out, space, z, t, flow.cfg.sample_t_eps)  # (N, ...)
+        return flow.prediction(out, space, z, t, flow.config.sample_t_eps)  # (N, ...)
 
     def at(z: Tensor, t: Tensor, t_grid: Tensor) -> Tensor:
         guide = null_class is not None and cfg_scale != 1.0 and bool(cfg_mask(t_grid, cfg_interval))

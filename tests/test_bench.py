@@ -52,7 +52,7 @@ def test_reference_sampler_makes_the_images_of_jitlab_sample(tiny_net_factory, o
     y = torch.tensor([0, 4, 9])
     for interval in [(0.1, 1.0), (0.0, 1.0), (0.3, 0.7)]:
         ours = module.generate(indices, y, steps=6, cfg_scale=2.9, cfg_interval=interval)  # (3, 3, 16, 16)
-        z = initial_noise(indices, module.sample_shape, 0, module.flow.cfg.noise_scale)
+        z = initial_noise(indices, module.sample_shape, 0, module.flow.config.noise_scale)
         ref = reference_sample(module.net, module.flow, z, y, module.null_class, 6, 2.9, interval)
         assert torch.allclose(ours, ref, atol=1e-5), (interval, (ours - ref).abs().max())
     # and it is not vacuous: a different guidance scale gives different images

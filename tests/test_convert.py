@@ -171,8 +171,8 @@ def test_cli_converts_and_load_module_reads_every_weight_set(release_ckpt, nets,
     for ema, key in ((0, "model_ema1"), (1, "model_ema2"), (None, "model")):
         module = load_module(out, ema=ema)
         assert_same_function(module.net, nets[key])
-    assert module.flow.cfg.mu == -0.6 and module.flow.cfg.sigma == 0.9
-    assert module.flow.cfg.noise_scale == 1.5 and module.flow.cfg.t_eps == 0.04 and module.label_drop == 0.2
+    assert module.flow.config.mu == -0.6 and module.flow.config.sigma == 0.9
+    assert module.flow.config.noise_scale == 1.5 and module.flow.config.t_eps == 0.04 and module.label_drop == 0.2
     assert load_module(out, ema=0).ema_decay == 0.999 and load_module(out, ema=1).ema_decay == 0.99
 
     ckpt = torch.load(out, map_location="cpu", weights_only=True)

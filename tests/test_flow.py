@@ -314,7 +314,7 @@ def test_target_carries_the_guard_of_the_conversion():
 
 def test_jit_cell_with_draw_equals_algorithm_1():
     flow = Flow(FlowConfig())  # defaults: the JiT cell, mu -0.8, sigma 0.8, t_eps 0.05
-    assert (flow.cfg.pred, flow.cfg.loss) == (X, V)
+    assert (flow.config.pred, flow.config.loss) == (X, V)
     g = torch.Generator().manual_seed(13)
     x = torch.randn(16, 3, 8, 8, generator=g)
     t, e, z = flow.draw(x, generator=torch.Generator().manual_seed(14))

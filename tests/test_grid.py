@@ -409,3 +409,15 @@ def test_a_classifier_that_fails_to_train_fails_only_the_cells_that_need_it(tmp_
     assert "training the reference classifier for shapes-16 failed" in log
     assert clock.most == 1
 
+
+
+@pytest.mark.parametrize("key, value, field", [("steps", 0, "steps"), ("final_step", "exact", "final_step"),
+                                                ("num_images", -5, "num_images")])
+def test_a_bad_eval_value_fails_when_the_grid_loads_naming_file_cell_and_key(tmp_path, key, value, field):
+    name = tiny_grid(tmp_path)
+    path = tmp_path / "experiments" / "grids" / f"{name}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    spec["scales"]["mini"]["eval"] = {**TINY_EVAL, key: value}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=rf"tiny.yaml: eval of cell pred-x.*{field}"):
+        load_spec(name, root=tmp_path).cells("mini")

@@ -90,7 +90,7 @@ def test_the_mini_configs_build_through_jitlab_fit(tmp_path):
         net = cli.model.net
         assert isinstance(net, cls) and net.img_size == 32 and net.num_classes is not None
         if cls is LearnedSkip:
-            assert isinstance(net.net, JiT) and net.hidden_size == 192 and cli.model.flow.cfg.pred.value == "v"
+            assert isinstance(net.net, JiT) and net.hidden_size == 192 and cli.model.flow.config.pred.value == "v"
 
 
 @pytest.mark.parametrize("grid", ["rae_width", "preconditioners"])

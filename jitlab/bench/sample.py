@@ -68,7 +68,7 @@ def sample_rates(module, settings: SamplerSettings, batch: int, reference_net: N
         return next(generate_uint8(module, indices, labels, s, batch_size=batch, progress=False))[1]  # (B, C, H, W)
 
     def reference(steps: int) -> Tensor:
-        z = initial_noise(indices, module.sample_shape, settings.seed, module.flow.cfg.noise_scale, device)
+        z = initial_noise(indices, module.sample_shape, settings.seed, module.flow.config.noise_scale, device)
         x = reference_sample(reference_net, module.flow, z, labels.to(device), module.null_class, steps,
                              settings.cfg_scale, tuple(settings.cfg_interval))  # (B, C, H, W)
         return to_uint8(x).cpu()

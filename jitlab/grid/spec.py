@@ -31,6 +31,7 @@ from typing import Any, Literal
 import yaml
 
 from jitlab.errors import ConfigError
+from jitlab.settings import EvalSettings
 
 Scale = Literal["mini", "lab", "paper"]
 SCALES: tuple[str, ...] = ("mini", "lab", "paper")  # CPU minutes; one GPU and an ImageNet subset; the paper
@@ -152,6 +153,8 @@ class GridSpec:
                 apply_overrides(cell_doc, routed, where)
             _check_keys(cell_doc["eval"], _EVAL_KEYS, f"{self.path}: eval of scale {scale}")
             labels = {axis.name: value.name for axis, value in zip(self.axes, combo)}
+            cell_id = "_".join(f"{k}-{v}" for k, v in labels.items())
+            EvalSettings.from_dict(cell_doc["eval"], where=f"{self.path}: eval of cell {cell_id}")  # fail at load
             cells.append(Cell(self.name, scale, labels, cell_doc["config"], cell_doc["eval"],
                               self.paper_value(labels), self.paper_metric))
         return cells
