@@ -45,3 +45,16 @@ def tiny_net(img_size: int = 16, num_classes: int = 10, **overrides):
 @pytest.fixture
 def tiny_net_factory():
     return tiny_net
+
+
+def fit_one_step(module, root):
+    """One optimizer step of ``module`` on 64 embedded 16x16 shapes (batch 8); returns the Trainer."""
+    import lightning as L
+
+    from jitlab.data import EmbeddedDataModule
+
+    data = EmbeddedDataModule(kind="shapes", resolution=16, global_batch_size=8, train_size=64, val_size=8, seed=0)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=root)
+    trainer.fit(module, datamodule=data)
+    return trainer

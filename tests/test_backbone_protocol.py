@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch import Tensor, nn
 
-from jitlab.data import EmbeddedDataModule
 from jitlab.errors import ConfigError
+from tests.conftest import fit_one_step
 from jitlab.flow import FlowConfig
 from jitlab.models import JiT
 from jitlab.models.mlp import ToyMLP
@@ -60,10 +59,7 @@ def test_a_protocol_only_backbone_trains_a_step_and_samples(tmp_path):
     torch.manual_seed(0)
     module = JiTModule(PixelNet(), flow=FlowConfig(pred="v", loss="v"), optim=OptimConfig(lr=1e-2, warmup_steps=0))
     before = [p.detach().clone() for p in module.net.parameters()]
-    data = EmbeddedDataModule(kind="shapes", resolution=16, global_batch_size=8, train_size=64, val_size=8, seed=0)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=data)
+    trainer = fit_one_step(module, tmp_path)
     assert trainer.global_step == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
     assert isinstance(build_net(net_spec(module.net)), PixelNet)  # rebuilt from the checkpoint's spec

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import pytest
 import torch
 
-from jitlab.data import EmbeddedDataModule
 from jitlab.errors import ConfigError
+from tests.conftest import fit_one_step
 from jitlab.flow import Flow, FlowConfig, Space, convert, noisy_sample, shift_rate, shift_time, time_shift_for
 from jitlab.models import JiT, LearnedSkip, ToyMLP
 from jitlab.models.protocol import Backbone, PatchBackbone
@@ -206,10 +205,7 @@ def test_one_training_step_of_each_switch(tmp_path, flow, skip):
         {**inner, "init_args": {**inner["init_args"], "img_size": 16, "num_classes": 10}})
     module = JiTModule(net, flow=FlowConfig(loss="v", **flow), optim=OptimConfig(lr=1e-2, warmup_steps=0))
     before = [p.detach().clone() for p in module.net.parameters()]
-    data = EmbeddedDataModule(kind="shapes", resolution=16, global_batch_size=8, train_size=64, val_size=8, seed=0)
-    trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0,
-                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=data)
+    trainer = fit_one_step(module, tmp_path)
     assert trainer.global_step == 1
     assert any(not torch.equal(a, b) for a, b in zip(before, module.net.parameters()))
     if skip:

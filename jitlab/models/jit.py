@@ -24,6 +24,7 @@ from jitlab.models.layers import (
     Rope2D,
     SwiGLU,
     TimestepEmbedder,
+    init_linears_xavier,
     make_norm,
     modulate,
     sincos_pos_embed_2d,
@@ -152,11 +153,7 @@ class JiT(nn.Module):
 
     def initialize_weights(self) -> None:
         """As in the paper: xavier linears, N(0, 0.02) tables, zero adaLN and output (output is exactly 0)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linears_xavier(self.modules())
         if self.pos_embed.device.type != "meta":
             self.pos_embed.data.copy_(sincos_pos_embed_2d(self.hidden_size, self.grid).unsqueeze(0))
         for weight in self.x_embedder.linear_weights():

@@ -104,6 +104,14 @@ class PatchEmbed(nn.Module):
         return [c.weight for c in convs]
 
 
+def init_linears_xavier(modules) -> None:
+    """Xavier-uniform weights and zero biases for every ``nn.Linear`` among ``modules`` (JiT's initialisation)."""
+    for module in modules:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
 def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
     """Fixed 2-D sine-cosine position embedding (grid*grid, dim), row-major tokens.
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from jitlab.errors import ConfigError
 from jitlab.models.jit import JiT, MlpKind
 from jitlab.models.layers import Attention, AttnImpl, NormKind, PatchEmbed, Rope2D, SwiGLU, make_norm, \
-    sincos_pos_embed_2d
+    init_linears_xavier, sincos_pos_embed_2d
 from jitlab.models.spec import record_init_args
 from jitlab.models.trunk import jit_trunk
 
@@ -87,11 +87,7 @@ class WideHead(JiT):
 
     def _init_head(self) -> None:
         """As JiT's: xavier linears, fixed sin-cos positions, zero adaLN and output (an untrained net outputs 0)."""
-        for module in [self.head_cond, *self.head_blocks.modules()]:
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linears_xavier([self.head_cond, *self.head_blocks.modules()])
         if self.head_pos_embed.device.type != "meta":
             self.head_pos_embed.data.copy_(sincos_pos_embed_2d(self.head_width, self.grid).unsqueeze(0))
         conv = self.head_embedder.proj
