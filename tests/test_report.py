@@ -367,14 +367,42 @@ def test_sweep_positions_put_none_at_the_right_end():
     assert positions(["a", "b"]) == ([0.0, 1.0], False)
 
 
-def test_cells_scored_against_different_reference_statistics_are_flagged(tmp_path):
-    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+def _scored_against(runs, names: dict[str, str]):
+    """Rewrite the seed-0 setting-a results' reference files (cell name -> stats file name, default ``names['*']``)."""
     for path in (runs / "table2" / "mini").glob("setting-a_*/result.json"):
         result = json.loads(path.read_text())
-        retrained = path.parent.name == "setting-a_loss-v_pred-x"
-        result["rows"][0]["reference"] = f"/cache/stats/shapes-64-refnet-{'BBBB' if retrained else 'AAAA'}-5000.npz"
+        space = result["rows"][0]["feature_space"]
+        name = names.get(path.parent.name, names["*"]).format(space=space)
+        result["rows"][0]["reference"] = f"/cache/stats/{name}"
         path.write_text(json.dumps(result))
+
+
+def _mixed_notes(md: str) -> list[str]:
+    return [line for line in md.splitlines() if "not comparable with one another" in line]
+
+
+def test_cells_scored_by_a_retrained_classifier_are_flagged(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    _scored_against(runs, {"*": "shapes-64-{space}-AAAA-d1-5000.npz",
+                           "setting-a_loss-v_pred-x": "shapes-64-{space}-BBBB-d1-5000.npz"})
+    note = _mixed_notes(build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text())
+    assert len(note) == 1 and f"feature space refnet-shapes-{resolution('a')} were scored by 2 different" in note[0]
+    assert f"shapes-64-refnet-shapes-{resolution('a')}-BBBB-d1-5000.npz: setting-a_loss-v_pred-x." in note[0]
+
+
+def test_one_data_set_scored_against_two_statistics_files_is_flagged(tmp_path):
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    _scored_against(runs, {"*": "shapes-64-{space}-AAAA-d1-5000.npz",
+                           "setting-a_loss-v_pred-x": "shapes-64-{space}-AAAA-d1-1000.npz"})
+    note = _mixed_notes(build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text())
+    assert len(note) == 1 and "on data set shapes-64 in feature space" in note[0]
+    assert "against 2 different reference statistics" in note[0]
+
+
+def test_different_data_sets_scored_by_one_classifier_are_not_flagged(tmp_path):
+    """Table 5's case: every resolution has its own reference statistics, all in one classifier's features."""
+    runs = write_fixture(tmp_path / "runs", REPRODUCING)
+    _scored_against(runs, {"*": "shapes-64-{space}-AAAA-d1-5000.npz",
+                           "setting-a_loss-v_pred-x": "shapes-128-{space}-AAAA-d1-5000.npz"})
     md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
-    note = [line for line in md.splitlines() if "different reference statistics" in line]
-    assert len(note) == 1 and f"feature space refnet-shapes-{resolution('a')} were scored against 2" in note[0]
-    assert "shapes-64-refnet-BBBB-5000.npz: setting-a_loss-v_pred-x. Their values are not comparable" in note[0]
+    assert _mixed_notes(md) == []

@@ -109,26 +109,52 @@ def _distinct(series: pd.Series) -> list:
     return list(dict.fromkeys(v for v in series if not (isinstance(v, float) and math.isnan(v)) and v is not None))
 
 
-def mixed_references(collected: Collected) -> list[str]:
-    """A warning per feature space whose done cells were scored against more than one reference statistics file.
+def _split_stats_name(name: str, space: str) -> tuple[str, str]:
+    """(data set, classifier) of a statistics file ``{kind}-{resolution}-{fingerprint}-{n}.npz`` whose fingerprint
+    starts with the feature space's name; a name that does not follow the layout is its own data set and classifier."""
+    at = name.find(f"-{space}-")
+    if at < 0:
+        return name, name
+    return name[:at], name[at + 1:].rsplit("-", 1)[0]
 
-    The file's name carries the reference classifier's config key and weights digest, so two names in one feature
-    space mean the classifier was retrained between cells (or a cell reused another grid's run scored with another
-    one): such values are not comparable with one another.
+
+def mixed_references(collected: Collected) -> list[str]:
+    """A warning per feature space whose done cells were scored by more than one classifier, and per data set whose
+    done cells were scored against more than one reference statistics file.
+
+    A statistics file's name carries the data set, the reference classifier's config key and weights digest and the
+    image count. Cells on different data sets (Table 5's resolutions) have different files by design; two
+    classifiers in one feature space mean it was retrained between cells (or a cell reused another grid's run
+    scored with another one), and two files for one data set mean the reference itself changed: such values are
+    not comparable with one another.
     """
-    by_space: dict[str, dict[str, list[str]]] = {}
+    by_space: dict[str, dict[str, dict[str, list[str]]]] = {}
     for cell_id, result in collected.results.items():
         if (result or {}).get("status") != "done":
             continue
         for row in result.get("rows") or []:
             if is_frechet(row.get("metric")) and stats_name(row):
-                space = by_space.setdefault(str(row.get("feature_space")), {})
-                space.setdefault(stats_name(row), []).append(cell_id)
-    return [f"cells in feature space {space} were scored against {len(refs)} different reference statistics "
-            f"(a reference classifier retrained between them): "
-            + "; ".join(f"{name}: {', '.join(dict.fromkeys(ids))}" for name, ids in refs.items())
-            + ". Their values are not comparable with one another"
-            for space, refs in by_space.items() if len(refs) > 1]
+                space = str(row.get("feature_space"))
+                data, _ = _split_stats_name(stats_name(row), space)
+                files = by_space.setdefault(space, {}).setdefault(data, {})
+                files.setdefault(stats_name(row), []).append(cell_id)
+    warnings = []
+    for space, by_data in by_space.items():
+        every = {name: ids for files in by_data.values() for name, ids in files.items()}
+        classifiers = {_split_stats_name(name, space)[1] for name in every}
+        if len(classifiers) > 1:
+            warnings.append(_mixed(f"cells in feature space {space} were scored by {len(classifiers)} different "
+                                   "reference classifiers (retrained between them)", every))
+        else:
+            warnings += [_mixed(f"cells on data set {data} in feature space {space} were scored against "
+                                f"{len(files)} different reference statistics", files)
+                         for data, files in by_data.items() if len(files) > 1]
+    return warnings
+
+
+def _mixed(what: str, files: dict[str, list[str]]) -> str:
+    return (f"{what}: " + "; ".join(f"{name}: {', '.join(dict.fromkeys(ids))}" for name, ids in files.items())
+            + ". Their values are not comparable with one another")
 
 
 def _datasets(cells: list) -> list[tuple[str, str]]:
