@@ -129,8 +129,11 @@ def test_issue15_grids_expand_at_every_scale_and_build_their_networks(grid):
 
 def test_table11_carries_the_papers_numbers_and_reg_refuses_without_its_encoder_file():
     paper = {c.id: c.paper_value for c in load_spec("table11").cells("paper")}
-    assert paper == {"model-B_cls-none": 4.37, "model-B_cls-cls": 4.14, "model-L_cls-none": 2.79,
-                     "model-L_cls-cls": 2.50}
+    assert paper == {"model-B_cls-none_budget-full": 4.37, "model-B_cls-cls_budget-full": 4.14,
+                     "model-L_cls-none_budget-full": 2.79, "model-L_cls-cls_budget-full": 2.50}
+    mini = {c.id: c.paper_value for c in load_spec("table11").cells("mini")}
+    # the paper's values are at its full budget: the mini half-budget cells have none
+    assert mini["model-B_cls-cls_budget-half"] is None and mini["model-B_cls-cls_budget-full"] == 4.14
     assert all(c.paper_value is None for c in load_spec("reg_token").cells("paper"))  # not in paper.md
     rep = next(c for c in load_spec("reg_token").cells("paper") if c.labels["token"] == "rep")
     report = Report()
