@@ -60,6 +60,22 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def noisy_target(flow: FlowConfig) -> tuple[str, str] | None:
+    """(the config that makes it, what it is) of a network output that carries noise, None for a clean one.
+
+    eps and v carry eps; a pre-conditioned target does too: ``x - lambda * eps`` for lambda > 0, and EDM's F
+    (``(x - c_skip z) / c_out`` holds eps whenever c_skip > 0).
+    """
+    if flow.precond == "lambda" and float(flow.target_lambda or 0.0) > 0.0:
+        return f"model.flow.precond=lambda (target_lambda={flow.target_lambda})", "x - lambda * eps target"
+    if flow.precond == "edm":
+        return "model.flow.precond=edm", "EDM target F"
+    pred = Space(flow.pred)
+    if flow.precond != "none" or pred is Space.x:
+        return None
+    return f"model.flow.pred={pred.value}", f"{pred.value}-prediction"
+
+
 def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
     """Warn when an eps- or v-predicting net is narrower than a patch, at its input or at its output.
 
@@ -71,8 +87,8 @@ def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
     linear algebra, not the paper. The paper pairs the bottleneck with x-prediction only (Figure 4) and keeps the
     width >= the patch dimension (768 = 768); the warning keeps a run valid but loud.
     """
-    pred = Space(flow.pred)
-    if pred is Space.x or not isinstance(net, PatchBackbone):  # not patch-based: no rank argument to make
+    target = noisy_target(flow)
+    if target is None or not isinstance(net, PatchBackbone):  # not patch-based: no rank argument to make
         return
     patch_dim = net.patch_dim
     for field, width in net.noise_widths().items():
@@ -81,8 +97,8 @@ def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
         where = ("never reach the network" if field == "bottleneck_dim"
                  else "lie outside the output layer's span (its rank is at most the width)")
         rank_zero_warn(
-            f"jitlab: model.flow.pred={pred.value} with model.net.init_args.{field}={width} < patch dimension "
-            f"{patch_dim}: {patch_dim - width} noise directions per patch {where}, so its {pred.value}-prediction "
+            f"jitlab: {target[0]} with model.net.init_args.{field}={width} < patch dimension "
+            f"{patch_dim}: {patch_dim - width} noise directions per patch {where}, so its {target[1]} "
             f"cannot be right there for any weights (expect noisy samples); use pred=x or {field} >= {patch_dim}"
         )
 

@@ -184,3 +184,18 @@ def test_no_rank_warning_for_x_prediction_or_a_full_rank_output(recwarn):
     JiTModule(tiny_net(patch_size=8, bottleneck_dim=None), flow=FlowConfig(pred=Space.x))
     JiTModule(tiny_net(patch_size=2, bottleneck_dim=None), flow=FlowConfig(pred=Space.v))  # 12-d into width 48
     assert not [w for w in recwarn if "noise directions" in str(w.message)]
+
+
+@pytest.mark.parametrize("precond, lam, says", [("lambda", 0.5, r"precond=lambda \(target_lambda=0.5\)"),
+                                               ("edm", None, r"precond=edm")])
+def test_a_preconditioned_target_that_carries_noise_warns_with_the_rank_argument(precond, lam, says):
+    # x - lambda eps (lambda > 0) and EDM's F hold eps: the same rank argument as eps/v at width 48 < 192
+    with pytest.warns(UserWarning, match=says + r" with model.net.init_args.hidden_size=48 < patch dimension 192"):
+        JiTModule(tiny_net(patch_size=8, bottleneck_dim=None),
+                  flow=FlowConfig(pred=Space.x, precond=precond, target_lambda=lam))
+
+
+def test_no_rank_warning_for_the_lambda_target_at_lambda_zero(recwarn):
+    JiTModule(tiny_net(patch_size=8, bottleneck_dim=None), flow=FlowConfig(pred=Space.x, precond="lambda",
+                                                                         target_lambda=0.0))
+    assert not [w for w in recwarn if "noise directions" in str(w.message)]

@@ -31,13 +31,15 @@ from typing import Any, Literal
 import yaml
 
 from jitlab.errors import ConfigError
+from jitlab.grid.figures import Figure, LogCurveFigure, WidthFigure, parse_figures  # noqa: F401  (the `figures:` key)
 from jitlab.settings import EvalSettings
 
 Scale = Literal["mini", "lab", "paper"]
 SCALES: tuple[str, ...] = ("mini", "lab", "paper")  # CPU minutes; one GPU and an ImageNet subset; the paper
 GRID_DIR = Path("experiments/grids")
 
-_SPEC_KEYS = {"name", "title", "claim", "paper_metric", "paper_note", "layout", "axes", "scales", "paper", "rules"}
+_SPEC_KEYS = {"name", "title", "claim", "paper_metric", "paper_note", "layout", "axes", "scales", "paper", "rules",
+              "figures"}
 _SCALE_KEYS = {"config", "set", "eval", "why", "data", "metric_note", "train_seeds"}
 _EVAL_KEYS = {"features", "num_images", "sampler", "steps", "cfg", "cfg_interval", "ema", "seed", "batch_size",
               "ref_stats", "ref_images", "inception_score", "final_step", "precision", "score_resolution"}
@@ -107,6 +109,7 @@ class GridSpec:
     path: Path
     root: Path = field(default=Path("."))  # paths in the spec are relative to the project root
     rules: list[Any] = field(default_factory=list)  # the verdict's declared rules, parsed by jitlab.report.rules
+    figures: list[Figure] = field(default_factory=list)  # extra report figures (jitlab.grid.figures)
 
     # -- cells ------------------------------------------------------------------------------
     def train_seeds(self, scale: str) -> int:
@@ -305,11 +308,12 @@ def load_spec(name_or_path: str | Path, root: Path | None = None) -> GridSpec:
             raise ConfigError(f"{path}: scales.{scale}.train_seeds", f"must be a whole number >= 1, got {seeds!r}")
         scales[scale] = body
     axes = tuple(_parse_axis(str(name), body, f"{path}: axes") for name, body in raw["axes"].items())
+    figures = parse_figures(raw.get("figures"), {a.name: [v.name for v in a.values] for a in axes}, f"{path}: figures")
     return GridSpec(
         name=str(raw["name"]), title=str(raw.get("title", raw["name"])), claim=str(raw.get("claim", "")).strip(),
         paper_metric=raw.get("paper_metric"), paper_note=str(raw.get("paper_note", "")).strip(),
         layout=dict(raw.get("layout", {})), axes=axes, scales=scales, paper=list(raw.get("paper", [])),
-        path=path, root=root, rules=raw.get("rules") or [],
+        path=path, root=root, rules=raw.get("rules") or [], figures=figures,
     )
 
 

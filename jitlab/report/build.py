@@ -1,4 +1,5 @@
-"""Build one report: a grid's run directories -> OUT/STEM.{csv,md,tex,png}, every file written atomically."""
+"""Build one report: a grid's run directories -> OUT/STEM.{csv,md,tex,png} and OUT/STEM-NAME.png per figure of the
+grid file's ``figures:`` (jitlab.report.extras), every file written atomically."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ class ReportError(Exception):
 
 
 def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True) -> dict[str, Path]:
-    """Write OUT/STEM.{csv,md,tex,png}; returns the paths. Raises ReportError when no cell has a result."""
+    """Write OUT/STEM.{csv,md,tex,png} (and STEM-NAME.png per extra figure); returns the paths. Raises ReportError
+    when no cell has a result."""
     # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
     from jitlab.report.collect import collect, sampling_seeds
+    from jitlab.report.extras import figure_data, figure_lines, render_figure
     from jitlab.report.layout import report_stem, view_of
     from jitlab.report.markdown import markdown
     from jitlab.report.provenance import provenance
@@ -34,19 +37,24 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     prov = provenance(collected)
     sampling, source = sampling_seeds(collected, Path(out), name)
     paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
+    extras = {figure.name: figure_data(collected, figure) for figure in spec.figures}  # the grid's `figures:`
+    figures = figure_lines(collected, extras, name, png) if extras else None
     # everything is made in memory first, so a failure leaves the previous report whole
     texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),
-             "md": markdown(collected, view, prov, verdict(spec, collected.frame, sampling, source)),
+             "md": markdown(collected, view, prov, verdict(spec, collected.frame, sampling, source), figures),
              "tex": latex(collected, view, prov)}
     if png:
         from jitlab.report.plots import render_png
 
         image = render_png(collected, view)
+        images = {f"png-{f.name}": render_figure(collected, f, extras[f.name]) for f in spec.figures}
+        paths.update({key: Path(out) / f"{name}-{key[4:]}.png" for key in images})
     else:
         paths.pop("png")
     for kind, text in texts.items():
         write_text(paths[kind], text)
     if png:
-        with atomic_path(paths["png"], suffix=".png") as tmp:
-            tmp.write_bytes(image)
+        for key, data in {"png": image, **images}.items():
+            with atomic_path(paths[key], suffix=".png") as tmp:
+                tmp.write_bytes(data)
     return paths

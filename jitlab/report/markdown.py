@@ -18,7 +18,9 @@ from jitlab.report.tables import (col_text, fmt, fmt_paper, has_paper, metric_na
 from jitlab.rundir import clock
 
 
-def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: list[str]) -> str:
+def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: list[str],
+             figures: list[str] | None = None) -> str:
+    """``figures``: the "## Figures" section of a grid with extra figures (jitlab.report.extras), after the seeds."""
     spec = collected.spec
     ours, paper = ours_label(collected), paper_label(collected)
     lines = [f"# {spec.title}", ""]
@@ -37,6 +39,7 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     lines += results_lines(collected, view)
     if several_seeds(collected):
         lines += seed_lines(collected)
+    lines += figures or []
     lines += run_lines(collected)
     stem = report_stem(spec, collected.scale)
     lines.append(f"The same numbers, one row per cell, metric and training seed: `{stem}.csv`; the plot: `{stem}.png`.")

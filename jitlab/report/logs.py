@@ -1,0 +1,54 @@
+"""The scalars a cell's training logged: ``CELL/lightning_logs/version_*/events.out.tfevents.*``.
+
+Lightning's TensorBoardLogger writes a new ``version_N`` each time a cell's training starts (a resumed
+training, a rerun). The newest version wins: its points replace every older point at or after its first
+step (a resumed run relogs from its checkpoint on; a rerun from step 0 replaces everything), and older
+points before it are kept, so a resumed cell keeps the curve of its first attempt.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+LOG_DIR = "lightning_logs"
+
+
+def version_dirs(cell_dir: Path) -> list[Path]:
+    """``CELL/lightning_logs/version_N`` with an event file, oldest (lowest N) first."""
+    found = []
+    for path in (Path(cell_dir) / LOG_DIR).glob("version_*"):
+        number = path.name.removeprefix("version_")
+        if path.is_dir() and number.isdigit() and any(path.glob("events.out.tfevents.*")):
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
+
+
+def version_scalars(version_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every (step, value) of ``tag`` in one version directory, by step; [] when it never logged the tag."""
+    # tensorboard (a dependency) reads its own event files; size_guidance 0 keeps every point, not a sample
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(version_dir), size_guidance={SCALARS: 0})
+    events.Reload()
+    if tag not in events.Tags().get("scalars", []):
+        return []
+    points = {int(e.step): float(e.value) for e in events.Scalars(tag)}  # a step logged twice: the later value
+    return sorted(points.items())
+
+
+def scalars(cell_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """The (step, value) points of ``tag`` over the cell's trainings, by step (the newest version wins where
+    versions overlap); [] when no version logged it. Non-finite values are kept (a diverging training)."""
+    merged: list[tuple[int, float]] = []
+    for version in version_dirs(cell_dir):
+        points = version_scalars(version, tag)
+        if points:
+            first = points[0][0]
+            merged = [p for p in merged if p[0] < first] + points
+    return merged
+
+
+def last_value(points: list[tuple[int, float]]) -> tuple[int, float]:
+    """The last logged (step, value); (-1, nan) for no points."""
+    return points[-1] if points else (-1, math.nan)
