@@ -106,3 +106,10 @@ def test_fig4_without_the_none_cell_cannot_be_judged():
                            {"bottleneck": "none", "pred": "x", "value": 0, "status": "failed"}])
     assert "no cell of b has a result" in lines[0] and "**Cannot be judged**" in lines[0]
     assert "cannot be judged yet" in lines[-1]
+
+
+def test_a_ladder_restricted_by_where_names_only_its_own_steps():
+    values = {"eps": 250.0, "v": 100.0, "lambda-0.5": 70.0, "x": 28.0, "edm": 110.0, "v+skip": 80.0,
+              "eps+skip": 100.0}
+    lines = judge("preconditioners", [{"target": t, "value": v} for t, v in values.items()])
+    assert "each step along target (eps -> v -> lambda-0.5 -> x) lowers the metric" in lines[0]

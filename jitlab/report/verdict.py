@@ -126,7 +126,10 @@ def describe(rule: Rule, order: Order) -> str:
         text = (f"max/min of {cells} at most {rule.factor:g}" if rule.of is None else
                 f"every cell of {cells} at most {rule.factor:g}x the best of {selector_text(rule.of, order)}")
     elif rule.kind == "ladder":
-        text = f"each step along {rule.axis} ({' -> '.join(order.get(str(rule.axis), []))}) lowers the metric"
+        steps = order.get(str(rule.axis), [])
+        for axis, choice in rule.where:  # a `where` on the ladder's own axis shortens it
+            steps = choice.resolve(steps) if axis == rule.axis else steps
+        text = f"each step along {rule.axis} ({' -> '.join(steps)}) lowers the metric"
     else:
         text = f"the lowest value along {rule.axis} is at {' or '.join(rule.values)}, below every other {rule.axis}"
     scope = f"; cells: {selector_text(rule.where, order)}" if rule.where else ""
