@@ -63,6 +63,20 @@ class ScoredAt(FeatureExtractor):
         return self.inner.extract(resize_uint8(images, self.score_resolution))
 
 
+def reference_stats_name(kind: str, resolution: int, fingerprint: str, n: int) -> str:
+    """The cached statistics file of ``n`` real images of an embedded data set in one extractor's features."""
+    return f"{kind}-{resolution}-{fingerprint}-{n}.npz".replace("/", "_")
+
+
+def split_reference_stats_name(name: str, space: str) -> tuple[str, str]:
+    """``reference_stats_name``'s (data set, classifier) parts, the fingerprint starting with the feature space's
+    name; a name in another layout (a user's ``ref_stats``) is its own data set and classifier."""
+    at = name.find(f"-{space.replace('/', '_')}-")
+    if at < 0:
+        return name, name
+    return name[:at], name[at + 1:].rsplit("-", 1)[0]
+
+
 def reference_stats(score: ScoreSettings, extractor, data: dict | None, device: str):
     """Load ``score.ref_stats``, or build (and cache) statistics of real images of the checkpoint's data."""
     from jitlab.metrics.stats import dataset_stats, load_stats
@@ -74,7 +88,7 @@ def reference_stats(score: ScoreSettings, extractor, data: dict | None, device: 
     from jitlab.data.embedded import make_dataset
 
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitlab" / "stats"
-    name = f"{data['kind']}-{data['resolution']}-{extractor.fingerprint}-{score.ref_images}.npz".replace("/", "_")
+    name = reference_stats_name(data["kind"], data["resolution"], extractor.fingerprint, score.ref_images)
     path = cache / name
     if path.exists():
         return load_stats(path, extractor)

@@ -406,3 +406,12 @@ def test_different_data_sets_scored_by_one_classifier_are_not_flagged(tmp_path):
                            "setting-a_loss-v_pred-x": "shapes-128-{space}-AAAA-d1-5000.npz"})
     md = build_report(spec(), "mini", runs, tmp_path / "reports", png=False)["md"].read_text()
     assert _mixed_notes(md) == []
+
+
+def test_the_reference_stats_name_splits_back_into_its_data_set_and_classifier():
+    from jitlab.evaluation import reference_stats_name, split_reference_stats_name
+
+    name = reference_stats_name("shapes", 128, "refnet-shapes-32-f416c58ed376-4a42f34a73", 5000)
+    assert split_reference_stats_name(name, "refnet-shapes-32") == ("shapes-128",
+                                                                    "refnet-shapes-32-f416c58ed376-4a42f34a73")
+    assert split_reference_stats_name("jit_in256_stats.npz", "inception") == ("jit_in256_stats.npz",) * 2

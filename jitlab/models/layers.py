@@ -112,6 +112,7 @@ def init_linears_xavier(modules) -> None:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
+
 def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
     """Fixed 2-D sine-cosine position embedding (grid*grid, dim), row-major tokens.
 

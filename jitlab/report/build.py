@@ -48,7 +48,7 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
 
         image = render_png(collected, view)
         images = {f"png-{f.name}": render_figure(collected, f, extras[f.name]) for f in spec.figures}
-        paths.update({key: Path(out) / f"{name}-{key[4:]}.png" for key in images})
+        paths.update({f"png-{f.name}": Path(out) / f"{name}-{f.name}.png" for f in spec.figures})
     else:
         paths.pop("png")
     for kind, text in texts.items():

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from jitlab.evaluation import split_reference_stats_name
 from jitlab.grid.spec import Cell
 from jitlab.report.collect import NOT_RUN, Collected
 from jitlab.rundir import clock, collect_seeds, is_frechet, seeds_on_disk, spread, stats_name
@@ -109,15 +110,6 @@ def _distinct(series: pd.Series) -> list:
     return list(dict.fromkeys(v for v in series if not (isinstance(v, float) and math.isnan(v)) and v is not None))
 
 
-def _split_stats_name(name: str, space: str) -> tuple[str, str]:
-    """(data set, classifier) of a statistics file ``{kind}-{resolution}-{fingerprint}-{n}.npz`` whose fingerprint
-    starts with the feature space's name; a name that does not follow the layout is its own data set and classifier."""
-    at = name.find(f"-{space}-")
-    if at < 0:
-        return name, name
-    return name[:at], name[at + 1:].rsplit("-", 1)[0]
-
-
 def mixed_references(collected: Collected) -> list[str]:
     """A warning per feature space whose done cells were scored by more than one classifier, and per data set whose
     done cells were scored against more than one reference statistics file.
@@ -135,13 +127,13 @@ def mixed_references(collected: Collected) -> list[str]:
         for row in result.get("rows") or []:
             if is_frechet(row.get("metric")) and stats_name(row):
                 space = str(row.get("feature_space"))
-                data, _ = _split_stats_name(stats_name(row), space)
+                data, _ = split_reference_stats_name(stats_name(row), space)
                 files = by_space.setdefault(space, {}).setdefault(data, {})
                 files.setdefault(stats_name(row), []).append(cell_id)
     warnings = []
     for space, by_data in by_space.items():
         every = {name: ids for files in by_data.values() for name, ids in files.items()}
-        classifiers = {_split_stats_name(name, space)[1] for name in every}
+        classifiers = {split_reference_stats_name(name, space)[1] for name in every}
         if len(classifiers) > 1:
             warnings.append(_mixed(f"cells in feature space {space} were scored by {len(classifiers)} different "
                                    "reference classifiers (retrained between them)", every))
