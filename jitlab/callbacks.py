@@ -74,7 +74,10 @@ class SampleGrid(L.Callback):
         self.write(trainer, pl_module, "samples.png")
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        if len(pl_module.sample_shape) != 3 or not trainer.is_global_zero:
+        from jitlab.strategy import is_sharded
+
+        every_rank = is_sharded(pl_module.net)  # a sharded net's forward needs every process; rank 0 writes
+        if len(pl_module.sample_shape) != 3 or not (trainer.is_global_zero or every_rank):
             return  # only images make a grid; the toy has its own figure
         labels, nrow = self._labels(pl_module)
         was_training = pl_module.training
@@ -83,6 +86,8 @@ class SampleGrid(L.Callback):
             images = pl_module.generate(range(self.num_images), labels,
                                         **self.settings.generate_kwargs())  # (N, C, H, W) in [-1, 1]
         pl_module.train(was_training)
+        if not trainer.is_global_zero:
+            return
         grid = image_grid(to_uint8(images).cpu(), nrow=nrow)
         save_png(grid, run_dir(trainer) / name)
         experiment = getattr(trainer.logger, "experiment", None)

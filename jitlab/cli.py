@@ -19,9 +19,11 @@ from jitlab.errors import ConfigError, find_config_error, one_line
 VERBS: dict[str, tuple[str, str]] = {
     "info": ("jitlab.commands.info", "parameters and GMACs of a named model"),
     "sample": ("jitlab.commands.sample", "images from a checkpoint: PNG grid and/or .npz"),
+    "consolidate": ("jitlab.commands.consolidate",
+                    "a sharded (fsdp2) checkpoint directory -> one .ckpt file that eval / sample / convert read"),
     "eval": ("jitlab.commands.evaluate", "score a checkpoint over EMA x CFG x interval; writes metrics.json"),
     "train-ref": ("jitlab.commands.train_ref",
-                  "train and cache the reference classifier of an embedded data set (FD-ref)"),
+                  "rebuild a shipped reference classifier (FD-ref) and compare its digest; train others"),
     "fid-stats": ("jitlab.commands.fid_stats",
                   "reference statistics (mu, sigma) .npz of ImageNet (--root) or embedded data"),
     "fig2": ("jitlab.commands.fig2", "the toy of Figure 2: spiral in D dims, x/eps/v prediction -> reports/fig2.*"),
@@ -53,7 +55,9 @@ def print_verbs() -> None:
 def dispatch(argv: list[str], explicit: bool) -> int:
     if argv and argv[0] in VERBS:
         module = importlib.import_module(VERBS[argv[0]][0])
-        return int(module.main(argv[1:]) or 0)
+        # a grid's SLURM task runs this dispatcher in-process: passed down, so no verb imports the dispatcher
+        extra = {"entry": main} if argv[0] == "grid" else {}
+        return int(module.main(argv[1:], **extra) or 0)
     if not argv or argv[0] in ("-h", "--help"):
         print_verbs()
         return 0

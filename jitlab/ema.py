@@ -4,6 +4,10 @@ The paper keeps two EMAs of the denoiser (decays 0.9999 and 0.9996) and samples 
 :class:`MultiEMA` averages every floating-point parameter of ``pl_module.<attr>`` in float32,
 checkpoints the averages, and swaps ``decays[0]`` in for validation, test and predict.
 :func:`ema_state_dicts` reads the averages back out of a saved checkpoint for sampling.
+
+Under FSDP2 (``jitlab.strategy.ShardedStrategy``) the parameters are DTensors: each average is a DTensor of the
+same layout and every process updates, swaps and saves only its own shard (nothing is gathered). Under DDP only
+rank 0 copies the averages to host memory for a checkpoint (only rank 0's checkpoint is written).
 """
 
 from __future__ import annotations
@@ -15,10 +19,26 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 from jitlab.errors import ConfigError
 
 __all__ = ["MultiEMA", "ema_state_dicts"]
+
+
+def _local(t: Tensor) -> Tensor:
+    """This process's shard of a DTensor (a view: writing it writes the DTensor), else ``t`` itself."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def _reshard(net: nn.Module) -> None:
+    """Put FSDP2's sharded weights back in place: after an eval forward its root keeps the gathered full weights
+    as its parameters (and would use them, stale, in the next forward)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in net.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 class MultiEMA(L.Callback):
@@ -57,6 +77,7 @@ class MultiEMA(L.Callback):
         self._backup: dict[str, Tensor] | None = None  # training weights while an EMA is swapped in
         self._swapped_index: int | None = None
         self._hook_swapped = False  # the current swap was made by an eval hook
+        self._host_copy = True  # state_dict copies the averages to host memory (False: a DDP rank other than 0)
 
     @property
     def state_key(self) -> str:
@@ -95,38 +116,49 @@ class MultiEMA(L.Callback):
                     f"MultiEMA averages do not match '{self.attr}': missing {missing[:5]}, unexpected {extra[:5]}"
                 )
             for name, p in params.items():
-                if avg[name].device != p.device:
-                    avg[name] = avg[name].to(p.device, torch.float32)
+                a = avg[name]
+                if isinstance(p, DTensor) and not isinstance(a, DTensor):  # a one-file checkpoint, now sharded
+                    a = torch.distributed.tensor.distribute_tensor(a.to(p.device, torch.float32), p.device_mesh,
+                                                                   p.placements)
+                elif isinstance(p, DTensor) and (a.device_mesh, a.placements) != (p.device_mesh, p.placements):
+                    a = a.redistribute(p.device_mesh, p.placements)
+                elif isinstance(a, DTensor) and not isinstance(p, DTensor):
+                    a = a.full_tensor()
+                avg[name] = a if a.device == p.device else a.to(p.device, torch.float32)
 
     @torch.no_grad()
     def update(self, pl_module: nn.Module) -> None:
         """Move every average one step towards the current weights."""
         if self._backup is not None:
             raise RuntimeError("MultiEMA.update while EMA weights are swapped in; swap back first")
-        params = self._params(self.net(pl_module))
+        net = self.net(pl_module)
+        _reshard(net)
+        params = self._params(net)
         self._align(params)
-        current = [p.detach().float() for p in params.values()]  # no copy when already fp32
+        current = [_local(p.detach()).float() for p in params.values()]  # no copy when already fp32
         for decay, avg in zip(self.decays, self.averages):
-            torch._foreach_lerp_([avg[name] for name in params], current, 1.0 - self.effective_decay(decay))
+            torch._foreach_lerp_([_local(avg[name]) for name in params], current, 1.0 - self.effective_decay(decay))
         self.num_updates += 1
 
     # -- swapping ----------------------------------------------------------------------------
 
     @torch.no_grad()
     def _swap_in(self, net: nn.Module, index: int) -> None:
+        _reshard(net)
         params = self._params(net)
         self._align(params)
-        if self._backup is None:  # keep the training weights only once, never an EMA
-            self._backup = {name: p.detach().clone() for name, p in params.items()}
+        if self._backup is None:  # keep the training weights only once, never an EMA (this process's shards)
+            self._backup = {name: _local(p.detach()).clone() for name, p in params.items()}
         avg = self.averages[index]
-        torch._foreach_copy_(list(params.values()), [avg[name] for name in params])
+        torch._foreach_copy_([_local(p) for p in params.values()], [_local(avg[name]) for name in params])
         self._swapped_index = index
 
     @torch.no_grad()
     def _swap_out(self, net: nn.Module) -> None:
         if self._backup is not None:
+            _reshard(net)
             params = self._params(net)
-            torch._foreach_copy_(list(params.values()), [self._backup[name] for name in params])
+            torch._foreach_copy_([_local(p) for p in params.values()], [self._backup[name] for name in params])
         self._backup = None
         self._swapped_index = None
         self._hook_swapped = False
@@ -163,6 +195,9 @@ class MultiEMA(L.Callback):
         return self._backup is not None
 
     # -- Lightning hooks ---------------------------------------------------------------------
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._host_copy = trainer.is_global_zero
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._restored:
@@ -224,23 +259,35 @@ class MultiEMA(L.Callback):
         if self._backup is None or "state_dict" not in checkpoint:
             return
         net = self.net(pl_module)
-        by_id = {id(p): self._backup[name] for name, p in self._params(net).items()}
+        _reshard(net)
+        by_id = {id(p): (p, self._backup[name]) for name, p in self._params(net).items()}
         prefix = f"{self.attr}."
         model_sd = checkpoint["state_dict"]
         for name, t in net.state_dict(keep_vars=True).items():  # also every alias of a tied weight
             key = prefix + name
             if id(t) in by_id and key in model_sd:
-                model_sd[key] = by_id[id(t)].to(model_sd[key].device, copy=True)
+                p, local = by_id[id(t)]
+                saved = local.to(_local(model_sd[key]).device, copy=True)
+                if isinstance(p, DTensor):  # a sharded checkpoint: this process's shard, as a DTensor
+                    saved = DTensor.from_local(saved, p.device_mesh, p.placements, shape=p.shape, stride=p.stride())
+                model_sd[key] = saved
 
     def state_dict(self) -> dict[str, Any]:
         if not self.averages:
             return {}
+        sharded = any(isinstance(t, DTensor) for avg in self.averages for t in avg.values())
+        if not sharded and not self._host_copy:
+            return {}  # DDP: only rank 0's checkpoint is written; the other ranks copy nothing
+        if sharded:  # the strategy saves each process's shard of these DTensors (jitlab.strategy)
+            averages = [dict(avg) for avg in self.averages]
+        else:
+            averages = [{name: t.detach().to("cpu", copy=True) for name, t in avg.items()} for avg in self.averages]
         return {
             "decays": list(self.decays),
             "attr": self.attr,
             "num_updates": self.num_updates,
             "last_step": self.last_step,
-            "averages": [{name: t.detach().to("cpu", copy=True) for name, t in avg.items()} for avg in self.averages],
+            "averages": averages,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from jitlab import atomic
 from jitlab.errors import ConfigError
 from jitlab.generate import check_ema, dist_info, generate_uint8, labels_for, rank_indices, read_jitlab_checkpoint
 from jitlab.metrics.features import FeatureExtractor
+from jitlab.rows import is_frechet, point_key, same_measurement
 from jitlab.settings import EvalSettings, Features, SamplerSettings, ScoreSettings
 from jitlab.shards import ShardStore, block_indices, block_size, sharded_uint8
 
@@ -54,6 +55,7 @@ class ScoredAt(FeatureExtractor):
         self.name, self.num_features, self.metric_names = inner.name, inner.num_features, inner.metric_names
         self.has_logits, self.logits_dim = inner.has_logits, inner.logits_dim
         self.accuracy = getattr(inner, "accuracy", None)
+        self.digest = getattr(inner, "digest", None)
 
     @property
     def fingerprint(self) -> str:
@@ -120,23 +122,6 @@ def instruments(score: ScoreSettings, data: dict | None, device: str):
 
 # -- rows ---------------------------------------------------------------------------------------------------
 
-def point_key(row: dict) -> tuple:
-    """What a row measured; rows older than an option count as its default."""
-    return (row["metric"], row["ema"], row["cfg_scale"], tuple(row["cfg_interval"]), row["sampler"], row["steps"],
-            row["seed"], row["n_samples"], row["step"], row.get("final_step", "euler"), row.get("precision", "fp32"),
-            row.get("score_resolution"))
-
-
-def same_measurement(row: dict) -> tuple:
-    """``point_key`` plus against what and of which checkpoint: a rerun skips a point only when all agree."""
-    return point_key(row) + (row.get("feature_space"), row.get("reference"), row.get("checkpoint"))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Atomic: write a temporary file, then rename; a reader never sees half a file."""
-    atomic.write_json(path, payload)
-
-
 def read_rows(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -155,7 +140,7 @@ def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
 
 def best_row(rows: list[dict]) -> dict | None:
     """The lowest Frechet distance among the rows of the newest row's Frechet metric (same name, same count)."""
-    frechet = [r for r in rows if r["metric"].startswith(("FID", "FD"))]
+    frechet = [r for r in rows if is_frechet(r["metric"])]
     if not frechet:
         return None
     same = [r for r in frechet if r["metric"] == frechet[-1]["metric"]]
@@ -165,7 +150,7 @@ def best_row(rows: list[dict]) -> dict | None:
 def write_rows(path: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into the metrics.json at ``path`` and name its best point (atomically)."""
     merged = merge_rows(path, rows)
-    write_json(path, {"rows": merged, "best": best_row(merged)})
+    atomic.write_json(path, {"rows": merged, "best": best_row(merged)})
 
 
 def score_samples(module, indices: list[int], settings: SamplerSettings, extractor, ref, batch_size: int,
@@ -184,6 +169,8 @@ def score_samples(module, indices: list[int], settings: SamplerSettings, extract
         scores.update(images.to(module.device))
     accuracy = getattr(extractor, "accuracy", None)  # refnet only: the report states what its features can tell
     feature = {} if accuracy is None else {"feature_accuracy": round(float(accuracy), 4)}
+    if getattr(extractor, "digest", None):  # the classifier's weights (sha256): reports name the instrument
+        feature["feature_digest"] = extractor.digest
     scored_at = {"score_resolution": getattr(extractor, "score_resolution", None)}
     return [{**result, **settings.record(), **scored_at, **feature} for result in scores.compute()]
 
@@ -221,7 +208,8 @@ def evaluate(ckpt_path: str | Path, settings: EvalSettings, on_point: Callable[[
     started, module, loaded, count = time.time(), None, object(), 0
     for number, (ema, sampling) in enumerate(points, 1):
         ema_value = "none" if ema is None else decays[ema]
-        where = f"point {number}/{len(points)} (ema {ema}, cfg {sampling.cfg_scale}, interval {sampling.cfg_interval})"
+        where = (f"point {number}/{len(points)} (ema {ema_value}, cfg {sampling.cfg_scale}, "  # the decay, as the
+                 f"interval {sampling.cfg_interval})")  # rows and the best line name it (--ema takes its index)
         planned = [{"metric": metric_name(extractor.metric_names[k], score.num_images), "ema": ema_value,
                     **sampling.record(), **common} for k in kinds]
         if all(same_measurement(p) in finished for p in planned):

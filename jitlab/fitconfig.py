@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import warnings
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -54,10 +55,11 @@ def builtin_defaults() -> dict[str, Any]:
 def lightning_cli() -> tuple[type, type]:
     """(jitlab's LightningCLI subclass, the data modules' base class); imports Lightning, so called lazily."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+    from lightning.pytorch.callbacks import Timer
     from lightning.pytorch.cli import LightningCLI
 
     from jitlab.callbacks import SampleGrid
+    from jitlab.checkpoint import RunCheckpoint
     from jitlab.ema import MultiEMA
     from jitlab.periodic_eval import PeriodicEval
     from jitlab.preflight import check_fit
@@ -67,7 +69,8 @@ def lightning_cli() -> tuple[type, type]:
         def add_arguments_to_parser(self, parser) -> None:
             parser.add_lightning_class_args(MultiEMA, "ema")
             parser.add_lightning_class_args(SampleGrid, "samples")
-            parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+            # the final step always saved, last.ckpt overwritten on resume, written atomically (jitlab.checkpoint)
+            parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
             parser.add_lightning_class_args(PeriodicEval, "evaluation")  # off unless evaluation.every_n_steps > 0
             # training time kept in checkpoints across resumes (grid reports); timer.duration DD:HH:MM:SS stops
             # a run cleanly before a cluster's time limit
@@ -76,6 +79,9 @@ def lightning_cli() -> tuple[type, type]:
                                 "reference statistics, Inception weights, disk space and batch split first")
             parser.add_argument("--rehearse", type=bool, default=False, help="fit: rehearse the run instead (a few "
                                 "steps, a checkpoint, a resume, its evaluation) under ROOT/../rehearsal/")
+            parser.add_argument("--gpu_memory", type=Optional[float], default=None, help="fit: GiB per GPU to plan "
+                                "for (default: the GPU's own; none on CPU): micro-batch, accumulation, checkpointing, "
+                                "sharding, keeping the global batch (jitlab.fitplan; settings given are kept)")
             parser.set_defaults(builtin_defaults())
 
         def _parse_ckpt_path(self) -> None:
@@ -94,6 +100,7 @@ def lightning_cli() -> tuple[type, type]:
             config = self.config[self.subcommand] if self.subcommand else self.config
             fill_net_from_data(config)
             if self.subcommand == "fit":  # cheap checks before anything is built, spawned or written
+                plan_memory(config)  # first: the checks and the resume's comparison see the planned settings
                 resolved = config.as_dict()
                 if config.get("ckpt_path"):
                     check_resume(config.ckpt_path, resolved)
@@ -109,6 +116,32 @@ def lightning_cli() -> tuple[type, type]:
             super().after_instantiate_classes()
 
     return JitlabCLI, L.LightningDataModule
+
+
+def plan_memory(config: Any) -> None:
+    """Fit the GPUs: apply ``jitlab.fitplan``'s plan (given ``gpu_memory`` or on a GPU) to the config, which the
+    run's config.yaml then records; print it in one line. A config predicted not to fit is refused here."""
+    from jsonargparse import dict_to_namespace
+
+    from jitlab.fitplan import device_memory_gib, plan_fit
+    from jitlab.models.memory import NotCountable
+    from jitlab.preflight import world_size
+
+    gib = config.get("gpu_memory") or device_memory_gib(config.trainer.get("accelerator", "auto"))
+    if not gib:
+        return
+    refuse = not config.get("skip_preflight")  # --skip_preflight: a predicted misfit is started anyway
+    try:
+        plan, keys = plan_fit(config.as_dict(), float(gib), world_size(config.trainer.as_dict()), refuse)
+    except NotCountable as error:
+        print(f"jitlab plan: not planned: {error}", file=sys.stderr, flush=True)
+        return
+    for key, value in keys.items():
+        config[key] = dict_to_namespace(value) if isinstance(value, dict) else value
+    config["gpu_memory"] = float(gib)
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        line = plan.line() if plan.fits else f"started anyway (--skip_preflight): {plan.refusal()}"
+        print(f"jitlab plan: {line} (a prediction)", file=sys.stderr, flush=True)
 
 
 def fill_net_from_data(config: Any) -> None:

@@ -22,6 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from jitlab.data.base import to_uint8
+from jitlab.devices import local_device_index
 from jitlab.errors import ConfigError
 from jitlab.settings import SamplerSettings  # also imported from here by jitlab.bench
 
@@ -39,10 +40,11 @@ def rank_indices(total: int, rank: int, world: int) -> list[int]:
 
 
 def process_device(device: str | None, world: int) -> str:
-    """Where this process runs: ``device`` (None: cuda if available, else cpu); under torchrun plain ``cuda``
-    becomes the process's own GPU, ``cuda:LOCAL_RANK``."""
+    """Where this process runs: ``device`` (None: cuda if available, else cpu); with several processes plain
+    ``cuda`` becomes the process's own GPU on its node (``jitlab.devices.local_device_index``: torchrun's
+    LOCAL_RANK, SLURM's SLURM_LOCALID, or the process group's rank)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if device == "cuda" and world > 1 else device
+    return f"cuda:{local_device_index()}" if device == "cuda" and world > 1 else device
 
 
 def join_processes(device: str, world: int) -> None:

@@ -13,18 +13,51 @@ from typing import Any
 
 # data-module arguments that say where the data are, not what they are
 DATA_LOCATION_KEYS = frozenset({"root", "cache_dir"})
+# network arguments that change how it is computed, not what (memory levers: the same weights and gradients);
+# a fit may choose them for the GPU it runs on, so they name no other run
+NET_LEVER_KEYS = frozenset({"checkpointing"})
 
 
 def content_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A `jitlab fit` config (as a dict) without the data's location (a copy; the input is left alone)."""
+    """A `jitlab fit` config (as a dict) without the data's location and the network's memory levers (a copy;
+    the input is left alone)."""
     config = copy.deepcopy(config)
     args = (config.get("data") or {}).get("init_args")
     if isinstance(args, dict):
         for key in DATA_LOCATION_KEYS:
             args.pop(key, None)
+    net_args = ((config.get("model") or {}).get("net") or {}).get("init_args")
+    if isinstance(net_args, dict):
+        for key in NET_LEVER_KEYS:
+            net_args.pop(key, None)
     return config
 
 
 def data_content(init_args: dict[str, Any]) -> dict[str, Any]:
     """A data module's arguments without its location (and without Lightning's bookkeeping keys)."""
     return {k: v for k, v in init_args.items() if k not in DATA_LOCATION_KEYS and not str(k).startswith("_")}
+
+
+def flat_settings(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"trainer.max_steps": 30, ...}`` (lists and scalars are leaves)."""
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(flat_settings(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def setting_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``KEY: OLD -> NEW`` for every setting that changes a run's result (the data's location is not one).
+
+    ``old`` / ``new``: ``{"config": a fit config, "eval": evaluation settings}`` (either part may be absent).
+    """
+    def flat(run: dict[str, Any]) -> dict[str, Any]:
+        return {**flat_settings(content_config(run.get("config") or {})),
+                **flat_settings(run.get("eval") or {}, "eval")}
+
+    before, after = flat(old), flat(new)
+    missing = "(unset)"
+    return [f"{key}: {before.get(key, missing)!r} -> {after.get(key, missing)!r}"
+            for key in sorted(set(before) | set(after)) if before.get(key, missing) != after.get(key, missing)]

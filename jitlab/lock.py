@@ -1,6 +1,8 @@
 """One runner per cell: a lock file in the cell's directory naming its holder (host, pid, SLURM job id).
 
-A holder is alive while its process runs (same host: the pid exists) or its SLURM job is queued or
+A holder is alive while its process or the subprocess it runs for the cell (``child_pid``: the trainer,
+which outlives a runner killed by ``kill -9`` until it has saved and stopped) runs (same host: the pid
+exists) or its SLURM job is queued or
 running (another host: asked of the scheduler with ``squeue``). A lock whose holder is gone is stale and
 is taken over; a lock whose holder cannot be judged (another host, no job id) is respected, and the
 message says which file to delete if that process is known to be gone. Taking, checking and taking over
@@ -55,7 +57,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True  # someone else's process
-    return True
+    try:  # Linux: a zombie (ended, not yet reaped by whoever adopted it) holds nothing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def holder_alive(holder: dict[str, Any]) -> bool | None:
@@ -64,7 +69,8 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
     if holder.get("job_id") and holder.get("job_id") == me["job_id"] and holder.get("pid") != me["pid"]:
         return False  # an earlier run of this very job (requeued): gone
     if holder.get("host") == me["host"]:
-        return _pid_alive(int(holder.get("pid", -1)))
+        child = holder.get("child_pid")
+        return _pid_alive(int(holder.get("pid", -1))) or (child is not None and _pid_alive(int(child)))
     if holder.get("job_id"):
         return job_active(holder["job_id"])
     return None
@@ -72,7 +78,8 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
 
 def describe(holder: dict[str, Any]) -> str:
     job = f", SLURM job {holder['job_id']}" if holder.get("job_id") else ""
-    return f"pid {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}"
+    child = f" (its subprocess pid {holder['child_pid']})" if holder.get("child_pid") else ""
+    return f"pid {holder.get('pid')}{child} on {holder.get('host')}{job}, since {holder.get('since')}"
 
 
 @contextlib.contextmanager
@@ -115,6 +122,22 @@ class CellLock:
             write_json(self.path, mine)
             self.held, self.holder = True, mine
         return True
+
+    def add_child(self, pid: int) -> None:
+        """Name the subprocess this holder runs for the cell: the lock stays taken while it lives."""
+        self._update({"child_pid": int(pid)})
+
+    def drop_child(self, pid: int) -> None:
+        self._update({"child_pid": None})
+
+    def _update(self, fields: dict[str, Any]) -> None:
+        if not self.held:
+            return
+        with _guard(self.directory):
+            current = self.read()
+            if current is not None and current.get("pid") == os.getpid() and current.get("host") == self.holder["host"]:
+                self.holder = {**current, **fields}
+                write_json(self.path, self.holder)
 
     def release(self) -> None:
         if not self.held:

@@ -115,7 +115,9 @@ class JiTModule(L.LightningModule):
         flow: prediction space, loss space, time sampler, noise scale, t_eps (Tables 1-3).
         optim: AdamW and learning-rate schedule.
         label_drop: probability of replacing the label by the null class (enables CFG).
-        compile: ``torch.compile`` the network's forward (checkpoints keep plain key names).
+        compile: ``torch.compile`` the network for training: block by block where it has ``compile_blocks`` (JiT
+            and the backbones built on it; one graph per block, so DDP's buckets and FSDP's shards never split a
+            graph), else its whole forward. Checkpoints keep plain key names; sampling and validation run eager.
         t_bins: number of equal-width bins of ``t`` for the per-bin loss logs.
     """
 
@@ -155,6 +157,9 @@ class JiTModule(L.LightningModule):
         self._diagnosed_net = isinstance(net, DiagnosedBackbone)
         self.register_buffer("_bin_sum", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
         self.register_buffer("_bin_count", torch.zeros(t_bins, dtype=torch.float64), persistent=False)
+        # the first step whose loss was not finite (-1: none), kept on the device: no host sync per step
+        self.register_buffer("_nonfinite_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self._net_compiled = False
         self._last_batch_end: float | None = None
         self._images_per_sec: float | None = None
         self._last_logged_step = -1
@@ -163,8 +168,23 @@ class JiTModule(L.LightningModule):
 
     # -- set-up ---------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.compile and self._forward is self.net:
-            # compile a view of the forward only: the registered module (and its state-dict keys) stays plain
+        from jitlab.strategy import ShardedStrategy, is_sharded, shard_net
+
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, ShardedStrategy) and not is_sharded(self.net):  # FSDP2: each block, then the net
+            bf16 = strategy.root_device.type == "cuda" and str(self.trainer.precision).startswith("bf16")
+            shard_net(self.net, strategy.shard_mesh, bf16=bf16)
+        self._compile_net()
+
+    def _compile_net(self) -> None:
+        """``compile``: regional compilation where the net offers it (``compile_blocks``), else a compiled view
+        of the whole forward (``_forward``, used in training only); the registered modules stay plain."""
+        if not self.compile or self._net_compiled:
+            return
+        self._net_compiled = True
+        if callable(getattr(self.net, "compile_blocks", None)):
+            self.net.compile_blocks()
+        else:
             object.__setattr__(self, "_forward", torch.compile(self.net))
 
     def global_batch_size(self) -> int:
@@ -247,7 +267,8 @@ class JiTModule(L.LightningModule):
         if self._aux_net:
             out, aux = net.forward_losses(z_in, t, y_in, CleanBatch(x, y, state, y_in))  # (N, ...), {name: ()}
         else:
-            out, aux = self._forward(z_in, t, y_in), {}  # (N, ...) in the prediction space
+            forward = self._forward if self.training else net  # a compiled whole forward serves training only
+            out, aux = forward(z_in, t, y_in), {}  # (N, ...) in the prediction space
         return self.flow.per_sample_loss(out, target, eps, z, t), t, aux, state
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -261,8 +282,7 @@ class JiTModule(L.LightningModule):
             for name, value in aux.items():
                 self.log(f"train/{name}_loss", value, on_step=True, on_epoch=False, batch_size=x.shape[0])
             loss = loss + sum(self.net.loss_weights[name] * value for name, value in aux.items())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {self.global_step}: the run diverged")
+        self._note_nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         if self._diagnosed_net and self.global_step % self.trainer.log_every_n_steps == 0:
             diagnostics = self.net.diagnostics(state.detach())
@@ -270,6 +290,19 @@ class JiTModule(L.LightningModule):
                           batch_size=x.shape[0])
         self._accumulate_bins(per_sample.detach(), t)
         return loss
+
+    def _note_nonfinite(self, loss: Tensor) -> None:
+        """Remember the first step with a non-finite loss, on the device (a Python ``if`` on the loss would make
+        the host wait for the GPU at every step); ``_check_finite`` raises at the next logging step."""
+        first = ~torch.isfinite(loss.detach()) & (self._nonfinite_step < 0)  # ()
+        self._nonfinite_step.copy_(torch.where(first, self.global_step, self._nonfinite_step))
+
+    def _check_finite(self, first: Tensor) -> None:
+        """Raise if a loss since the start was not finite (``first``: the first such step or -1; read once per
+        logging step, when the host syncs anyway)."""
+        step = int(first)
+        if step >= 0:
+            raise FloatingPointError(f"training loss is not finite at step {step}: the run diverged")
 
     def _accumulate_bins(self, per_sample: Tensor, t: Tensor) -> None:
         bins = self._bin_sum.numel()
@@ -287,6 +320,8 @@ class JiTModule(L.LightningModule):
         if step % self.trainer.log_every_n_steps != 0 or step == self._last_logged_step:
             return  # log once per optimizer step, every log_every_n_steps
         self._last_logged_step = step
+        # over every process: all stop together (one process stopping alone would leave the others waiting)
+        self._check_finite(self.trainer.strategy.reduce(self._nonfinite_step.clone(), reduce_op="max"))
         sums = self.trainer.strategy.reduce(self._bin_sum.clone(), reduce_op="sum")
         counts = self.trainer.strategy.reduce(self._bin_count.clone(), reduce_op="sum")
         bins = sums.numel()
@@ -300,6 +335,9 @@ class JiTModule(L.LightningModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
         self._bin_sum.zero_()
         self._bin_count.zero_()
+
+    def on_train_end(self) -> None:
+        self._check_finite(self._nonfinite_step)  # a divergence after the last logging step
 
     # -- validation -----------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -337,7 +375,8 @@ class JiTModule(L.LightningModule):
         if labels is None:
             labels = torch.zeros(len(indices), dtype=torch.long)
         labels = labels.to(self.device)
-        step_args = (self._forward, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
+        # the plain network: sampling never runs the compiled training views (no recompile on one rank)
+        step_args = (self.net, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=Precision(precision) == Precision.bf16):
             state = integrate(guided(*step_args), z, steps, method, final_step, denoise=guided(*step_args, space=Space.x))
             return self.net.decode(state) if self._state_net else state  # (N, *sample_shape)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 
 from jitlab.classpath import import_path
 from jitlab.errors import ConfigError
+from jitlab.fitview import FitView
 
 BYTES_PER_PARAM = 4 * (1 + 2 + 2)  # fp32: the weights, two EMAs, AdamW's exp_avg and exp_avg_sq
 INCEPTION_FEATURES = 2048  # torch-fidelity's InceptionV3 pool3
@@ -111,7 +112,7 @@ def check_data(config: dict, report: Report) -> tuple[dict[str, Any] | None, int
         report.problem("data.init_args.global_batch_size", f"{batch} is more than the {images} training images "
                                                           f"of {root}")
     report.note(f"data: {root}: {wanted.get('num_classes')} classes, {images} training images")
-    net_classes = ((config.get("model") or {}).get("net") or {}).get("init_args", {}).get("num_classes")
+    net_classes = FitView.of(config).net.get("num_classes")
     if net_classes is not None and net_classes != wanted.get("num_classes"):
         report.problem("model.net.init_args.num_classes", f"is {net_classes} but {root} has "
                                                           f"{wanted.get('num_classes')} classes")
@@ -208,26 +209,17 @@ def parameter_count(config: dict, wanted: dict[str, Any]) -> int:
     """Parameters of the configured network, built on the meta device (no memory) with the data's sizes."""
     import torch
 
-    net = dict((config.get("model") or {}).get("net") or {})
-    args = dict(net.get("init_args") or {})
-    for key, value in wanted.items():
-        if args.get(key) is None and key in inspect.signature(import_path(net["class_path"])).parameters:
-            args[key] = value
+    fit = FitView.of(config)
     with torch.device("meta"):
-        model = import_path(net["class_path"])(**args)
+        model = import_path(fit.net_class)(**fit.net_args(wanted))
     return sum(p.numel() for p in model.parameters())
 
 
 def total_steps(config: dict, train_images: int | None) -> int | None:
-    trainer = config.get("trainer") or {}
-    steps = trainer.get("max_steps")
-    if steps is not None and int(steps) > 0:
-        return int(steps)
-    if train_images is None:
-        return None
-    batch = int(((config.get("data") or {}).get("init_args") or {}).get("global_batch_size", 1))
-    epochs = trainer.get("max_epochs") or LIGHTNING_MAX_EPOCHS
-    return int(epochs) * max(1, train_images // batch)
+    fit = FitView.of(config)
+    if fit.max_steps is not None or train_images is None:
+        return fit.max_steps
+    return int(fit.trainer.get("max_epochs") or LIGHTNING_MAX_EPOCHS) * max(1, train_images // fit.batch)
 
 
 def kept_checkpoints(config: dict, steps: int | None) -> int | None:
@@ -243,14 +235,14 @@ def kept_checkpoints(config: dict, steps: int | None) -> int | None:
     if every:
         saved = math.ceil(steps / int(every))
     else:
-        epochs = (config.get("trainer") or {}).get("max_epochs") or LIGHTNING_MAX_EPOCHS
+        epochs = FitView.of(config).trainer.get("max_epochs") or LIGHTNING_MAX_EPOCHS
         saved = math.ceil(int(epochs) / int(ck.get("every_n_epochs") or 1))
     return saved + last + 1
 
 
 def output_dir(config: dict) -> Path:
     ck = config.get("checkpoint") or {}
-    return Path(ck.get("dirpath") or (config.get("trainer") or {}).get("default_root_dir") or ".")
+    return Path(ck.get("dirpath") or FitView.of(config).trainer.get("default_root_dir") or ".")
 
 
 def check_output(directory: Path, bytes_needed: int, report: Report, what: str = "trainer.default_root_dir") -> None:
@@ -292,8 +284,8 @@ def world_size(trainer: dict) -> int:
 
 
 def check_world(config: dict, world: int, report: Report) -> None:
-    batch = int(((config.get("data") or {}).get("init_args") or {}).get("global_batch_size", 1))
-    accumulate = int((config.get("trainer") or {}).get("accumulate_grad_batches") or 1)
+    fit = FitView.of(config)
+    batch, accumulate = fit.batch, fit.accumulate
     if batch % (world * accumulate):
         report.problem("data.init_args.global_batch_size",
                        f"{batch} does not divide into {world} process(es) x {accumulate} accumulation step(s); "
@@ -312,13 +304,13 @@ def check_devices(trainer: dict, report: Report) -> None:
 
 def check_net_files(config: dict, report: Report) -> None:
     """The local files the network reads when built (its class's ``FILE_ARGS``, e.g. REG's encoder weights)."""
-    net = (config.get("model") or {}).get("net") or {}
+    fit = FitView.of(config)
     try:
-        cls = import_path(str(net.get("class_path")))
+        cls = import_path(fit.net_class)
     except Exception:  # noqa: BLE001 -- an unknown class is reported where the network is built
         return
     for name in getattr(cls, "FILE_ARGS", ()):
-        path = (net.get("init_args") or {}).get(name)
+        path = fit.net.get(name)
         if path is not None and not Path(str(path)).is_file():
             report.problem(f"model.net.init_args.{name}", f"{path}: no such file; give it as a local file "
                                                           "(jitlab never downloads weights)")
@@ -328,7 +320,7 @@ def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, repor
               build_hint: str = "") -> int:
     """Every check of one run (``config``: a resolved `jitlab fit` config); returns its checkpoint bytes."""
     data = config.get("data") or {}
-    resolution = int((data.get("init_args") or {}).get("resolution") or 0)
+    resolution = int(FitView.of(config).data.get("resolution") or 0)
     wanted, images = check_data(config, report)
     check_net_files(config, report)
     for ev in evaluations:
@@ -336,7 +328,7 @@ def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, repor
         if ev.features == "inception":
             check_inception(ev, report)
     check_world(config, world, report)
-    check_devices(config.get("trainer") or {}, report)
+    check_devices(FitView.of(config).trainer, report)
     if wanted is None:  # the network's size depends on the data
         return 0
     try:
@@ -359,7 +351,7 @@ def check_fit(config: dict) -> None:
     if config.get("skip_preflight"):
         return
     report = Report()
-    needed = check_run(config, fit_evaluations(config), world_size(config.get("trainer") or {}), report)
+    needed = check_run(config, fit_evaluations(config), world_size(FitView.of(config).trainer), report)
     check_output(output_dir(config), needed, report, "checkpoint.dirpath" if (config.get("checkpoint") or {})
                  .get("dirpath") else "trainer.default_root_dir")
     report.raise_if_failed()
@@ -384,7 +376,7 @@ def check_cells(cells: Iterable[Any], runs: Path, world: int | None, resolve: Ca
         except ConfigError as error:
             own.problem("config", str(error))
         else:
-            ranks = world if world is not None else world_size(config.get("trainer") or {})
+            ranks = world if world is not None else world_size(FitView.of(config).trainer)
             total += check_run(config, [cell_evaluation(cell.eval)], ranks, own, build_hint)
         for line in own.problems:
             owners.setdefault(line, []).append(cell.id)

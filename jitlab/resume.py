@@ -11,8 +11,8 @@ flow (``model.flow.*``) is refused with the differences listed; other changes (o
 data order) are allowed with a warning. The command line's values are used (Lightning's CLI would put
 the checkpoint's model arguments in place of the command line's silently; jitlab does not).
 
-SIGINT (the first Ctrl-C) and SIGTERM stop training at the end of the current step and save
-``last.ckpt`` there; the run then exits with 128 + the signal's number.
+SIGINT (the first Ctrl-C), SIGTERM and SIGHUP (a closed terminal) stop training at the end of the current
+step and save ``last.ckpt`` there; the run then exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from jitlab.classpath import import_path
 from jitlab.errors import ConfigError, one_line
-from jitlab.identity import data_content
+from jitlab.identity import NET_LEVER_KEYS, data_content
 
 RESUME_WORDS = ("last", "auto")
 _IGNORED_MODEL_KEYS = {"net", "flow", "compile", "_instantiator", "_class_path"}  # compile: same weights
@@ -51,7 +51,7 @@ def checkpoint_candidates(root: Path, dirpath: Path | None) -> list[Path]:
     dirs = [Path(dirpath)] if dirpath is not None else sorted(root.glob("lightning_logs/version_*/checkpoints"))
     found = [p for d in dirs for p in d.glob("*.ckpt")]
     found += root.glob("hpc_ckpt_*.ckpt")  # Lightning's SLURM auto-requeue saves these at the requeue signal
-    return [p for p in found if p.is_file()]
+    return [p for p in found if p.is_file() or (p / "meta.pt").is_file()]  # a file, or a sharded directory
 
 
 def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str | None, str]:
@@ -65,14 +65,15 @@ def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str
         try:
             ckpt = read_training_checkpoint(path)
         except ConfigError:
-            skipped.append(path.name)
+            skipped.append(str(path))
             continue
         note = f" (passed over unreadable {', '.join(skipped)})" if skipped else ""
         return str(path), f"jitlab: --ckpt_path {value}: resuming from {path} (step {ckpt.get('global_step')}){note}"
+    passed = f" (passed over unreadable {', '.join(skipped)}: not a checkpoint of `jitlab fit`)" if skipped else ""
     if value == "last":
-        raise ConfigError("--ckpt_path", f"last: nothing to resume: no readable checkpoint in {where}; "
+        raise ConfigError("--ckpt_path", f"last: nothing to resume: no readable checkpoint in {where}{passed}; "
                                          "pass --ckpt_path auto to start fresh when there is none, or a file")
-    return None, f"jitlab: --ckpt_path auto: nothing to resume in {where}; starting fresh"
+    return None, f"jitlab: --ckpt_path auto: nothing to resume in {where}{passed}; starting fresh"
 
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -80,6 +81,8 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
+    if (path / "meta.pt").is_file():  # a sharded checkpoint (jitlab.strategy): the tensors are in its shards
+        return _read_sharded_meta(path)
     if not path.is_file():
         raise ConfigError("--ckpt_path", f"{path}: no such file; give a checkpoint file, or 'last' / 'auto' "
                                          "to resume the newest run of --trainer.default_root_dir")
@@ -95,6 +98,18 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ConfigError("--ckpt_path", f"{path} is not a checkpoint of `jitlab fit` (it has no "
                                          f"{', '.join(missing)}); a run resumes only from its own checkpoints")
+    return ckpt
+
+
+def _read_sharded_meta(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        ckpt = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ConfigError("--ckpt_path", f"{path}/meta.pt is not readable ({one_line(error, 160)})") from None
+    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "loops" not in ckpt:
+        raise ConfigError("--ckpt_path", f"{path} is not a sharded checkpoint of `jitlab fit`")
     return ckpt
 
 
@@ -135,8 +150,10 @@ def config_differences(ckpt: dict[str, Any], config: dict[str, Any]) -> tuple[li
     if _class(str(net_old.get("class_path"))) is not _class(str(net_new.get("class_path"))):
         refused.append(f"model.net.class_path: checkpoint {net_old.get('class_path')!r}, "
                        f"now {net_new.get('class_path')!r}")
-    new_args = {k: v for k, v in (net_new.get("init_args") or {}).items() if v is not None or k in net_old}
-    refused += _compare("model.net.init_args.", net_old.get("init_args") or {}, new_args)
+    new_args = {k: v for k, v in (net_new.get("init_args") or {}).items()
+                if (v is not None or k in net_old) and k not in NET_LEVER_KEYS}
+    old_args = {k: v for k, v in (net_old.get("init_args") or {}).items() if k not in NET_LEVER_KEYS}
+    refused += _compare("model.net.init_args.", old_args, new_args)  # a memory lever (checkpointing) may change
     refused += _compare("model.flow.", hparams.get("flow") or {}, model.get("flow") or {})
     old_rest = {k: v for k, v in hparams.items() if k not in _IGNORED_MODEL_KEYS}
     new_rest = {k: v for k, v in model.items() if k in old_rest}
@@ -169,7 +186,7 @@ def check_resume(ckpt_path: str, config: dict[str, Any]) -> None:
 # -- stopping on a signal -----------------------------------------------------------------------
 
 class SaveOnSignal(L.Callback):
-    """SIGINT (Ctrl-C) and SIGTERM: finish the current step, save ``last.ckpt``, stop (exit 128 + signal).
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP: finish the current step, save ``last.ckpt``, stop (exit 128 + signal).
 
     Lightning turns SIGTERM into a stop at the end of the step (``SIGTERMException``, on every rank of a
     DDP run) and calls ``on_exception``; the first Ctrl-C goes to the same handler, a second one
@@ -181,12 +198,21 @@ class SaveOnSignal(L.Callback):
     def __init__(self) -> None:
         self.signum: int | None = None  # the signal that stopped the run
         self._previous: Any = None
+        self._previous_hup: Any = None
         self._trained = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning registered its SIGTERM handler (just before the fit loop starts)
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        self.signum = self.signum or signal.SIGHUP  # as SIGTERM: stop at the end of the step, with a checkpoint
+        rank_zero_info("jitlab: SIGHUP: stopping after this step with a checkpoint")
+        handler = signal.getsignal(signal.SIGTERM)
+        if callable(handler):
+            handler(signal.SIGTERM, frame)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.signum = signal.SIGINT
@@ -216,4 +242,5 @@ class SaveOnSignal(L.Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+            signal.signal(signal.SIGHUP, self._previous_hup or signal.SIG_DFL)
+            self._previous = self._previous_hup = None

@@ -141,12 +141,6 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tenso
     return predict
 
 
-def guided_velocity(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tensor, null_class: int | None,
-                    cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.0, 1.0)) -> StepFn:
-    """The guided velocity ``v`` of ``net`` (see ``guided``)."""
-    return guided(net, flow, y, null_class, cfg_scale, cfg_interval, Space.v)
-
-
 def index_seed(seed: int, index: int) -> int:
     """A well-mixed 63-bit seed for one generated image, from the run seed and its global index."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0]) >> 1

@@ -58,10 +58,16 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
+MAX_CFG_SCALE = 100.0  # the paper sweeps 1-3; far above, the guided velocity overflows: saturated, non-finite images
+
+
 def cfg_scale_of(name: str, value: Any) -> float:
     scale = _number(name, value)
     if not (math.isfinite(scale) and scale >= 0):
         raise ConfigError(name, f"a CFG scale is a number >= 0 (1 = no guidance, 0 = unconditional), got {scale:g}")
+    if scale > MAX_CFG_SCALE:  # such images are grey or NaN and could be scored "best" among bad points
+        raise ConfigError(name, f"a CFG scale above {MAX_CFG_SCALE:g} makes no images (the guided velocity "
+                                f"overflows; the paper uses 1-3), got {scale:g}")
     return scale
 
 
@@ -227,10 +233,14 @@ def _sequence(value: Any) -> list:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """What `jitlab eval` measures: the sweep EMA x ``cfg`` x ``cfg_interval`` of ``sampling``, scored by ``score``.
+    """What `jitlab eval` measures: the sweep EMA x ``cfg`` x ``cfg_interval`` of ``sampling``, scored by ``score``;
+    ``sampling``'s own ``cfg_scale`` / ``cfg_interval`` are replaced by each point's.
 
-    ``sampling``'s own ``cfg_scale`` / ``cfg_interval`` are replaced by each point's; ``device``: where to run
-    (None: cuda if available, else cpu).
+    Args:
+        ema: EMA indices to try (0 = the first decay, 1, none = raw weights).
+        cfg: CFG scales to try.
+        cfg_interval: CFG intervals to try, each as T_MIN,T_MAX.
+        device: cpu, cuda or cuda:N (None: cuda if available, else cpu).
     """
 
     score: ScoreSettings = field(default_factory=ScoreSettings)
@@ -311,9 +321,13 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class SampleSettings:
-    """What `jitlab sample` makes: ``num_images`` images of EMA ``ema`` (None: raw weights) with ``sampling``.
+    """What `jitlab sample` makes: ``num_images`` images of EMA ``ema`` with ``sampling``.
 
-    ``classes``: labels to cycle through (None: balanced over all classes, label = index mod classes).
+    Args:
+        num_images: number of images.
+        classes: labels to cycle through (None: balanced over all classes, label = index mod classes).
+        ema: EMA index (0 = the first decay), 1, or none for the raw weights.
+        batch_size: images per forward.
     """
 
     num_images: int = 40

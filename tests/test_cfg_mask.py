@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jitlab.flow import Flow, FlowConfig, Space
-from jitlab.sampling import Sampler, cfg_mask, guided_velocity, integrate
+from jitlab.sampling import Sampler, cfg_mask, guided, integrate
 
 N, NULL = 3, 4
 
@@ -36,7 +36,7 @@ class Counting(torch.nn.Module):
 
 def sample_calls(steps: int, interval: tuple[float, float], method: Sampler = Sampler.heun) -> list[tuple[float, int]]:
     net = Counting()
-    velocity = guided_velocity(net, Flow(FlowConfig(pred=Space.x)), torch.arange(N), NULL, 2.0, interval)
+    velocity = guided(net, Flow(FlowConfig(pred=Space.x)), torch.arange(N), NULL, 2.0, interval)
     integrate(velocity, torch.randn(N, 2, 5), steps, method)
     return net.calls
 
@@ -121,7 +121,7 @@ def release_sampler(net, z, steps: int, w: float, interval: tuple[float, float],
 def test_batched_sampler_with_skipped_branch_equals_the_release_loop(steps, interval):
     net, y = Linear(), torch.arange(N)
     z = torch.randn(N, 2, 5, generator=torch.Generator().manual_seed(1))
-    ours = integrate(guided_velocity(net, Flow(FlowConfig(pred=Space.v)), y, NULL, 3.0, interval), z, steps)
+    ours = integrate(guided(net, Flow(FlowConfig(pred=Space.v)), y, NULL, 3.0, interval), z, steps)
     torch.testing.assert_close(ours, release_sampler(net, z, steps, 3.0, interval, y), rtol=0, atol=1e-5)
     # where the old rule decides one evaluation differently, the comparison above sees it
     old = release_sampler(net, z, steps, 3.0, interval, y, mask=lambda t32, t, iv: old_rule(t, iv))

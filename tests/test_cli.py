@@ -43,6 +43,24 @@ def test_info_table_and_bad_size(capsys):
     assert code == 2 and "patch_size" in out and "100" in out
 
 
+@pytest.mark.parametrize("args,flag", [
+    (["grid", "run", "table2", "--dry-run"], "--dry-run"),
+    (["info", "--model", "JiT-B/16", "--img-size", "32"], "--img-size"),
+])
+def test_one_flag_spelling_the_dashed_one_is_refused(args, flag, capsys):
+    code, output = run_cli(args, capsys)
+    assert code == 2 and "unrecognized arguments" in output and flag in output
+
+
+def test_the_dispatcher_hands_itself_to_the_grid_verb(monkeypatch):
+    from jitlab import cli
+    from jitlab.commands import grid
+
+    seen = {}
+    monkeypatch.setattr(grid, "main", lambda argv, entry=None: seen.update(argv=argv, entry=entry) or 0)
+    assert cli.main(["grid", "list"]) == 0 and seen == {"argv": ["list"], "entry": cli.main}
+
+
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=[p.name for p in EXPERIMENTS])
 def test_every_experiment_yaml_parses_and_runs_one_step(config, tmp_path, capsys):
     code, out = run_cli(["fit", "--config", str(config), "--print_config"], capsys)

@@ -8,6 +8,7 @@ import pytest
 
 from jitlab import evaluation
 from jitlab.commands import evaluate
+from jitlab.errors import ConfigError
 from jitlab.settings import ScoreSettings
 from tests.test_sampling import tiny_checkpoint  # noqa: F401  (the module-scoped fixture)
 
@@ -53,11 +54,13 @@ def test_sweep_writes_every_point_and_the_best(tiny_checkpoint, quick_refnet, tm
     assert len(rows) == 5 and rows[-1]["ema"] == 0.5
 
 
-def test_interval_parsing_rejects_bad_values():
-    assert evaluate.parse_interval("0.1,1.0") == (0.1, 1.0)
-    for bad in ("0.5,0.2", "-0.1,1", "0,1.5"):
-        with pytest.raises(Exception, match="T_MIN"):
-            evaluate.parse_interval(bad)
+def test_interval_flags_reject_bad_values_naming_the_flag():
+    args = evaluate.build_parser().parse_args(["ckpt", "--cfg_interval", "0.1,1.0", "0,0.5"])
+    assert evaluate.eval_settings(args).cfg_interval == ((0.1, 1.0), (0.0, 0.5))
+    for bad in ("0.5,0.2", "1,1", "0,1.5", "0.1"):
+        args = evaluate.build_parser().parse_args(["ckpt", "--cfg_interval", bad])
+        with pytest.raises(ConfigError, match="^--cfg_interval: .*T_MIN"):
+            evaluate.eval_settings(args)
 
 
 def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_path):

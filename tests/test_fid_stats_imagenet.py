@@ -43,7 +43,7 @@ def folder_stats(tree, inception_weights, tmp_path_factory):  # noqa: F811
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JITLAB_INCEPTION_WEIGHTS", str(inception_weights))
         code = main(["fid-stats", "--root", str(tree), "--resolution", str(RESOLUTION), "--features", "inception",
-                     "--out", str(out), "--batch_size", "3", "--workers", "0", "--every", "1", "--no-progress"])
+                     "--out", str(out), "--batch_size", "3", "--workers", "0", "--every", "1", "--no_progress"])
     assert code == 0
     return out
 
@@ -90,7 +90,7 @@ def test_shards_and_an_interrupted_run_give_the_same_statistics(tree, folder_sta
 
     shards = tmp_path / "shards"
     assert prepare(["--src", str(tree), "--out", str(shards), "--resolution", str(RESOLUTION), "--workers", "0",
-                    "--no-progress"]) == 0
+                    "--no_progress"]) == 0
     out = tmp_path / "s.npz"
     calls = {"n": 0}
     original = InceptionV3Features.extract
@@ -139,7 +139,7 @@ def _rank(rank: int, port: int, root: str, weights: str, out: str) -> None:
     from jitlab.commands.fid_stats import main
 
     assert main(["--root", root, "--resolution", str(RESOLUTION), "--out", out, "--batch_size", "2",
-                 "--workers", "0", "--no-progress", "--device", "cpu"]) == 0
+                 "--workers", "0", "--no_progress", "--device", "cpu"]) == 0
 
 
 def test_two_processes_sum_their_halves(tree, folder_stats, inception_weights, tmp_path):  # noqa: F811
@@ -209,12 +209,12 @@ def test_a_class_subset_measures_only_its_classes(tree, folder_stats, inception_
     monkeypatch.setenv("JITLAB_INCEPTION_WEIGHTS", str(inception_weights))
     out = tmp_path / "sub.npz"
     assert main(["fid-stats", "--root", str(tree), "--resolution", str(RESOLUTION), "--features", "inception",
-                 "--classes", "1", "--out", str(out), "--workers", "0", "--no-progress"]) == 0
+                 "--classes", "1", "--out", str(out), "--workers", "0", "--no_progress"]) == 0
     subset, full = load_stats(out), load_stats(folder_stats)
     assert subset.n == 4 and full.n == 8
     assert not np.allclose(subset.mu, full.mu)
     wnids = tmp_path / "wnids.txt"
     wnids.write_text("n09999999\n")
     code = main(["fid-stats", "--root", str(tree), "--resolution", str(RESOLUTION), "--features", "inception",
-                 "--classes", str(wnids), "--out", str(tmp_path / "none.npz"), "--workers", "0", "--no-progress"])
+                 "--classes", str(wnids), "--out", str(tmp_path / "none.npz"), "--workers", "0", "--no_progress"])
     assert code == 2 and not (tmp_path / "none.npz").exists()

@@ -37,8 +37,8 @@ def shards64(tree, tmp_path_factory) -> Path:
     from jitlab.commands.prepare_imagenet import main
 
     out = tmp_path_factory.mktemp("shards") / "s64"
-    assert main(["--src", str(tree), "--out", str(out), "--resolution", "64", "--workers", "0", "--no-progress",
-                 "--part-size", "5"]) == 0
+    assert main(["--src", str(tree), "--out", str(out), "--resolution", "64", "--workers", "0", "--no_progress",
+                 "--part_size", "5"]) == 0
     return out
 
 
@@ -268,7 +268,7 @@ def test_prepare_resumes_after_an_interruption(tree, tmp_path, monkeypatch, caps
     from jitlab.commands.prepare_imagenet import main as prepare_main
     from jitlab.data import prepare
 
-    args = ["--src", str(tree), "--resolution", "32", "--workers", "0", "--part-size", "4", "--splits", "train"]
+    args = ["--src", str(tree), "--resolution", "32", "--workers", "0", "--part_size", "4", "--splits", "train"]
     assert prepare_main([*args, "--out", str(tmp_path / "once")]) == 0
     original, calls = prepare._write_part_quietly, []
 

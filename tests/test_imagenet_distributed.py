@@ -39,7 +39,7 @@ def clean_shards(clean_tree, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("clean_shards") / "s"
     assert main(["--src", str(clean_tree), "--out", str(out), "--resolution", str(RESOLUTION), "--workers", "0",
-                 "--no-progress", "--part-size", "7"]) == 0
+                 "--no_progress", "--part_size", "7"]) == 0
     return out
 
 

@@ -54,7 +54,7 @@ def shards(tree, selections, tmp_path_factory) -> dict[str, Path]:
     for name, (spec, _) in selections.items():
         out[name] = tmp_path_factory.mktemp("shards") / name
         assert main(["--src", str(tree), "--out", str(out[name]), "--resolution", "32", "--workers", "0",
-                     "--no-progress", "--classes", str(spec)]) == 0
+                     "--no_progress", "--classes", str(spec)]) == 0
     return out
 
 

@@ -2,8 +2,10 @@
 
 Every module is parsed with ``ast`` (nothing is imported); each ``import`` and ``from ... import`` counts, at
 module level and inside functions (a lazy import is still a dependency). A module imports only its own layer
-and the layers before it; module-level imports form no cycle; no file is over 400 lines, no function over 80.
-A new module must be given a layer in ``LAYER_OF`` (an unplaced module fails), so its place is a decision.
+and the layers before it; module-level imports form no cycle, and no import at all (lazy ones included) closes a
+circle between parts (``jitlab.X``: a package or a top-level module); no file is over 400 lines, no function
+over 80. A new module must be given a layer in ``LAYER_OF`` (an unplaced module fails), so its place is a
+decision, and every name in it must exist (a stale name fails).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ LAYER_OF: dict[str, str] = {
     # base: no jitlab imports but each other
     "jitlab": "base", "jitlab.errors": "base", "jitlab.atomic": "base", "jitlab.identity": "base",
     "jitlab.lock": "base", "jitlab.classpath": "base",
+    "jitlab.rows": "base",  # a metrics row: its sweep point and report columns (evaluation writes, reports read)
+    "jitlab.fitview": "base",  # a typed view of a resolved fit config (data, net, trainer) instead of raw lookups
+    "jitlab.devices": "base",  # this process's device index on its node (torchrun, SLURM, process group)
     # core: the paper's objects
     "jitlab.flow": "core", "jitlab.precond": "core", "jitlab.sampling": "core", "jitlab.models": "core",
     "jitlab.data": "core", "jitlab.images": "core",
@@ -31,14 +36,17 @@ LAYER_OF: dict[str, str] = {
     # training: the LightningModule and what a training run keeps
     "jitlab.module": "training", "jitlab.ema": "training", "jitlab.callbacks": "training",
     "jitlab.checkpoint": "training", "jitlab.resume": "training",
+    "jitlab.fitplan": "training",  # the memory plan of a fit: fixed bytes per strategy, micro-batch, sharding
+    "jitlab.strategy": "training",  # DDP / FSDP2 strategies, sharded checkpoints and their consolidation
     "jitlab.convert": "training",  # release checkpoints -> a JiTModule checkpoint
     # scoring library: metrics, generation, evaluation; what uses them during or before a fit
-    "jitlab.metrics": "scoring", "jitlab.generate": "scoring", "jitlab.evaluate": "scoring",
-    "jitlab.sample": "scoring", "jitlab.generation": "scoring", "jitlab.evaluation": "scoring",
+    "jitlab.metrics": "scoring", "jitlab.generate": "scoring", "jitlab.evaluation": "scoring",
+    "jitlab.metrics.shipped": "scoring",  # the shipped reference classifiers' weights and manifest
     "jitlab.shards": "scoring",  # generated images kept as shards (a resumable large sampling)
     "jitlab.periodic_eval": "scoring",  # a training callback that evaluates: above the evaluation library
     "jitlab.preflight": "scoring",  # checks a fit's scoring needs (reference statistics, Inception weights)
     "jitlab.fitconfig": "scoring",  # the fit's LightningCLI: its callbacks include the periodic evaluation
+    "jitlab.models.reg_align": "scoring",  # REG's alignment loss: its encoder may be a shipped reference classifier
     # experiments: runs and measures, reports
     "jitlab.grid": "experiments", "jitlab.report": "experiments", "jitlab.toy": "experiments",
     "jitlab.bench": "experiments",
@@ -54,6 +62,7 @@ class Edge:
     target: str
     line: int
     lazy: bool  # inside a function (imported when it runs)
+    typing: bool = False  # under ``if TYPE_CHECKING:`` (never imported: annotations only)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -93,17 +102,18 @@ def edges_of(name: str, path: Path, known: set[str]) -> list[Edge]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found: list[Edge] = []
 
-    def visit(node: ast.AST, lazy: bool) -> None:
+    def visit(node: ast.AST, lazy: bool, typing: bool) -> None:
         for child in ast.iter_child_nodes(node):
             inner = lazy or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
-                found.extend(Edge(name, a.name, child.lineno, lazy) for a in child.names if a.name.startswith("jitlab"))
+                found.extend(Edge(name, a.name, child.lineno, lazy, typing)
+                             for a in child.names if a.name.startswith("jitlab"))
             elif isinstance(child, ast.ImportFrom):
-                found.extend(Edge(name, t, child.lineno, lazy)
+                found.extend(Edge(name, t, child.lineno, lazy, typing)
                              for t in _resolve(child, name, path.name == "__init__.py", known))
-            visit(child, inner)
+            visit(child, inner, typing or _is_type_checking(child))
 
-    visit(tree, False)
+    visit(tree, False, False)
     return [e for e in found if e.target != name]
 
 
@@ -130,6 +140,24 @@ def upward_imports(root: Path, layer_map: dict[str, str]) -> list[str]:
     return sorted(set(bad))
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """``if TYPE_CHECKING:`` (or ``typing.TYPE_CHECKING``)."""
+    test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def stale_names(root: Path, layer_map: dict[str, str]) -> list[str]:
+    """The names of ``layer_map`` that are neither a module nor a package of ``root``."""
+    found = modules(root)
+    return sorted(n for n in layer_map if n not in found and not any(m.startswith(n + ".") for m in found))
+
+
+def part_of(name: str) -> str:
+    """``jitlab.grid.runner`` -> ``jitlab.grid``: the package or top-level module a module belongs to."""
+    return ".".join(name.split(".")[:2])
+
+
 def import_cycles(root: Path) -> list[list[str]]:
     """The strongly connected groups (Tarjan) of the module-level import graph with more than one module."""
     found, edges = import_graph(root)
@@ -137,6 +165,21 @@ def import_cycles(root: Path) -> list[list[str]]:
     for e in edges:
         if not e.lazy and e.target in graph:
             graph[e.source].add(e.target)
+    return strong_groups(graph)
+
+
+def part_cycles(root: Path) -> list[list[str]]:
+    """The circles between parts (``part_of``), every import counted, lazy ones too (not ``TYPE_CHECKING`` ones)."""
+    found, edges = import_graph(root)
+    graph: dict[str, set[str]] = {part_of(name): set() for name in found}
+    for e in edges:
+        if not e.typing and e.target in found and part_of(e.source) != part_of(e.target):
+            graph[part_of(e.source)].add(part_of(e.target))
+    return strong_groups(graph)
+
+
+def strong_groups(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups (Tarjan) of ``graph`` with more than one node."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -208,6 +251,16 @@ def test_no_module_level_import_cycle():
     assert not cycles, f"module-level import cycles:{_listing(cycles)}"
 
 
+def test_no_import_circle_between_parts():
+    cycles = part_cycles(PACKAGE)
+    assert not cycles, f"import circles between parts (lazy imports included):{_listing(cycles)}"
+
+
+def test_every_name_in_the_layer_table_exists():
+    stale = stale_names(PACKAGE, LAYER_OF)
+    assert not stale, f"names in LAYER_OF that are no module or package (remove them):{_listing(stale)}"
+
+
 def test_no_file_over_400_lines():
     bad = long_files(PACKAGE)
     assert not bad, f"files over {MAX_FILE_LINES} lines:{_listing(bad)}"
@@ -252,3 +305,14 @@ def test_the_checker_finds_upward_imports_cycles_strays_and_long_code(toy_packag
     assert long_files(toy_package, limit=5) == ["jitlab/grid/spec.py: 6 lines"]
     assert long_functions(toy_package, limit=1) == ["jitlab/grid/run.py:3 go: 2 lines",
                                                     "jitlab/models/__init__.py:1 build: 2 lines"]
+
+
+def test_the_checker_finds_stale_names_and_circles_between_parts_through_lazy_imports(toy_package):
+    assert stale_names(toy_package, {"jitlab.flow": "core", "jitlab.grid": "experiments", "jitlab.gone": "core",
+                                     "jitlab.grid.gone": "experiments"}) == ["jitlab.gone", "jitlab.grid.gone"]
+    assert part_cycles(toy_package) == []  # grid.run <-> grid.spec is inside one part
+    (toy_package / "grid" / "plan.py").write_text("def f():\n    from jitlab.models import build\n")
+    assert part_cycles(toy_package) == [["jitlab.cli", "jitlab.flow", "jitlab.grid", "jitlab.models"]]  # models -> cli
+    (toy_package / "models" / "__init__.py").write_text("from typing import TYPE_CHECKING\n\n"
+                                                        "if TYPE_CHECKING:\n    from jitlab import cli\n")
+    assert part_cycles(toy_package) == []  # an annotation-only import runs nothing

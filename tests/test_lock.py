@@ -134,7 +134,7 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])  # a closed terminal: as SIGTERM
 def test_a_signal_to_the_runner_stops_its_training_with_a_checkpoint_and_waits_for_it(tmp_path, signum):
     tiny_grid(tmp_path, preds=("x", "eps"))
     runs = tmp_path / "runs"

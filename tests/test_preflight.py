@@ -54,7 +54,7 @@ def fake_stats(path: Path, width: int = 2048, resolution: int | None = 64) -> Pa
 
 def grid_run(tree: Path, capsys, *extra: str) -> tuple[int, str, float]:
     started = time.time()
-    code = main(["grid", "run", "table2", "--scale", "paper", "--data-root", str(tree), "--only", B_CELL,
+    code = main(["grid", "run", "table2", "--scale", "paper", "--data_root", str(tree), "--only", B_CELL,
                  "--runs", "runs/grids", "--set", "data.init_args.global_batch_size=6", *extra])
     captured = capsys.readouterr()
     return code, captured.out + captured.err, time.time() - started
@@ -87,7 +87,7 @@ def test_missing_inception_weights_stop_the_grid_before_any_cell(workdir, tree, 
 
 
 def test_skip_preflight_lets_an_expert_through(workdir, tree, no_weights, capsys):
-    code, out, _ = grid_run(tree, capsys, "--skip-preflight", "--dry-run")
+    code, out, _ = grid_run(tree, capsys, "--skip_preflight", "--dry_run")
     assert code == 0, out[-2000:]  # a dry run after no preflight: the configs still resolve
 
 

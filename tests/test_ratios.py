@@ -35,11 +35,29 @@ def test_table2_patch_over_width_as_the_paper(scale):
     assert {s.patch_per_width for s in paper["a"]} == {Fraction(1)}
     assert {s.patch_per_width for s in mini["a"]} == {s.patch_per_width for s in paper["a"]}
     assert all(s.full_rank_output for s in mini["a"])
-    # (b): patch dimension far below the width (the paper 48/768 = 1/16; the mini at most 1/8)
-    assert all(s.patch_per_width <= Fraction(1, 8) for s in mini["b"])
-    # equal tokens in both settings, as the paper's 256 and 256
+    # (b): patch dimension 1/16 of the width, as the paper's 48/768
+    assert {s.patch_per_width for s in mini["b"]} == {s.patch_per_width for s in paper["b"]} == {Fraction(1, 16)}
+    # equal tokens in (a) and (b), as the paper's 256 and 256
     assert len({s.tokens for s in mini["a"] + mini["b"]}) == 1
     assert len({s.tokens for s in paper["a"] + paper["b"]}) == 1
+    assert all(s.full_rank_output for panel in mini.values() for s in panel)
+
+
+def test_table2_b_is_a_trend_over_panels_at_16x16_in_the_mini_only():
+    mini, paper = by_axis("table2", "mini", "setting"), by_axis("table2", "paper", "setting")
+    assert set(mini) == {"a", "b", "b16p4", "b16p2"} and set(paper) == {"a", "b"}
+    assert set(by_axis("table2", "lab", "setting")) == {"a", "b"}
+    (a,), (p4,), (p2,) = ({s.tokens for s in mini[k]} for k in ("a", "b16p4", "b16p2"))
+    assert {s.resolution for s in mini["b16p4"] + mini["b16p2"]} == {16}
+    # p4: the paper's (b) patch dimension (48), at 1/4 of the mini width, (a)'s tokens
+    assert {s.patch_dim for s in mini["b16p4"]} == {s.patch_dim for s in paper["b"]} == {48}
+    assert {s.patch_per_width for s in mini["b16p4"]} == {Fraction(1, 4)} and p4 == a
+    # p2: the paper's (b) ratio 1/16, with 4x the tokens
+    assert {s.patch_per_width for s in mini["b16p2"]} == {s.patch_per_width for s in paper["b"]} == {Fraction(1, 16)}
+    assert p2 == 4 * a
+    # every panel of (b) has 9 cells and the same model as (a)
+    assert all(len(panel) == 9 for panel in mini.values())
+    assert len({(s.width, s.depth) for panel in mini.values() for s in panel}) == 1
 
 
 def paper_cells_with_a_mini_twin(grid: str, scale: str = "mini") -> dict[tuple, object]:
@@ -91,14 +109,6 @@ def test_table6_sizes_grow_as_b_l_h_with_full_rank_output(scale):
         assert mini[m].width / mini["B"].width == pytest.approx(paper[m].width / paper["B"].width, rel=0.15)
         assert mini[m].depth / mini["B"].depth == pytest.approx(paper[m].depth / paper["B"].depth, rel=0.15)
     assert mini["B"].patch_per_width == paper["B"].patch_per_width  # B: patch dimension = width
-
-
-def test_every_mini_grid_is_scored_alike():
-    """One way of scoring: sampler, steps, final step, CFG and EMA equal in every mini grid."""
-    keys = ("features", "num_images", "sampler", "steps", "final_step", "cfg", "cfg_interval", "ema")
-    settings = {grid: tuple(str(load_spec(grid).scales["mini"]["eval"].get(k)) for k in keys) for grid in MINI_GRIDS}
-    assert len(set(settings.values())) == 1, settings
-    assert load_spec(MINI_GRIDS[0]).scales["mini"]["eval"]["final_step"] == "x"
 
 
 def test_table5_mini_scored_in_one_feature_space():

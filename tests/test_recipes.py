@@ -163,7 +163,7 @@ def test_table7_plan_prints_every_cells_gpu_hours_and_the_report_carries_fid_and
 def test_table7_and_table8_dry_runs_resolve_every_cell(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     for grid in ("table7", "table8"):
-        code, out = run_cli(["grid", "run", grid, "--scale", "paper", "--dry-run", "--data-root", "/data/imagenet",
+        code, out = run_cli(["grid", "run", grid, "--scale", "paper", "--dry_run", "--data_root", "/data/imagenet",
                              "--runs", "/nonexistent/runs"], capsys)
         assert code == 0, out[-2000:]
         assert "# 4 cells, 0 invalid" in out and out.count("max_epochs: 600") == 4

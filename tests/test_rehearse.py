@@ -59,7 +59,7 @@ def test_rehearsal_of_table2_trains_resumes_evaluates_reports_and_marks_nothing_
     from jitlab.commands.grid import build_parser, resolve_cells
 
     only = ["setting-a_loss-v_pred-x", "setting-b_loss-x_pred-eps"]  # one cell of each panel (256 and 64 px)
-    args = build_parser().parse_args(["run", "table2", "--scale", "paper", "--data-root", "imagenet", "--only", *only,
+    args = build_parser().parse_args(["run", "table2", "--scale", "paper", "--data_root", "imagenet", "--only", *only,
                                       *[f"--set={k}={json.dumps(v)}" for k, v in SMALL.items()]])
     _, cells = resolve_cells(args)
     lines: list[str] = []
@@ -122,7 +122,7 @@ def test_rehearse_flag_forms_and_the_grid_flags():
     assert pop_rehearse(["--rehearse=true"]) == (True, [])
     assert rehearse.rehearsal_dir(Path("runs/grids")) == Path("runs/rehearsal/grids")
     code = main(["grid", "run", "table2", "--scale", "paper", "--rehearse", "--launcher", "slurm",
-                 "--skip-preflight", "--only", "setting-a_loss-x_pred-x"])
+                 "--skip_preflight", "--only", "setting-a_loss-x_pred-x"])
     assert code == 2
 
 
@@ -144,7 +144,7 @@ def test_base_yaml_is_the_papers_recipe_on_imagenet(capsys):
 
 def test_paper_scale_dry_runs_show_dropout_for_h_and_g_and_the_l_row(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
-    assert main(["grid", "run", "table6", "--scale", "paper", "--dry-run", "--runs", "/nonexistent/runs"]) == 0
+    assert main(["grid", "run", "table6", "--scale", "paper", "--dry_run", "--runs", "/nonexistent/runs"]) == 0
     out = capsys.readouterr().out
     blocks = {b.split("\n", 1)[0].split()[-4]: b for b in out.split("# ---- cell ")[1:]}
     for cell, block in blocks.items():
@@ -193,7 +193,7 @@ def test_lab_rehearsal_of_table2_on_a_class_subset_of_the_tree(workdir):
         stats_file(workdir / "fid_stats" / f"imagenet100_{resolution}_stats.npz", resolution)
     only = ["setting-a_loss-v_pred-x", "setting-b_loss-x_pred-eps"]
     lab = {**SMALL, "data.init_args.classes": 2}  # the synthetic tree has no ImageNet-100 wnids: its first 2 classes
-    args = build_parser().parse_args(["run", "table2", "--scale", "lab", "--data-root", "imagenet", "--only", *only,
+    args = build_parser().parse_args(["run", "table2", "--scale", "lab", "--data_root", "imagenet", "--only", *only,
                                       *[f"--set={k}={json.dumps(v)}" for k, v in lab.items()]])
     _, cells = resolve_cells(args)
     lines: list[str] = []

@@ -106,6 +106,10 @@ def test_log_curve_last_values_missing_cells_and_png(tmp_path):
     from PIL import Image
 
     grid = load_spec("dsd_latent", root=ROOT)
+    variants = ("v", "v_sg", "x_sg", "x_sg_ema")  # the fixture's cells (variants the grid file adds are not in it)
+    grid.axes = tuple(dataclasses.replace(a, scale_values={**a.scale_values, "mini": variants})
+                      if a.name == "variant" else a
+                      for a in grid.axes)
     runs = tmp_path / "runs"
     write_results(runs, grid, lambda cell: 50.0, not_done={"variant-v_sg_seed-1"})
     base = runs / "dsd_latent" / "mini"
@@ -199,5 +203,5 @@ def test_grids_without_figures_keep_their_report_byte_identical(tmp_path):
     assert undated(head + "## " + rest.split("\n## ", 1)[1]) == undated(before["md"].read_text())
     # and the report of a grid without figures is what markdown() writes without the new argument
     collected = collect(plain, "mini", runs)
-    direct = markdown(collected, view_of(plain), provenance(collected), verdict(plain, collected.frame, None, ""))
+    direct = markdown(collected, view_of(plain), provenance(collected), verdict(plain, collected.frame))
     assert undated(direct) == undated(before["md"].read_text())

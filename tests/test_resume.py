@@ -126,6 +126,16 @@ def test_ctrl_c_saves_a_checkpoint_at_its_step_and_auto_resumes_to_the_same_weig
     assert_same(final_state(root), uninterrupted)
 
 
+def test_sighup_stops_like_sigterm_with_a_checkpoint_at_its_step(tiny_config, tmp_path):
+    root = tmp_path / "run"
+    proc = start_and_catch(tiny_config, root, at_least=10)
+    proc.send_signal(signal.SIGHUP)  # a closed terminal: not a kill without a checkpoint
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGHUP, err[-3000:]
+    saved = torch.load(root / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"]
+    assert f"SIGHUP at step {saved}: saved" in err and "Traceback" not in err and 10 <= saved < STEPS
+
+
 def test_auto_starts_fresh_and_says_so_when_there_is_nothing(tmp_path):
     path, line = resolve_ckpt_path("auto", tmp_path / "root", None)
     assert path is None and "nothing to resume" in line and "starting fresh" in line
@@ -146,7 +156,7 @@ def test_the_newest_readable_checkpoint_wins(tmp_path):
     cut.parent.mkdir(parents=True)
     cut.write_bytes(newer.read_bytes()[:100])  # killed while being written
     chosen, line = resolve_ckpt_path("last", root, None)
-    assert chosen == str(newer) and "(step 9)" in line and "passed over unreadable last.ckpt" in line
+    assert chosen == str(newer) and "(step 9)" in line and f"passed over unreadable {cut}" in line
     # a configured checkpoint directory is the only place looked at (besides SLURM's hpc checkpoints)
     dirpath = tmp_path / "ckpts"
     dirpath.mkdir()
@@ -191,3 +201,15 @@ def test_a_resume_with_another_network_is_one_error_line_naming_the_difference(u
     error = [line for line in out.splitlines() if line.startswith("jitlab: error:")]
     assert len(error) == 1 and "model.net.init_args.hidden_size: checkpoint 32, now 48" in error[0], out[-2000:]
     assert not root.exists()
+
+
+def test_auto_names_an_unreadable_last_ckpt_it_passes_over(tmp_path):
+    dirpath = tmp_path / "checkpoints"
+    dirpath.mkdir()
+    path, line = resolve_ckpt_path("auto", tmp_path, dirpath)
+    assert path is None and "passed over" not in line
+    (dirpath / "last.ckpt").write_bytes(os.urandom(4096))
+    path, line = resolve_ckpt_path("auto", tmp_path, dirpath)
+    assert path is None and f"passed over unreadable {dirpath / 'last.ckpt'}" in line and "starting fresh" in line
+    with pytest.raises(ConfigError, match=f"passed over unreadable {dirpath / 'last.ckpt'}"):
+        resolve_ckpt_path("last", tmp_path, dirpath)

@@ -8,6 +8,7 @@ FIXTURE made up for these tests, not a result.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 
 from jitlab.errors import ConfigError
 from jitlab.grid.spec import list_grids, load_spec
-from jitlab.report.evidence import Margin, Spread, stat
+from jitlab.report.evidence import LEVEL, Margin, Spread, stat, t_quantile
 from jitlab.report.kinds import judge, pick
 from jitlab.report.rules import parse_rules
 from jitlab.report.verdict import verdict
@@ -57,11 +58,13 @@ def outcome(line: str) -> str:
 
 # -- every grid's rules: (the claim holds, values where one rule's claim is false, values where a tie decides)
 
-def table2(a_x=40.0, a_eps=300.0, a_v=120.0, b_high=22.0):
+def table2(a_x=40.0, a_eps=300.0, a_v=120.0, b_high=22.0, b16_high=None):
+    """(b)'s panels: 18 everywhere but the x-loss eps-pred cell (b_high at 8x8, b16_high[panel] at 16x16)."""
     def value(labels):
         if labels["setting"] == "a":
             return {"x": a_x + {"x": 2.0, "eps": 4.0, "v": 0.0}[labels["loss"]], "eps": a_eps, "v": a_v}[labels["pred"]]
-        return b_high if (labels["loss"], labels["pred"]) == ("x", "eps") else 18.0
+        high = b_high if labels["setting"] == "b" else (b16_high or {}).get(labels["setting"], 22.0)
+        return high if (labels["loss"], labels["pred"]) == ("x", "eps") else 18.0
     return value
 
 
@@ -82,10 +85,11 @@ def by_axis(axis: str, values: dict[str, float]):
     return lambda labels: values[labels[axis]]
 
 
-def reg(rep=None, control=None):
+def reg(rep=None, control=None, rep_align=None):
     values = {"none": {"quarter": 80.0, "half": 65.0, "full": 55.0},
               "control": {"quarter": 82.0, "half": 66.0, "full": 56.0, **(control or {})},
-              "rep": {"quarter": 60.0, "half": 50.0, "full": 45.0, **(rep or {})}}
+              "rep": {"quarter": 60.0, "half": 50.0, "full": 45.0, **(rep or {})},
+              "rep_align": {"quarter": 50.0, "half": 42.0, "full": 40.0, **(rep_align or {})}}
     return lambda labels: values[labels["token"]][labels["budget"]]
 
 
@@ -94,14 +98,17 @@ def table11(cls_b=55.0):
     return lambda labels: values[(labels["model"], labels["cls"])]
 
 
-DSD = {"v": 150.0, "v_sg": 120.0, "x_sg": 60.0, "x_sg_ema": 58.0}
-RAE = {"x-w0.5": 32.0, "x-w1": 28.0, "v-w0.5": 200.0, "v-w1": 100.0, "v-w1.5": 90.0, "v-w0.5+head": 95.0}
+DSD = {"v": 150.0, "v_sg": 120.0, "x_sg": 60.0, "x_sg_ema": 58.0, "v_unit": 140.0, "v_sg_unit": 110.0,
+       "x_sg_unit": 60.0}
+RAE = {"x-w0.5": 32.0, "x-w1": 28.0, "v-w0.5": 200.0, "v-w1": 100.0, "v-w1.5": 90.0, "v-w0.5+head": 85.0}
+T4 = {"baseline": 60.0, "rope": 52.0, "qk_norm": 54.0, "rope_qknorm": 47.0, "in_context": 42.0}
 PRE = {"eps": 250.0, "v": 100.0, "lambda-0.5": 60.0, "x": 30.0, "edm": 45.0, "v+skip": 80.0, "eps+skip": 150.0}
 
 
 GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: values where a tie decides it})
-    "table2": (table2(), {"(a)": table2(a_v=41.0), "(b)": table2(b_high=40.0)},
-               {"(a)": table2(a_v=45.0), "(b)": table2(b_high=36.5)}),
+    "table2": (table2(), {"(a)": table2(a_v=41.0), "(b)": table2(b_high=40.0),
+                          "(b) at 16x16": table2(b16_high={"b16p4": 40.0})},  # one panel decides: every panel read
+               {"(a)": table2(a_v=45.0), "(b)": table2(b_high=36.5), "(b) at 16x16": table2(b16_high={"b16p2": 36.5})}),
     "table3": (table3(),
                {"x-pred best": table3(v_at={"-1.2": 70.0}),
                 "more noise helps": table3(x={"0.0": 50.0, "-0.4": 70.0, "-0.8": 60.0, "-1.2": 75.0}),
@@ -112,11 +119,15 @@ GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: 
     "fig4": (fig4(),
              {"a bottleneck helps": fig4(smallest=80.0, others=80.0), "the smallest d' works": fig4(smallest=200.0)},
              {"a bottleneck helps": fig4(smallest=64.0, others=64.0), "the smallest d' works": fig4(smallest=131.0)}),
-    "table4": (by_axis("component", {"baseline": 52.0, "rope_qknorm": 47.0, "in_context": 42.0}),
-               {"each component helps": by_axis("component",
-                                                {"baseline": 47.0, "rope_qknorm": 52.0, "in_context": 42.0})},
-               {"each component helps": by_axis("component",
-                                                {"baseline": 52.0, "rope_qknorm": 51.0, "in_context": 42.0})}),
+    "table4": (by_axis("component", T4),
+               {"each component helps": by_axis("component", {**T4, "in_context": 50.0}),
+                "RoPE alone": by_axis("component", {**T4, "rope": 65.0}),
+                "qk-norm alone": by_axis("component", {**T4, "qk_norm": 65.0}),
+                "together beat either": by_axis("component", {**T4, "rope": 44.0})},
+               {"each component helps": by_axis("component", {**T4, "in_context": 46.0}),
+                "RoPE alone": by_axis("component", {**T4, "rope": 59.0}),
+                "qk-norm alone": by_axis("component", {**T4, "qk_norm": 59.0}),
+                "together beat either": by_axis("component", {**T4, "rope": 48.0})}),
     "table5": (by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 50.0}),
                {"degrades only slightly": by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 80.0})},
                {"degrades only slightly": by_axis("resolution", {"256": 40.0, "512": 45.0, "1024": 61.0})}),
@@ -125,15 +136,24 @@ GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: 
                {"larger is better": by_axis("model", {"B": 50.0, "L": 49.0, "H": 40.0})}),
     # issue 15's grids (REG, Table 11, DSD): fixtures as above, made up
     "reg_token": (reg(), {"faster early": reg(rep={"quarter": 85.0}), "half reaches full": reg(rep={"half": 62.0}),
-                          "the control carries nothing": reg(control={"quarter": 100.0})},
-                  {"faster early": reg(rep={"quarter": 78.0}), "half reaches full": reg(rep={"half": 56.0}),
-                   "the control carries nothing": reg(control={"quarter": 93.0})}),
+                          "the control carries nothing": reg(control={"quarter": 100.0}),
+                          "REG's full loss is faster": reg(rep_align={"quarter": 85.0}),
+                          "the alignment adds to the token": reg(rep_align={"full": 50.0})},
+                  {"faster early": reg(rep={"quarter": 78.0}, rep_align={"quarter": 77.0}),
+                   "half reaches full": reg(rep={"half": 56.0}),
+                   "the control carries nothing": reg(control={"quarter": 93.0}),
+                   "REG's full loss is faster": reg(rep={"quarter": 79.0}, rep_align={"quarter": 78.0}),
+                   "the alignment adds to the token": reg(rep_align={"full": 44.0})}),
     "table11": (table11(), {"the loss helps": table11(cls_b=65.0)}, {"the loss helps": table11(cls_b=59.0)}),
     "dsd_latent": (by_axis("variant", DSD),
                    {"x prevents collapse": by_axis("variant", {**DSD, "x_sg": 130.0}),
-                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 160.0})},
+                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 160.0}),
+                    "x prevents collapse at a fixed scale": by_axis("variant", {**DSD, "x_sg_unit": 130.0}),
+                    "a stop-gradient helps v at a fixed scale": by_axis("variant", {**DSD, "v_sg_unit": 150.0})},
                    {"x prevents collapse": by_axis("variant", {**DSD, "x_sg": 118.0}),
-                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 148.0})}),
+                    "a stop-gradient helps v": by_axis("variant", {**DSD, "v_sg": 148.0}),
+                    "x prevents collapse at a fixed scale": by_axis("variant", {**DSD, "x_sg_unit": 108.0}),
+                    "a stop-gradient helps v at a fixed scale": by_axis("variant", {**DSD, "v_sg_unit": 138.0})}),
     # issue 15's RAE width and pre-conditioner grids: made up as above
     "rae_width": (by_axis("model", RAE),
                   {"v fails below the width": by_axis("model", {**RAE, "v-w0.5": 80.0}),
@@ -141,9 +161,9 @@ GRIDS = {  # grid -> (holds, {rule name: values where it is false}, {rule name: 
                    "x does not need the width": by_axis("model", {**RAE, "x-w0.5": 70.0}),
                    "not just the width theorem": by_axis("model", {**RAE, "v-w1.5": 25.0})},
                   {"v fails below the width": by_axis("model", {**RAE, "v-w0.5": 92.0}),
-                   "the head rescues v": by_axis("model", {**RAE, "v-w0.5+head": 195.0}),
+                   "the head rescues v": by_axis("model", {**RAE, "v-w0.5+head": 93.0}),
                    "x does not need the width": by_axis("model", {**RAE, "x-w0.5": 57.0}),
-                   "not just the width theorem": by_axis("model", {**RAE, "v-w1.5": 33.0})}),
+                   "not just the width theorem": by_axis("model", {**RAE, "v-w0.5+head": 33.0})}),
     "preconditioners": (by_axis("target", PRE),
                         {"more noise is worse": by_axis("target", {**PRE, "lambda-0.5": 110.0}),
                          "EDM above x": by_axis("target", {**PRE, "edm": 25.0}),
@@ -174,11 +194,13 @@ def test_a_grid_whose_claim_holds_reproduces_on_three_seeds_and_is_consistent_on
     holds = GRIDS[grid][0]
     lines, overall = judged(grid, holds, seeds=3)
     assert all(outcome(line) == "Reproduces (3 seeds)" for line in lines), lines
-    assert all("Rests on 3 trainings per cell" in line and "pooled over" in line for line in lines)
+    assert all("Rests on 3 trainings per cell" in line and "pooled over the rule's" in line for line in lines)
+    # the test in every line: t on the rule's degrees of freedom, at the engine's level
+    assert all(re.search(r"one-sided t test at 2\.5%: t\(\d+\) = \d[\d.]* standard errors", line) for line in lines)
     assert overall.endswith("claim reproduces (3 seeds) at mini scale.")
     lines, overall = judged(grid, holds, seeds=1)
     assert all(outcome(line) == "Consistent, 1 seed" for line in lines), lines
-    assert all("declared 5% (one training per cell: the margin is not measured from trainings)" in line
+    assert all("declared 5% (one training per cell: the margin is not measured from trainings, no t test)" in line
                for line in lines)
     assert "consistent, 1 seed" in overall
 
@@ -273,7 +295,7 @@ def test_each_kind_holds_fails_and_ties(tmp_path, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(KIND_RULES))
-def test_with_trainings_a_difference_counts_only_beyond_two_standard_errors(tmp_path, kind):
+def test_with_trainings_a_difference_counts_only_beyond_the_t_margin(tmp_path, kind):
     """The kinds' pure functions on (mean, sd, n): the same numbers are a tie at a 50% spread, real at 1%."""
     holds = KIND_CASES[kind][0]
     (rule,) = parse_rules(kind_spec(tmp_path, kind))
@@ -281,16 +303,22 @@ def test_with_trainings_a_difference_counts_only_beyond_two_standard_errors(tmp_
     cells = [stat({"step": s, "arm": "x"}, [holds[int(s)]] * 3) for s in "012"]
     cells += [stat({"step": s, "arm": "v"}, [100.0] * 3) for s in "012"]
     for train, expected in ((0.01, "holds"), (0.5, "tie")):
-        margin = Margin(0.05, Spread(train=train, train_cells=6))
+        margin = Margin(0.05, Spread(train=train, train_cells=6, train_dof=12))
         assert judge(rule, pick(rule.where, cells, order), margin, order).outcome == expected, (train, expected)
 
 
-def test_the_measured_margin_is_two_standard_errors_of_the_difference():
+def test_the_measured_margin_is_t_standard_errors_of_the_difference_on_the_pooled_degrees_of_freedom():
+    assert LEVEL == 0.025 and t_quantile(3) == pytest.approx(3.182, abs=1e-3)  # the table value t(3), two-sided 95%
+    assert t_quantile(1e6) == pytest.approx(1.960, abs=1e-3) and t_quantile(2, 0.025 / 3) > t_quantile(2)
     lo, hi = stat({}, [90.0, 90.0, 90.0]), stat({}, [100.0, 100.0, 100.0])
-    margin = Margin(0.05, Spread(train=0.03, train_cells=4, sampling=0.04, sampling_cells=2))
-    s = math.hypot(0.03, 0.04)  # 5%: training and sampling spread in quadrature
-    assert margin.threshold(lo, hi) == pytest.approx(2 * math.sqrt((s * 90) ** 2 / 3 + (s * 100) ** 2 / 3))
-    assert margin.compare(lo, hi) == "lower"  # 10 > 2 x 3.9
+    alone = Margin(0.05, Spread(train=0.03, train_cells=4, train_dof=8))
+    se = math.sqrt((0.03 * 90) ** 2 / 3 + (0.03 * 100) ** 2 / 3)
+    assert alone.dof == 8 and alone.threshold(lo, hi) == pytest.approx(t_quantile(8) * se)
+    assert "t(8) = 2.31 standard errors" in alone.describe() and "8 degrees of freedom" in alone.describe()
+    assert "); sampling seeds not measured" in alone.describe()
+    assert alone.compare(lo, hi) == "lower"  # 10 > t(8) x 2.33 = 2.31 x 2.33
+    tight = Margin(0.05, Spread(train=0.045, train_cells=2, train_dof=2))  # the same gap on 2 degrees of freedom
+    assert tight.compare(lo, hi) == "tie" and Margin(0.05, Spread(0.045, 2, train_dof=200)).compare(lo, hi) == "lower"
     assert Margin(0.05).compare(stat({}, [96.0]), hi) == "tie"  # the declared 5% of 100
     assert Margin(0.05).compare(stat({}, [math.inf]), hi) == "higher"  # diverged: never the lower one
     assert Margin(0.05).compare(hi, stat({}, [math.inf])) == "lower"

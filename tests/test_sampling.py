@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jitlab.flow import Flow, FlowConfig, Space
-from jitlab.sampling import Sampler, guided_velocity, initial_noise, integrate, nfe
+from jitlab.sampling import Sampler, guided, initial_noise, integrate, nfe
 
 
 def test_euler_and_heun_on_known_odes():
@@ -69,7 +69,7 @@ def test_cfg_is_one_batched_forward_inside_the_interval_and_guides_the_full_velo
     net, flow = Recorder(), Flow(FlowConfig(pred=Space.x))
     y = torch.tensor([1, 2, 3])
     z = torch.randn(3, 3, 4, 4)
-    velocity = guided_velocity(net, flow, y, null_class=5, cfg_scale=3.0, cfg_interval=(0.1, 0.9))
+    velocity = guided(net, flow, y, null_class=5, cfg_scale=3.0, cfg_interval=(0.1, 0.9))
     t_in = torch.full((3,), 0.5)
     v = velocity(z, t_in, t_in[0])
     assert len(net.calls) == 1 and net.calls[0][0] == 6
@@ -83,7 +83,7 @@ def test_cfg_is_one_batched_forward_inside_the_interval_and_guides_the_full_velo
         assert net.calls[-1][0] == 3 and net.calls[-1][1].tolist() == [1, 2, 3]
         torch.testing.assert_close(v, flow.velocity(net(z, torch.full((3,), t_out), y), z, torch.full((3,), t_out)))
     net.calls.clear()
-    guided_velocity(net, flow, y, 5, cfg_scale=1.0)(z, t_in, t_in[0])
+    guided(net, flow, y, 5, cfg_scale=1.0)(z, t_in, t_in[0])
     assert net.calls[0][0] == 3  # scale 1: no unconditional branch at all
 
 
@@ -186,7 +186,7 @@ class Oracle(torch.nn.Module):
 @pytest.mark.parametrize("steps", [13, 25, 50])
 @pytest.mark.parametrize("method", list(Sampler))
 def test_final_step_x_lands_on_a_perfect_denoisers_x_while_euler_leaves_the_clamp_residual(steps, method):
-    from jitlab.sampling import FinalStep, guided
+    from jitlab.sampling import FinalStep
 
     g = torch.Generator().manual_seed(steps)
     x, eps = torch.randn(1, 3, 4, 4, generator=g).clamp(-1, 1), torch.randn(6, 3, 4, 4, generator=g)

@@ -83,7 +83,7 @@ def test_eval_reads_a_settings_file_and_flags_override_it(tmp_path, capsys):
 
 
 def test_the_grid_hands_its_eval_section_over_as_a_settings_file(tmp_path):
-    from jitlab.grid import runner, seeds
+    from jitlab.grid import runner
 
     section = {"features": "refnet", "num_images": 8, "sampler": "euler", "steps": 2, "cfg": [1.0],
                "cfg_interval": [[0.0, 1.0]], "ema": [0], "batch_size": 8}
@@ -91,10 +91,7 @@ def test_the_grid_hands_its_eval_section_over_as_a_settings_file(tmp_path):
     assert args[:2] == ["eval", str(tmp_path / "checkpoints" / "last.ckpt")] and "--steps" not in args
     handed = EvalSettings.load(args[args.index("--settings") + 1])
     assert handed == EvalSettings.from_dict(section)
-    seeded = seeds.seed_eval_args(tmp_path, section, 3)
-    assert EvalSettings.load(seeded[seeded.index("--settings") + 1]).sampling.seed == 3
-    assert seeded[seeded.index("--out") + 1].endswith("metrics-seed3.json")
-    assert EvalSettings.load(args[args.index("--settings") + 1]).sampling.seed == 0  # the cell's own file stays
+    assert args[args.index("--out") + 1] == str(tmp_path / "metrics.json")
     dry = tmp_path / "dry"
     runner.eval_args(dry, section, write=False)
     assert not dry.exists()  # a dry run writes nothing

@@ -44,7 +44,7 @@ def test_slurm_without_sbatch_fails_at_once_naming_it_and_creates_nothing(tmp_pa
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     started = time.time()
     code = main(["grid", "run", "table2", "--scale", "paper", "--launcher", "slurm", "--runs", str(tmp_path / "runs"),
-                 "--data-root", str(tmp_path / "imagenet")])
+                 "--data_root", str(tmp_path / "imagenet")])
     err = capsys.readouterr().err
     assert code == 2 and time.time() - started < 30
     assert err.strip().count("\n") == 0 and "sbatch" in err and "--launcher local" in err

@@ -166,7 +166,7 @@ def test_residual_and_plane_coordinates():
 
 def test_runner_writes_reports_and_skips_finished_cells(tmp_path, capsys, one_thread):
     out, cache = tmp_path / "reports", tmp_path / "cache"
-    argv = ["--dims", "2", "8", "--seeds", "1", "--steps", "8", "--samples", "64", "--sample-steps", "4",
+    argv = ["--dims", "2", "8", "--seeds", "1", "--steps", "8", "--samples", "64", "--sample_steps", "4",
             "--workers", "1", "--out", str(out), "--cache", str(cache)]
     assert fig2.main(argv) == 0
     first = capsys.readouterr().out
@@ -194,7 +194,7 @@ def test_runner_writes_reports_and_skips_finished_cells(tmp_path, capsys, one_th
 
 
 def test_runner_trains_in_worker_processes(tmp_path, capsys):
-    argv = ["--dims", "2", "--preds", "x", "--seeds", "2", "--steps", "4", "--samples", "32", "--sample-steps", "2",
+    argv = ["--dims", "2", "--preds", "x", "--seeds", "2", "--steps", "4", "--samples", "32", "--sample_steps", "2",
             "--workers", "2", "--out", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache")]
     assert fig2.main(argv) == 0
     assert "cell 2/2" in capsys.readouterr().out
@@ -206,8 +206,8 @@ def test_runner_auto_length_probes_once_and_caches_it(tmp_path, capsys, monkeypa
     monkeypatch.setattr(probe, "WINDOW", 4)
     monkeypatch.setattr(probe, "MAX_STEPS", 12)
     out, cache = tmp_path / "reports", tmp_path / "cache"
-    argv = ["--dims", "2", "8", "16", "--preds", "x", "--seeds", "2", "--seeds-mid", "1", "--samples", "32",
-            "--sample-steps", "2", "--workers", "1", "--out", str(out), "--cache", str(cache)]  # --steps auto: default
+    argv = ["--dims", "2", "8", "16", "--preds", "x", "--seeds", "2", "--seeds_mid", "1", "--samples", "32",
+            "--sample_steps", "2", "--workers", "1", "--out", str(out), "--cache", str(cache)]  # --steps auto: default
     assert fig2.main(argv) == 0
     first = capsys.readouterr().out
     assert "length probe (D=2 x-pred" in first
@@ -229,7 +229,7 @@ def test_runner_auto_length_probes_once_and_caches_it(tmp_path, capsys, monkeypa
 
 
 def test_steps_and_seeds_flags_fail_at_parse_time(capsys):
-    for bad in (["--steps", "many"], ["--steps", "0"], ["--seeds-mid", "0"]):
+    for bad in (["--steps", "many"], ["--steps", "0"], ["--seeds_mid", "0"]):
         with pytest.raises(SystemExit):
             fig2.parse_args(bad)
         err = capsys.readouterr().err

@@ -51,12 +51,12 @@ def test_grid_file_train_seeds_and_bad_values(tmp_path):
 def test_only_selects_every_seed_of_a_cell_or_one(tmp_path, monkeypatch, capsys):
     tiny_grid(tmp_path, preds=("x", "eps"))
     monkeypatch.chdir(tmp_path)
-    assert main(["grid", "run", "tiny", "--train-seeds", "2", "--only", "pred-x", "--dry-run"]) == 0
+    assert main(["grid", "run", "tiny", "--train_seeds", "2", "--only", "pred-x", "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "cell 1/2: tiny mini pred-x " in out and "cell 2/2: tiny mini pred-x_seed-1 " in out
-    assert main(["grid", "run", "tiny", "--train-seeds", "2", "--only", "pred-eps_seed-1", "--dry-run"]) == 0
+    assert main(["grid", "run", "tiny", "--train_seeds", "2", "--only", "pred-eps_seed-1", "--dry_run"]) == 0
     assert "cell 1/1: tiny mini pred-eps_seed-1 " in capsys.readouterr().out
-    assert main(["grid", "run", "tiny", "--train-seeds", "2", "--only", "pred-v", "--dry-run"]) == 2
+    assert main(["grid", "run", "tiny", "--train_seeds", "2", "--only", "pred-v", "--dry_run"]) == 2
     assert "--only" in capsys.readouterr().err
 
 

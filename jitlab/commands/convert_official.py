@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jitlab.commands.flags import add_flag
 from jitlab.convert import OfficialCheckpointError, convert_official
 from jitlab.errors import ConfigError
 
@@ -22,11 +21,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="the release checkpoint (dict with model, model_ema1, model_ema2, args)")
     parser.add_argument("--out", type=Path, required=True, help="the jitlab checkpoint to write (e.g. jit-b16.ckpt)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    add_flag(parser, "--in_context_start", "--in-context-start", type=int, default=None,
+    parser.add_argument("--in_context_start", type=int, default=None,
                         help="block where the class tokens enter (default: from args.model or the model size)")
-    add_flag(parser, "--steps_per_epoch", "--steps-per-epoch", type=int, default=None,
+    parser.add_argument("--steps_per_epoch", type=int, default=None,
                         help="optimizer steps per epoch for global_step (default: estimated from args, else 0)")
-    add_flag(parser, "--attn_impl", "--attn-impl", choices=["fp32", "sdpa"], default="fp32",
+    parser.add_argument("--attn_impl", choices=["fp32", "sdpa"], default="fp32",
                         help="attention kernel of the rebuilt network (fp32 = the release's float32 softmax)")
     return parser
 

@@ -15,23 +15,17 @@ from pathlib import Path
 
 import torch
 
-from jitlab.commands.settings_flags import add_sampler_flags, add_setting, add_shard_flags, as_flag, check_shard_size, given
+from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
 from jitlab.evaluation import best_row, evaluate, read_rows, write_rows
 from jitlab.generate import Parser, check_device, check_output, dist_info, join_processes, process_device, report_error
-from jitlab.settings import EvalSettings, SamplerSettings, ScoreSettings, interval_of, message_of
+from jitlab.settings import EvalSettings, SamplerSettings, ScoreSettings, message_of
 
 FLAGS = {"inception_score": "--is"}  # the settings fields whose flag is not --FIELD
-SETTING_FIELDS = ({f.name for f in fields(ScoreSettings)} | {f.name for f in fields(SamplerSettings)}
-                  | {"ema", "cfg", "cfg_interval", "device"}) - {"cfg_scale"}
-
-
-def parse_interval(text: str) -> tuple[float, float]:
-    """``T_MIN,T_MAX`` -> (T_MIN, T_MAX), checked as the settings check it."""
-    try:
-        return interval_of("--cfg_interval", text)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+SWEEP_FIELDS = [f.name for f in fields(EvalSettings) if f.name not in ("score", "sampling")]
+SAMPLER_FIELDS = [f.name for f in fields(SamplerSettings) if f.name not in ("cfg_scale", "cfg_interval")]  # swept
+SCORE_FIELDS = [f.name for f in fields(ScoreSettings)]
+SETTING_FIELDS = {*SWEEP_FIELDS, *SAMPLER_FIELDS, *SCORE_FIELDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,24 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ckpt", help="a jitlab checkpoint")
     p.add_argument("--settings", type=Path, default=None, help="a JSON file of evaluation settings (keys named as "
                    "these flags, as a grid file's eval:); flags given as well override it")
-    add_setting(p, "--features", ScoreSettings, "features", "refnet: FD-ref in a classifier trained on the embedded "
-                "data; inception: FID (needs weights)", metavar="{refnet,inception}")
-    add_setting(p, "--num_images", ScoreSettings, "num_images", "generated images per sweep point", type=int)
-    add_setting(p, "--ema", EvalSettings, "ema", "EMA indices to try (0, 1, none)", nargs="+")
-    add_setting(p, "--cfg", EvalSettings, "cfg", "CFG scales to try", type=float, nargs="+")
-    add_setting(p, "--cfg_interval", EvalSettings, "cfg_interval", "CFG intervals to try, each as T_MIN,T_MAX",
-                nargs="+")
-    add_sampler_flags(p)
-    add_setting(p, "--score_resolution", ScoreSettings, "score_resolution", "resize generated and real images to "
-                "this side before the features (and use this resolution's refnet); None: the checkpoint's resolution")
-    add_setting(p, "--batch_size", ScoreSettings, "batch_size", "images per forward", type=int)
-    add_setting(p, "--is", ScoreSettings, "inception_score", "also the Inception Score", action="store_true",
-                dest="inception_score")
-    add_setting(p, "--ref_stats", ScoreSettings, "ref_stats", "reference statistics .npz (keys mu, sigma); None: "
-                "built from the checkpoint's data")
-    add_setting(p, "--ref_images", ScoreSettings, "ref_images", "real images for built reference statistics", type=int)
-    add_setting(p, "--inception_weights", ScoreSettings, "inception_weights", "torch-fidelity InceptionV3 weights file")
-    add_setting(p, "--device", EvalSettings, "device", "cpu, cuda or cuda:N", shown_default="cuda if available, else cpu")
+    add_settings_flags(p, ScoreSettings, SCORE_FIELDS, FLAGS)
+    add_settings_flags(p, EvalSettings, SWEEP_FIELDS)
+    add_settings_flags(p, SamplerSettings, SAMPLER_FIELDS)
     p.add_argument("--out", type=Path, default=None, help="metrics.json (None: beside the checkpoint)")
     add_shard_flags(p)
     return p
@@ -108,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         best = best_row(read_rows(out))
         print(f"jitlab eval: wrote {len(rows)} rows to {out}"
               + (f"; best: {best['metric']} {best['value']:.4g} (ema {best['ema']}, cfg {best['cfg_scale']}, "
-                 f"interval {best['cfg_interval']})" if best else ""))
+                 f"interval {best['cfg_interval']}) at step {best.get('step')}" if best else ""))
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0

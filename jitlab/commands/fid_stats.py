@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jitlab.commands.flags import add_flag
 from jitlab.errors import ConfigError
 from jitlab.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, build_extractor
 from jitlab.metrics.stats import ReferenceStats, dataset_stats, join_torchrun
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --root: data-loader workers per process (default: up to 8, one per core)")
     p.add_argument("--every", type=int, default=50, help="with --root: save the partial sums every N batches "
                    "(OUT.partial.pt; the same command continues from it)")
-    add_flag(p, "--no_progress", "--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--device", default=None)
     return p
 

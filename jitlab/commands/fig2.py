@@ -9,7 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from jitlab.commands.flags import add_flag, dashed
 from jitlab.toy import fig2
 from jitlab.toy.cell import Settings
 
@@ -35,18 +34,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="prediction spaces")
     ap.add_argument("--loss", default="v", choices=fig2.DEFAULT_PREDS, help="loss space (default v)")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 at the lowest and highest D")
-    add_flag(ap, "--seeds_mid", "--seeds-mid", type=int, default=1,
-             help="training seeds at the D between them (not a claim)")
+    ap.add_argument("--seeds_mid", type=int, default=1, help="training seeds at the D between them (not a claim)")
     ap.add_argument("--steps", type=steps_arg, default="auto",
                     help="optimizer steps per training, or 'auto': the length probe (default)")
-    add_flag(ap, "--batch_size", "--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--batch_size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
     ap.add_argument("--schedule", default=d.schedule, choices=["constant", "cosine"])
     ap.add_argument("--mu", type=float, default=d.mu, help="logit-normal time sampler: mean")
     ap.add_argument("--sigma", type=float, default=d.sigma, help="logit-normal time sampler: std")
     ap.add_argument("--noise", type=float, default=d.noise, help="spiral thickness (std)")
     ap.add_argument("--samples", type=int, default=d.samples, help="generated points per training")
-    add_flag(ap, "--sample_steps", "--sample-steps", type=int, default=d.sample_steps, help="Euler steps")
+    ap.add_argument("--sample_steps", type=int, default=d.sample_steps, help="Euler steps")
     ap.add_argument("--workers", type=int, default=2, help="trainings run in parallel processes")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--out", type=Path, default=Path("reports"), help="where fig2.{csv,md,png} go")
@@ -56,8 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     for flag in ("seeds", "seeds_mid", "workers", "threads"):
         if getattr(args, flag) < 1:
-            typed = [a.split("=")[0] for a in argv or [] if a.split("=")[0] in (f"--{flag}", dashed(f"--{flag}"))]
-            ap.error(f"{typed[-1] if typed else '--' + flag} must be >= 1, got {getattr(args, flag)}")
+            ap.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     args.dims = sorted(set(args.dims))
     args.preds = [p for p in fig2.DEFAULT_PREDS if p in args.preds]
     return args

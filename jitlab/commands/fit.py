@@ -37,6 +37,9 @@ def check_config_files(argv: list[str]) -> None:
             raise ConfigError("--config", f"{path}: no such file")
         try:
             yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError) as error:  # unreadable: permissions, a directory, binary bytes
+            raise ConfigError("--config", f"{path} cannot be read as a YAML text file "
+                                          f"({type(error).__name__}: {one_line(error, 160)})") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -45,7 +48,8 @@ def check_config_files(argv: list[str]) -> None:
 
 
 def run_lightning(args: list[str] | None) -> int:
-    """LightningCLI on ``args`` (``None``: ``sys.argv``); 128 + the signal if SIGINT/SIGTERM stopped it."""
+    """LightningCLI on ``args`` (``None``: ``sys.argv``); 128 + the signal if SIGINT/SIGTERM/SIGHUP stopped it."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     import jitlab.data  # noqa: F401  (registers the data modules as subclasses for short names)
@@ -61,7 +65,7 @@ def run_lightning(args: list[str] | None) -> int:
     parser_kwargs["fit"]["description"] = ("Train one cell (defaults: the mini preset). --ckpt_path last resumes "
                                            "the newest run of the root, --ckpt_path auto resumes it if there is one.")
     try:
-        cli_cls(
+        cli = cli_cls(
             JiTModule,
             data_base,
             subclass_mode_data=True,
@@ -71,9 +75,25 @@ def run_lightning(args: list[str] | None) -> int:
             trainer_defaults={"callbacks": [on_signal]},
             auto_configure_optimizers=False,
         )
-    except SIGTERMException:  # stopped by SIGINT / SIGTERM after saving last.ckpt: not a finished run
+    except SIGTERMException:  # stopped by SIGINT / SIGTERM / SIGHUP after saving last.ckpt: not a finished run
         return 128 + int(on_signal.signum or signal.SIGTERM)
+    except MisconfigurationException as error:  # the Trainer's own checks of its arguments (max_steps=-5, ...)
+        raise ConfigError("trainer", one_line(error)) from None
+    check_trained(cli)
     return 0
+
+
+def check_trained(cli: Any) -> None:
+    """A fit that trained nothing because the data give no batch (a batch larger than the data set) is an error,
+    not a finished run (Lightning only prints "No training batches" and exits 0)."""
+    trainer = getattr(cli, "trainer", None)
+    if cli.subcommand != "fit" or trainer is None or trainer.limit_train_batches == 0:
+        return
+    if trainer.num_training_batches == 0 and trainer.global_step == 0:
+        data = cli.config.fit.data.init_args
+        raise ConfigError("data.init_args.global_batch_size",
+                          f"{data.get('global_batch_size')} is larger than the training data give per step (drop_last: "
+                          "no full batch): nothing was trained; give a smaller batch or more data")
 
 
 def pop_rehearse(args: list[str]) -> tuple[bool, list[str]]:

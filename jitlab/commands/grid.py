@@ -5,22 +5,22 @@
     jitlab grid run table2 --scale paper --data_root /data/imagenet --launcher slurm --partition gpu
     jitlab grid run table2 --scale paper --launcher slurm --dry_run   # configs and commands, nothing runs
     jitlab grid plan table2 --scale paper                   # GMACs, images, GPU-hours per cell
-    jitlab grid seeds table4 --scale mini --seeds 1 2       # the metric's sampling-seed spread -> reports/
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from jitlab.commands.flags import add_flag, dashed
 from jitlab.errors import ArgumentParser, ConfigError
-from jitlab.grid.actions import resolve_cells, run_grid, seed_spread
-from jitlab.grid.spec import SCALES, list_grids, load_spec
+from jitlab.grid.actions import resolve_cells, run_grid
+from jitlab.grid.spec import GRID_DIR, SCALES, list_grids, load_spec, project_root
 
 DEFAULT_RUNS = Path("runs/grids")
 
@@ -32,9 +32,15 @@ def parse_set(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
-def flag(parser: Any, name: str, **kwargs: Any) -> None:
-    """A ``--snake_case`` flag; its dashed spelling (the old one) stays a hidden alias."""
-    add_flag(parser, name, *([dashed(name)] if "_" in name else []), **kwargs)
+def positive_int(text: str) -> int:
+    """A count of things at a time: a whole number >= 1 (0 would silently mean 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
 
 
 def common(q: argparse.ArgumentParser) -> None:
@@ -43,10 +49,10 @@ def common(q: argparse.ArgumentParser) -> None:
                    help="mini (embedded data, CPU), lab (one GPU, an ImageNet subset) or paper (ImageNet)")
     q.add_argument("--set", type=parse_set, action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every cell, e.g. --set trainer.max_steps=500")
-    flag(q, "--data_root", default=None, help="the ImageNet root or shard directory (paper scale)")
+    q.add_argument("--data_root", default=None, help="the ImageNet root or shard directory (paper scale)")
     q.add_argument("--only", nargs="+", default=None, metavar="CELL", help="run only these cell ids")
-    flag(q, "--train_seeds", type=int, default=None, metavar="N",
-         help="train every cell under seeds 0..N-1 (default: the grid file's scales.SCALE.train_seeds)")
+    q.add_argument("--train_seeds", type=int, default=None, metavar="N",
+                   help="train every cell under seeds 0..N-1 (default: the grid file's scales.SCALE.train_seeds)")
 
 
 def add_run(sub: Any) -> None:
@@ -54,21 +60,22 @@ def add_run(sub: Any) -> None:
     common(run)
     run.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
     run.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    flag(run, "--dry_run", action="store_true", help="print each cell's resolved config and command; run nothing")
+    run.add_argument("--dry_run", action="store_true",
+                     help="print each cell's resolved config and command; run nothing")
     run.add_argument("--rehearse", action="store_true",
                      help="every cell end to end in minutes (a few steps, a checkpoint, a resume, an evaluation on a "
                           "handful of images, the report) under RUNS/../rehearsal/; no cell is marked done")
-    flag(run, "--skip_preflight", action="store_true",
-         help="do not check data, reference statistics, Inception weights, disk and batch split first")
-    flag(run, "--build_ref_stats", action="store_true",
-         help="make missing reference statistics (jitlab fid-stats on the cells' data) before starting")
-    run.add_argument("--jobs", type=int, default=None,
+    run.add_argument("--skip_preflight", action="store_true",
+                     help="do not check data, reference statistics, Inception weights, disk and batch split first")
+    run.add_argument("--build_ref_stats", action="store_true",
+                     help="make missing reference statistics (jitlab fid-stats on the cells' data) before starting")
+    run.add_argument("--jobs", type=positive_int, default=None,
                      help="cells at a time (local; default: one per CPU core at mini scale, 1 at paper scale)")
     slurm = run.add_argument_group("slurm (with --launcher slurm)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--nodes", type=int, default=1)
-    flag(slurm, "--gpus_per_node", type=int, default=8)
-    flag(slurm, "--cpus_per_task", type=int, default=12)
+    slurm.add_argument("--gpus_per_node", type=int, default=8)
+    slurm.add_argument("--cpus_per_task", type=int, default=12)
     slurm.add_argument("--time", type=int, default=72 * 60, help="minutes per job (a requeued job resumes)")
     slurm.add_argument("--account", default=None)
 
@@ -78,44 +85,60 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the grids under experiments/grids")
     add_run(sub)
-    seeds = sub.add_parser("seeds", help="evaluate the done cells again under other sampling seeds -> "
-                                         "reports/NAME-seeds.{csv,md}")
-    common(seeds)
-    seeds.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
-    seeds.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="sampling seeds besides 0 (default 1 2)")
-    seeds.add_argument("--jobs", type=int, default=None, help="evaluations at a time (default: one per CPU core)")
-    seeds.add_argument("--out", type=Path, default=Path("reports"), help="where the report goes (default reports)")
-
     plan = sub.add_parser("plan", help="GMACs, images to train on and GPU-hours per cell")
     common(plan)
-    flag(plan, "--peak_tflops", type=float, default=989.0,
-         help="peak dense bf16 TFLOP/s of one GPU (default 989: an H100 SXM)")
+    plan.add_argument("--peak_tflops", type=float, default=989.0,
+                      help="peak dense bf16 TFLOP/s of one GPU (default 989: an H100 SXM)")
     plan.add_argument("--utilisation", type=float, default=0.4, help="model FLOP utilisation (default 0.4)")
     plan.add_argument("--nodes", type=int, default=1, help="nodes per cell's job (for its wall time)")
-    flag(plan, "--gpus_per_node", type=int, default=8)
+    plan.add_argument("--gpus_per_node", type=int, default=8)
     plan.add_argument("--time", type=int, default=72 * 60, help="minutes per job: cells over it are named")
+    plan.add_argument("--gpu_memory", type=float, default=None, metavar="GIB",
+                      help="memory of one GPU in GiB (e.g. 80): each cell's memory plan (a prediction from counted "
+                           "activations)")
+    plan.add_argument("--json", action="store_true", help="one JSON object per cell (a JSON list)")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def list_command() -> int:
+    """Every grid of the project (found as `jitlab report` finds them: ``jitlab.grid.spec.project_root``)."""
+    names = list_grids()
+    if not names:
+        raise ConfigError("grid list", f"no grid files in {project_root() / GRID_DIR}; run from the jitlab checkout "
+                                       "(or one of its directories)")
+    for name in names:
+        spec = load_spec(name)
+        print(f"{name:<8} {spec.title}  [scales: {', '.join(spec.scales)}]")
+    return 0
+
+
+def main(argv: list[str] | None = None, entry: Callable[[list[str]], int] | None = None) -> int:
+    """``entry``: the `jitlab` dispatcher a SLURM task runs in-process (``jitlab.cli`` passes itself)."""
     args = build_parser().parse_args(argv)
     try:
+        return _main(args, entry)
+    except BrokenPipeError:  # `jitlab grid list | head`: the reader has what it wants; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+        return 0
+
+
+def _main(args: argparse.Namespace, entry: Callable[[list[str]], int] | None) -> int:
+    try:
         if args.action == "list":
-            for name in list_grids():
-                spec = load_spec(name)
-                print(f"{name:<8} {spec.title}  [scales: {', '.join(spec.scales)}]")
-            return 0
+            return list_command()
         if args.action == "plan":
-            from jitlab.grid.plan import plan_table
+            from jitlab.grid.plan import plan_rows, plan_table
 
             spec, cells = resolve_cells(args)
+            gpus = args.nodes * args.gpus_per_node
+            if args.json:
+                rows = plan_rows(cells, args.peak_tflops, args.utilisation, gpus, args.gpu_memory)
+                print(json.dumps([r.as_dict() for r in rows], indent=1))
+                return 0
             print(f"# {spec.title} at {args.scale} scale")
-            print(plan_table(cells, args.peak_tflops, args.utilisation, args.nodes * args.gpus_per_node, args.time))
+            print(plan_table(cells, args.peak_tflops, args.utilisation, gpus, args.time, args.gpu_memory))
             return 0
-        if args.action == "seeds":
-            return seed_spread(args)
-        from jitlab.cli import main as entry  # the dispatcher a SLURM task runs in-process
-
         return run_grid(args, entry)
     except ConfigError as error:
         print(f"jitlab grid: error: {error}", file=sys.stderr)

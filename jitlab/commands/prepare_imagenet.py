@@ -11,7 +11,6 @@ import argparse
 import os
 import sys
 
-from jitlab.commands.flags import add_flag
 from jitlab.data import prepare
 from jitlab.data.imagenet import SPLITS
 
@@ -26,11 +25,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="parallel processes (default: all cores; 0 = in this process)")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
                         help="splits to write (those SRC has; default: train val)")
-    add_flag(parser, "--part_size", "--part-size", type=int, default=None,
-             help="images per part, the unit of work and of resuming (default: about 256 MB of crops)")
-    add_flag(parser, "--chunk_bytes", "--chunk-bytes", default="64MB",
-             help="size of the litdata chunks (default: 64MB)")
-    add_flag(parser, "--no_progress", "--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--part_size", type=int, default=None,
+                        help="images per part, the unit of work and of resuming (default: about 256 MB of crops)")
+    parser.add_argument("--chunk_bytes", default="64MB", help="size of the litdata chunks (default: 64MB)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--classes", type=prepare.class_spec, default=None,
                         help="a class subset: N (the first N classes), a file of WordNet ids (one a line) or a "
                              "shipped list (imagenette, imagenet100); default: all classes")

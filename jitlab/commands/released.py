@@ -9,7 +9,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from jitlab.commands.flags import add_flag, dashed
 from jitlab.errors import ArgumentParser, ConfigError
 from jitlab.grid import released
 from jitlab.grid.released import GRIDS
@@ -23,20 +22,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", type=Path, required=True, help="folder holding the released .pth files")
     p.add_argument("--grids", nargs="+", default=list(GRIDS), help="grids whose cells are the released models")
     p.add_argument("--only", nargs="+", default=None, metavar="MODEL", help="only these models, e.g. JiT-B/16")
-    add_flag(p, "--inception_weights", dashed("--inception_weights"), type=Path, default=None,
-             help="torch-fidelity InceptionV3 weights (None: $JITLAB_INCEPTION_WEIGHTS or torch hub's cache)")
-    add_flag(p, "--fid_stats", dashed("--fid_stats"), type=Path, default=None,
-             help="folder of the release's jit_in256_stats.npz and jit_in512_stats.npz (None: the grid's path)")
+    p.add_argument("--inception_weights", type=Path, default=None,
+                   help="torch-fidelity InceptionV3 weights (None: $JITLAB_INCEPTION_WEIGHTS or torch hub's cache)")
+    p.add_argument("--fid_stats", type=Path, default=None,
+                   help="folder of the release's jit_in256_stats.npz and jit_in512_stats.npz (None: the grid's path)")
     p.add_argument("--devices", type=int, default=max(gpus, 1), help="processes (GPUs) per evaluation")
     p.add_argument("--device", default="cuda" if gpus else "cpu", help="cuda or cpu")
-    add_flag(p, "--num_images", dashed("--num_images"), type=int, default=None, help="None: the release's 50,000")
+    p.add_argument("--num_images", type=int, default=None, help="None: the release's 50,000")
     p.add_argument("--steps", type=int, default=None, help="None: the release's (50)")
-    add_flag(p, "--batch_size", dashed("--batch_size"), type=int, default=None,
-             help="images per forward (None: the release's 128)")
+    p.add_argument("--batch_size", type=int, default=None, help="images per forward (None: the release's 128)")
     p.add_argument("--work", type=Path, default=Path("runs/released"), help="converted checkpoints and metrics")
     p.add_argument("--out", type=Path, default=Path("reports"), help="where released.{csv,md} go")
-    add_flag(p, "--keep_converted", dashed("--keep_converted"), action="store_true",
-             help="keep WORK/ID/checkpoints/last.ckpt afterwards")
+    p.add_argument("--keep_converted", action="store_true", help="keep WORK/ID/checkpoints/last.ckpt afterwards")
     return p
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from jitlab.commands.settings_flags import add_sampler_flags, add_setting, add_shard_flags, as_flag, check_shard_size, given
+from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
 from jitlab.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info, join_processes,
                              labels_for, process_device, read_jitlab_checkpoint, report_error)
@@ -22,23 +23,15 @@ from jitlab.images import class_rows, image_grid, save_png, write_npz
 from jitlab.settings import SamplerSettings, SampleSettings
 
 FLAGS = {"cfg_scale": "--cfg"}  # the settings fields whose flag is not --FIELD
-SAMPLE_FIELDS = {"num_images", "classes", "ema", "batch_size"}
-SAMPLER_FIELDS = {"sampler", "steps", "cfg_scale", "cfg_interval", "seed", "final_step", "precision"}
+SAMPLE_FIELDS = [f.name for f in fields(SampleSettings) if f.name != "sampling"]
+SAMPLER_FIELDS = [f.name for f in fields(SamplerSettings)]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="jitlab sample", description=__doc__.splitlines()[0])
     p.add_argument("ckpt", help="a jitlab checkpoint (from `jitlab fit` or `jitlab convert-official`)")
-    add_setting(p, "--num_images", SampleSettings, "num_images", "number of images", type=int)
-    add_setting(p, "--classes", SampleSettings, "classes", "labels to cycle through (None: balanced over all "
-                "classes, label = index mod classes)", type=int, nargs="*")
-    add_setting(p, "--ema", SampleSettings, "ema", "EMA index (0 = first decay), 1, or 'none' for raw weights")
-    add_sampler_flags(p)
-    add_setting(p, "--cfg", SamplerSettings, "cfg_scale", "CFG scale on the velocity (1 = no guidance)", type=float,
-                dest="cfg_scale", metavar="CFG")
-    add_setting(p, "--cfg_interval", SamplerSettings, "cfg_interval", "guide where T_MIN < t < T_MAX (t >= 0 when "
-                "T_MIN = 0), as the release", type=float, nargs=2, metavar=("T_MIN", "T_MAX"))
-    add_setting(p, "--batch_size", SampleSettings, "batch_size", "images per forward", type=int)
+    add_settings_flags(p, SampleSettings, SAMPLE_FIELDS)
+    add_settings_flags(p, SamplerSettings, SAMPLER_FIELDS, FLAGS)
     p.add_argument("--png", type=Path, default=None, help="write a grid PNG here (None and no --npz: beside CKPT)")
     p.add_argument("--npz", type=Path, default=None, help="write uint8 images (N, H, W, C) and labels here")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (None: one class per row)")

@@ -1,49 +1,68 @@
-"""The flags of the sampling and evaluation settings (``jitlab.settings``) that `jitlab sample` and `jitlab eval`
-share: each flag is a settings field; its default and its check are the field's, never repeated here.
+"""The flags of `jitlab sample` and `jitlab eval`, made from the typed settings (``jitlab.settings``): one flag per
+settings field, its type from the field's annotation, its default the field's, its help the class docstring's
+``Args:`` line; nothing is repeated here.
 
 A flag not given is left out of the parsed arguments (``argparse.SUPPRESS``), so the settings object supplies
-the default (``--help`` shows it); a bad value's ``ConfigError`` names the field, and ``as_flag`` renames it to
-the flag a user typed.
+the default (``--help`` shows it) and checks the value; a bad value's ``ConfigError`` names the field, and
+``as_flag`` renames it to the flag a user typed.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import re
+import types
 from dataclasses import MISSING, fields
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Iterable, Union, get_args, get_origin, get_type_hints
 
 from jitlab.errors import ConfigError
-from jitlab.settings import SamplerSettings, message_of
+from jitlab.settings import message_of
 
 
-def default_of(settings: type, name: str) -> Any:
-    """A settings class's default of field ``name`` (for ``--help``)."""
-    for f in fields(settings):
-        if f.name == name:
-            value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            return _shown(value)
-    raise KeyError(name)
+def add_settings_flags(p: argparse.ArgumentParser, settings: type, names: Iterable[str],
+                       flags: dict[str, str] | None = None) -> None:
+    """``--FIELD`` (or ``flags[FIELD]``) for each field ``names`` of the dataclass ``settings``."""
+    hints, docs = get_type_hints(settings), field_docs(settings)
+    by_name = {f.name: f for f in fields(settings)}
+    for name in names:
+        f = by_name[name]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        help = docs[name].rstrip(".").replace("``", "")
+        p.add_argument((flags or {}).get(name, f"--{name}"), dest=name, default=argparse.SUPPRESS,
+                       help=f"{help} (default: {_shown(default)})", **_parsing(hints[name]))
 
 
-def add_setting(p: argparse.ArgumentParser, flag: str, settings: type, name: str, help: str, **kwargs: Any) -> None:
-    """``flag`` for field ``name`` of ``settings``: absent unless given; ``--help`` states the field's default."""
-    shown = kwargs.pop("shown_default", default_of(settings, name))
-    p.add_argument(flag, dest=kwargs.pop("dest", name), default=argparse.SUPPRESS,
-                   help=f"{help} (default: {shown})", **kwargs)
+def _parsing(kind: Any) -> dict[str, Any]:
+    """argparse's keywords for a field of type ``kind``; values the settings parse from text (EMA ``none``, an
+    interval ``0.1,1.0``, a path) stay text and are checked by the settings."""
+    args = get_args(kind)
+    if get_origin(kind) in (Union, types.UnionType):  # X | None: a tuple may be given empty, a scalar as text
+        inner = next(a for a in args if a is not type(None))
+        return {**_parsing(inner), "nargs": "*"} if get_origin(inner) is tuple else {}
+    if get_origin(kind) is tuple:
+        item = args[0] if args[0] in (int, float) else None
+        return {"nargs": "+" if args[-1] is Ellipsis else len(args), **({"type": item} if item else {})}
+    if kind is bool:
+        return {"action": "store_true"}
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return {"metavar": "{" + ",".join(e.value for e in kind) + "}"}
+    return {"type": kind} if kind in (int, float) else {}
 
 
-def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    """The sampler flags both verbs share (their CFG flags differ: eval sweeps them)."""
-    add_setting(p, "--sampler", SamplerSettings, "sampler", "ODE integrator: heun or euler (Heun's last step is "
-                "plain Euler, as in the release)", metavar="{heun,euler}")
-    add_setting(p, "--steps", SamplerSettings, "steps", "integration steps", type=int)
-    add_setting(p, "--final_step", SamplerSettings, "final_step", "euler: the release's last step (its "
-                "sample_t_eps clamp leaves some noise); x: the last step lands on the x-prediction", metavar="{euler,x}")
-    add_setting(p, "--precision", SamplerSettings, "precision", "the network's forward while sampling: fp32, or "
-                "bf16 autocast (the release on GPU)", metavar="{fp32,bf16}")
-    add_setting(p, "--seed", SamplerSettings, "seed", "noise seed (each image's noise comes from seed and index)",
-                type=int)
+def field_docs(settings: type) -> dict[str, str]:
+    """Field -> its description in the class docstring's ``Args:`` section (continuation lines joined)."""
+    docs: dict[str, str] = {}
+    name = None
+    for line in (inspect.getdoc(settings) or "").partition("Args:")[2].splitlines():
+        match = re.match(r"^ {4}(\w+): (.*)$", line)
+        if match:
+            name, docs[match[1]] = match[1], match[2]
+        elif name and line.startswith(" " * 8):
+            docs[name] += " " + line.strip()
+    return docs
 
 
 def add_shard_flags(p: argparse.ArgumentParser) -> None:
@@ -57,7 +76,7 @@ def check_shard_size(size: int | None) -> None:
         raise ConfigError("--shard_size", f"must be >= 1, got {size}")
 
 
-def given(args: argparse.Namespace, names: set[str]) -> dict[str, Any]:
+def given(args: argparse.Namespace, names: Collection[str]) -> dict[str, Any]:
     """The settings fields among ``names`` that the command line gave."""
     return {name: value for name, value in vars(args).items() if name in names}
 

@@ -1,4 +1,4 @@
-"""What `jitlab grid run | seeds` do with a grid's cells: resolve, dry-run, preflight, run locally or on SLURM.
+"""What `jitlab grid run` does with a grid's cells: resolve, dry-run, preflight, run locally or on SLURM.
 
 The functions take the verb's parsed options (``jitlab.commands.grid``): ``name``, ``scale``, ``set``,
 ``data_root``, ``only``, ``train_seeds`` and, per action, ``runs``, ``launcher``, ``jobs``, the SLURM fields.
@@ -101,7 +101,7 @@ def preflight(cells, args: argparse.Namespace) -> None:
     import logging
 
     from jitlab.fitconfig import check_fit_config
-    from jitlab.grid.runner import FINISHED, cell_dir, read_result
+    from jitlab.grid.runner import cell_dir, check_settings, is_finished, read_result
     from jitlab.preflight import check_cells
 
     def resolve(config: dict) -> dict:
@@ -109,8 +109,9 @@ def preflight(cells, args: argparse.Namespace) -> None:
             return check_fit_config(["--config", str(path)])
 
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set" per cell
-    todo = [c for c in cells if args.rehearse or (read_result(cell_dir(args.runs, c)) or {}).get("status")
-            not in FINISHED]
+    if not args.rehearse:
+        check_settings(cells, args.runs)  # a cell directory of other settings: one error before any check
+    todo = [c for c in cells if args.rehearse or not is_finished(read_result(cell_dir(args.runs, c)), c)]
     world = args.nodes * args.gpus_per_node if args.launcher == "slurm" else None
     hint = "" if args.build_ref_stats else " (or pass --build_ref_stats to `jitlab grid run`)"
     check_cells(todo, args.runs, world, resolve, hint, echo=lambda line: print(line, flush=True))
@@ -165,22 +166,3 @@ def run_grid(args: argparse.Namespace, entry: Callable[[list[str]], int] | None 
     if CHILDREN.signum is not None:  # stopped by SIGINT / SIGTERM: the interrupted cells resume next time
         return 128 + CHILDREN.signum
     return 1 if counts["failed"] else 0
-
-
-def seed_spread(args: argparse.Namespace) -> int:
-    from jitlab.grid.seeds import measure, write_seed_report
-
-    spec, cells = resolve_cells(args)
-    cores = os.cpu_count() or 1
-    jobs = max(1, args.jobs or cores)
-    frame = measure(cells, args.runs, args.seeds, jobs=jobs, threads=max(1, cores // jobs),
-                    echo=lambda line: print(line, flush=True))
-    if frame.empty:
-        raise ConfigError(str(args.runs / spec.name / args.scale), "has no done cell to evaluate; run the grid first")
-    command = (f"jitlab grid seeds {spec.name} --scale {args.scale} --seeds {' '.join(map(str, args.seeds))}"
-               + (f" --only {' '.join(args.only)}" if args.only else ""))
-    # the report's stem (NAME, NAME-paper); the verdicts' margins are per rule and measured, none is fixed here
-    stem = spec.name if args.scale == "mini" else f"{spec.name}-{args.scale}"
-    paths = write_seed_report(frame, args.out, stem, spec.title, command, None)
-    print(f"jitlab grid: wrote {', '.join(map(str, paths))}")
-    return 0

@@ -1,19 +1,48 @@
 """The grid runner's subprocesses: started, tracked, and stopped with it.
 
-A signal to `jitlab grid run` (SIGINT from Ctrl-C, SIGTERM from `kill` or a scheduler) is passed on to
-every running `jitlab fit` / `jitlab eval` / `jitlab train-ref` as SIGTERM (a training then saves
-``last.ckpt`` at the end of its step), no new process is started, and the runner waits for its children
-before it exits. SIGTERM, not the signal received: a Ctrl-C reaches the children from the terminal too,
-and a second SIGINT would stop a training at once, without its checkpoint.
+A signal to `jitlab grid run` (SIGINT from Ctrl-C, SIGTERM from `kill` or a scheduler, SIGHUP from a closed
+terminal) is passed on to every running `jitlab fit` / `jitlab eval` / `jitlab train-ref` as SIGTERM (a
+training then saves ``last.ckpt`` at the end of its step), no new process is started, and the runner waits
+for its children before it exits. SIGTERM, not the signal received: a Ctrl-C reaches the children from the
+terminal too, and a second SIGINT would stop a training at once, without its checkpoint.
+
+A runner that cannot pass anything on (``kill -9``, an out-of-memory kill) still takes its children with it:
+each child asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), so no trainer is
+left running, adopted by init, beside the next runner's. While it stops, the cell's lock names it
+(``Children.watched``), so the next runner waits for it instead of starting a second trainer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
 import subprocess
+import sys
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux; elsewhere None: nothing to do).
+
+    The kernel's parent-death signal is what ``kill -9`` of the runner cannot skip; Python has no binding
+    for ``prctl``, hence ctypes. If the parent died before the call, the child stops itself at once.
+    """
+    if _LIBC is None:
+        return None
+
+    def preexec() -> None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 class Children:
@@ -22,20 +51,37 @@ class Children:
     def __init__(self) -> None:
         self._procs: set[subprocess.Popen] = set()
         self._lock = threading.RLock()  # re-entrant: the signal handler runs on the main thread, maybe inside
+        self._local = threading.local()  # per thread (one cell each): who is told of its subprocesses
         self.signum: int | None = None
+
+    @contextlib.contextmanager
+    def watched(self, on_start: Callable[[int], None], on_end: Callable[[int], None]) -> Iterator[None]:
+        """While inside, on this thread: ``on_start(pid)`` after each subprocess starts, ``on_end(pid)`` after it
+        ended (a cell's lock records its trainer)."""
+        previous = getattr(self._local, "hooks", None)
+        self._local.hooks = (on_start, on_end)
+        try:
+            yield
+        finally:
+            self._local.hooks = previous
 
     def call(self, args: list[str], **kwargs: Any) -> int:
         """``subprocess.call`` that the runner's signals reach; 128 + signal once the runner is stopping."""
+        hooks = getattr(self._local, "hooks", None)
         with self._lock:
             if self.signum is not None:
                 return 128 + self.signum
-            proc = subprocess.Popen(args, **kwargs)
+            proc = subprocess.Popen(args, preexec_fn=die_with(os.getpid()), **kwargs)
             self._procs.add(proc)
         try:
+            if hooks is not None:
+                hooks[0](proc.pid)
             return proc.wait()
         finally:
             with self._lock:
                 self._procs.discard(proc)
+            if hooks is not None:
+                hooks[1](proc.pid)
 
     def stop(self, signum: int, frame: Any = None) -> None:
         with self._lock:
@@ -59,12 +105,12 @@ CHILDREN = Children()
 
 @contextlib.contextmanager
 def forward_signals(children: Children = CHILDREN) -> Iterator[Children]:
-    """While inside: SIGINT and SIGTERM stop ``children`` (main thread only; elsewhere nothing changes)."""
+    """While inside: SIGINT, SIGTERM and SIGHUP stop ``children`` (main thread only; elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield children
         return
     children.signum = None  # a new run of the grid in this process starts unstopped
-    previous = {s: signal.signal(s, children.stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, children.stop) for s in STOP_SIGNALS}
     try:
         yield children
     finally:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from jitlab.fitview import FitView
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -54,9 +56,7 @@ class Shape:
 
 def shape_of(config: dict[str, Any]) -> Shape:
     """The shape of a `jitlab fit` config (a JiT backbone; the image size comes from the data)."""
-    net = ((config.get("model") or {}).get("net") or {}).get("init_args") or {}
-    data = (config.get("data") or {}).get("init_args") or {}
-    resolution = net.get("img_size") or data.get("resolution")
-    return Shape(resolution=int(resolution), patch_size=int(net["patch_size"]), channels=int(net.get("in_channels", 3)),
+    net = FitView.of(config).net_args()
+    return Shape(resolution=int(net["img_size"]), patch_size=int(net["patch_size"]), channels=int(net.get("in_channels", 3)),
                  width=int(net["hidden_size"]), depth=int(net["depth"]),
                  bottleneck=None if net.get("bottleneck_dim") is None else int(net["bottleneck_dim"]))

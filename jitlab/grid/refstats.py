@@ -15,19 +15,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from jitlab.errors import ConfigError
+from jitlab.fitview import FitView
 
 
 def missing_ref_stats(cells: Iterable[Any]) -> dict[Path, tuple[str, int]]:
     """``{statistics file: (data root, resolution)}`` for the Inception-scored ImageNet cells whose file is absent."""
     missing: dict[Path, tuple[str, int]] = {}
     for cell in cells:
-        path, data = cell.eval.get("ref_stats"), cell.config.get("data") or {}
+        path, fit = cell.eval.get("ref_stats"), FitView.of(cell.config)
         if not path or cell.eval.get("features") != "inception" or Path(path).exists():
             continue
-        if not str(data.get("class_path", "")).endswith("ImageNetDataModule"):
+        if not fit.data_class.endswith("ImageNetDataModule"):
             continue
-        args = data.get("init_args") or {}
-        wanted = (str(args.get("root")), int(args.get("resolution", 256)))
+        wanted = (str(fit.data.get("root")), int(fit.data.get("resolution", 256)))
         if missing.setdefault(Path(path), wanted) != wanted:
             raise ConfigError(f"eval.ref_stats {path}", f"is named by cells at {missing[Path(path)]} and at {wanted} "
                                                         "(root, resolution): one file cannot be both")

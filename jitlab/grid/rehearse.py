@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jitlab.atomic import write_json
+from jitlab.fitview import FitView
 from jitlab.grid.runner import (
     Runner,
     cell_dir,
@@ -100,7 +101,8 @@ def rehearse_cell(cell: Cell, directory: Path, runner: Runner, threads: int | No
     if error is not None:
         write_json(directory / "result.json", {"status": "failed", "error": error, "commands": commands})
         return Rehearsal(cell.id, "failed", time.time() - started, error)
-    outcome = finish_cell(cell, directory, 0, started, commands, env, runner)
+    trained = {**cell.config, "trainer": {**(cell.config.get("trainer") or {}), "max_steps": 2 * STEPS}}
+    outcome = finish_cell(dataclasses.replace(cell, config=trained), directory, 0, started, commands, env, runner)
     if outcome.status != "done":
         return Rehearsal(cell.id, "failed", time.time() - started, f"eval: {outcome.summary}")
     return Rehearsal(cell.id, REHEARSED, time.time() - started, f"train {STEPS}, resume to {2 * STEPS}, "
@@ -148,7 +150,7 @@ def rehearse_fit(args: list[str], config: dict[str, Any], runner: Runner = run_s
     ``config``: ARGS resolved (`jitlab.cli.check_fit_config`). The run goes to ``rehearsal_dir(default_root_dir)``.
     """
     started = time.time()
-    root = Path((config.get("trainer") or {}).get("default_root_dir") or "runs/default")
+    root = Path(FitView.of(config).trainer.get("default_root_dir") or "runs/default")
     directory = rehearsal_dir(root)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)

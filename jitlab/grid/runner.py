@@ -4,14 +4,18 @@ One directory per cell (``RUNS/NAME/SCALE/CELL``)::
 
     config.yaml      the resolved `jitlab fit` config (what `--dry_run` prints)
     cell.json        grid, scale, labels, config hash, evaluation settings, the paper's value
-    checkpoints/     last.ckpt (every `checkpoint.every_n_train_steps`), from which a cell resumes
+    checkpoints/     last.ckpt (every `checkpoint.every_n_train_steps` and the last step), from which a cell resumes
     metrics.json     every point `jitlab eval` measured
     result.json      the cell's outcome: status done | failed | diverged, the best point's metrics
     train.log, eval.log, runner.lock (who runs the cell now: host, pid, SLURM job id)
 
-Re-running is always safe: a cell with a result (done or diverged) is skipped, a failed cell is
-tried again, an interrupted cell resumes from its ``last.ckpt``; every file is written atomically.
-A cell another live runner holds is skipped; SIGINT / SIGTERM to the runner stop its cells cleanly.
+Re-running is always safe: a cell with a result (done or diverged) of its settings, scored at its
+``max_steps``, is skipped (``rundir.is_finished``); a failed cell is tried again, an interrupted cell
+resumes from its ``last.ckpt``; every file is written atomically. A directory holding a run of other
+settings (``--set``, the grid file) is refused before anything runs, with the differences named.
+A cell another live runner or its trainer holds is skipped; SIGINT / SIGTERM / SIGHUP to the runner stop
+its cells cleanly, and a trainer whose runner is killed (``kill -9``) is stopped by the kernel (with its
+checkpoint) and holds the cell's lock until it has ended.
 Each cell is a subprocess of the same CLI a user types, so a crash or a NaN in one cell cannot take
 the grid down, and its memory is returned when it ends.
 """
@@ -30,23 +34,36 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import yaml
 
 from jitlab.atomic import write_json, write_text
 from jitlab.errors import ConfigError
+from jitlab.fitview import FitView
 from jitlab.grid.processes import CHILDREN, forward_signals
 from jitlab.grid.spec import Cell
 from jitlab.lock import CellLock
 from jitlab.settings import EvalSettings
-from jitlab.rundir import FINISHED, best_rows, cell_dir, clock, read_result
+from jitlab.identity import setting_differences
+from jitlab.rundir import best_rows, cell_dir, clock, is_finished, read_result
 
 
 # -- the commands of one cell ------------------------------------------------------------------
 
 def last_checkpoint(directory: Path) -> Path:
+    """Where a cell's training keeps its newest state (what it resumes from)."""
     return directory / "checkpoints" / "last.ckpt"
+
+
+def final_checkpoint(directory: Path) -> Path:
+    """The checkpoint a cell is scored on: of its ``last*.ckpt`` the one at the highest step, read by step, never
+    by name (a run of an older jitlab may have left ``last-v1.ckpt`` beside a stale ``last.ckpt``)."""
+    from jitlab.checkpoint import checkpoint_step
+
+    found = [(checkpoint_step(p), p) for p in sorted(last_checkpoint(directory).parent.glob("last*.ckpt"))]
+    found = [(step, p) for step, p in found if step is not None]
+    return max(found, key=lambda item: item[0])[1] if found else last_checkpoint(directory)
 
 
 def fit_args(directory: Path, extra: list[str] | None = None) -> list[str]:
@@ -56,19 +73,18 @@ def fit_args(directory: Path, extra: list[str] | None = None) -> list[str]:
             *(extra or [])]
 
 
-def eval_args(directory: Path, settings: dict[str, Any], out: Path | None = None, name: str = "eval-settings.json",
-              write: bool = True) -> list[str]:
+def eval_args(directory: Path, settings: dict[str, Any], write: bool = True) -> list[str]:
     """The `jitlab eval` arguments of a cell: the grid's ``eval`` section, checked (``EvalSettings``), as the JSON
-    file ``directory/name`` (``write`` False: not written, e.g. for a dry run); ``out``: the metrics.json.
+    file ``directory/eval-settings.json`` (``write`` False: not written, e.g. for a dry run).
 
     Each point's images are kept as shards under ``eval-shards/`` while it runs, so a requeued evaluation resumes.
     """
     checked = EvalSettings.from_dict(settings, where=f"the eval settings of {directory}")
-    path = directory / name
+    path = directory / "eval-settings.json"
     if write and not _holds(path, checked):  # every task of a SLURM job calls this: write only what changed
         checked.dump(path)
-    return ["eval", str(last_checkpoint(directory)), "--settings", str(path),
-            "--out", str(out or directory / "metrics.json"), "--shards", str(directory / "eval-shards")]
+    return ["eval", str(final_checkpoint(directory)), "--settings", str(path),
+            "--out", str(directory / "metrics.json"), "--shards", str(directory / "eval-shards")]
 
 
 def _holds(path: Path, settings: EvalSettings) -> bool:
@@ -84,42 +100,11 @@ def command_line(args: list[str]) -> str:
 
 # -- the outcome of one cell -------------------------------------------------------------------
 
-class CheckpointState(NamedTuple):
-    step: int
-    finite: bool  # every weight and EMA is finite
-    train_seconds: float | None  # training time the checkpoint embodies, over every resumed attempt (Timer)
+def checkpoint_state(path: Path):
+    """Global step, finiteness and recorded training time of a Lightning checkpoint (``jitlab.checkpoint``)."""
+    from jitlab.checkpoint import checkpoint_state as state
 
-
-def checkpoint_state(path: Path) -> CheckpointState:
-    """Global step, finiteness and recorded training time of a Lightning checkpoint."""
-    import torch
-
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    finite = all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values()
-                 if torch.is_tensor(v) and v.is_floating_point())
-    train_seconds = None
-    for key, state in (ckpt.get("callbacks") or {}).items():
-        if str(key).startswith("Timer"):  # Lightning's Timer keeps its elapsed time across resumes
-            train_seconds = (state.get("time_elapsed") or {}).get("train")
-        if not str(key).startswith("MultiEMA"):  # e.g. ModelCheckpoint keeps kth_value = inf by design
-            continue
-        for tensor in _tensors(state):
-            finite = finite and bool(torch.isfinite(tensor).all())
-    return CheckpointState(int(ckpt.get("global_step", 0)), finite,
-                           None if train_seconds is None else float(train_seconds))
-
-
-def _tensors(obj: Any):
-    import torch
-
-    if torch.is_tensor(obj) and obj.is_floating_point():
-        yield obj
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _tensors(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            yield from _tensors(value)
+    return state(path)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -153,13 +138,40 @@ def prepare_cell(cell: Cell, directory: Path) -> None:
     """Write config.yaml and cell.json; a directory holding a different cell's config is refused."""
     directory.mkdir(parents=True, exist_ok=True)
     meta_path = directory / "cell.json"
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("config_hash") != cell.config_hash:
-            raise ConfigError(str(directory), "holds a run of a different config (the grid file or --set changed); "
-                                              "move it away or pass --runs DIR to start a fresh set of runs")
+    other = other_settings(cell, directory)
+    if other is not None:
+        raise ConfigError(str(directory), other)
     write_text(directory / "config.yaml", yaml.safe_dump(cell.config, sort_keys=False))
     write_json(meta_path, cell_meta(cell))
+
+
+def other_settings(cell: Cell, directory: Path) -> str | None:
+    """None when ``directory`` is empty or holds this cell's run; else a message naming what differs (the grid
+    file or --set changed): such a run is never reported, skipped or resumed as this cell's."""
+    try:
+        old = json.loads((directory / "cell.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if old.get("config_hash") == cell.config_hash:
+        return None
+    try:
+        config = yaml.safe_load((directory / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        config = None
+    plain = json.loads(json.dumps({"config": cell.config, "eval": cell.eval}, default=str))
+    changes = setting_differences({"config": config or {}, "eval": old.get("eval")}, plain)
+    status = (read_result(directory) or {}).get("status") or "unfinished"
+    listed = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+    return (f"holds a run of other settings, {status} ({listed or 'config hash ' + str(old.get('config_hash'))}); "
+            "it is not this cell's result: move it away, or pass --runs DIR to start a fresh set of runs")
+
+
+def check_settings(cells: list[Cell], runs: Path) -> None:
+    """Before anything runs: every cell directory holds this cell's settings or nothing (one error otherwise)."""
+    for cell in cells:
+        message = other_settings(cell, cell_dir(runs, cell))
+        if message is not None:
+            raise ConfigError(str(cell_dir(runs, cell)), message)
 
 
 def cell_meta(cell: Cell) -> dict[str, Any]:
@@ -172,12 +184,13 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
              runner: Runner = run_subprocess) -> CellOutcome:
     """Train (or resume), evaluate and record one cell; returns its outcome.
 
-    One runner per cell: the cell's lock (``runner.lock``) is held throughout; a cell another live
-    runner holds is skipped, one whose holder is gone is taken over.
+    One runner per cell: the cell's lock (``runner.lock``) is held throughout, and names the cell's running
+    subprocess too; a cell another live runner (or its trainer) holds is skipped, one whose holder is gone is
+    taken over.
     """
     previous = read_result(directory)
-    if previous is not None and previous.get("status") in FINISHED:
-        return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} earlier")
+    if is_finished(previous, cell):
+        return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} earlier at step {previous.get('step')}")
     if CHILDREN.stopping:
         return CellOutcome(cell, "interrupted", 0.0, "not started: the grid was stopped")
     lock = CellLock(directory)
@@ -185,9 +198,10 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
         return CellOutcome(cell, "skipped", 0.0, lock.busy_message())
     try:
         previous = read_result(directory)  # the runner that held the lock until now may have finished it
-        if previous is not None and previous.get("status") in FINISHED:
+        if is_finished(previous, cell):
             return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} by another runner")
-        return _run_held_cell(cell, directory, threads, fit_extra, runner)
+        with CHILDREN.watched(lock.add_child, lock.drop_child):  # the lock lives as long as the trainer does
+            return _run_held_cell(cell, directory, threads, fit_extra, runner)
     finally:
         lock.release()
 
@@ -210,9 +224,10 @@ def _run_held_cell(cell: Cell, directory: Path, threads: int | None, fit_extra: 
 
 
 def interrupted(code: int) -> bool:
-    """An exit code of a process stopped by SIGINT / SIGTERM (its own 128 + n, or killed by it), or any exit
-    once the runner itself is stopping."""
-    return CHILDREN.stopping or code in (128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM)
+    """An exit code of a process stopped by SIGINT / SIGTERM / SIGHUP (its own 128 + n, or killed by it), or any
+    exit once the runner itself is stopping."""
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    return CHILDREN.stopping or code in {128 + s for s in stops} | {-s for s in stops}
 
 
 def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
@@ -222,7 +237,7 @@ def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
         if other == directory or "reused_from" in (read_result(other) or {"reused_from": 0}):
             continue
         if json.loads(meta_path.read_text()).get("config_hash") == cell.config_hash:
-            if (read_result(other) or {}).get("status") in FINISHED:
+            if is_finished(read_result(other), cell):
                 return other
     return None
 
@@ -232,16 +247,20 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
     """After training: check the checkpoint, evaluate, write result.json."""
     result: dict[str, Any] = {**cell_meta(cell), "rows": [], "error": None, "commands": commands,
                               "train_seconds": round(time.time() - started, 1)}
-    ckpt = last_checkpoint(directory)
+    ckpt = final_checkpoint(directory)
     if train_code != 0 or not ckpt.exists():
         return _finish(cell, directory, result, "failed", started,
                        f"training exited with code {train_code}; see {directory / 'train.log'}")
     step, finite, train_seconds = checkpoint_state(ckpt)
-    result["step"] = step
+    result["step"] = step  # the step it is scored at: done only at the step its training ends at
+    target = FitView.of(cell.config).max_steps
     if train_seconds is not None:  # a resumed cell: this attempt's wall time would miss the earlier ones
         result["train_seconds"] = round(train_seconds, 1)
     if not finite:
         return _finish(cell, directory, result, "diverged", started, f"non-finite weights at step {step}")
+    if target is not None and step != target:
+        return _finish(cell, directory, result, "failed", started, f"{ckpt} is at step {step}, not the "
+                       f"trainer.max_steps {target} of the cell; see {directory / 'train.log'} (a rerun resumes it)")
     e_args = eval_args(directory, cell.eval)
     result["commands"].append(command_line(e_args))
     code = runner(e_args, directory / "eval.log", env)
@@ -270,11 +289,10 @@ def _finish(cell: Cell, directory: Path, result: dict, status: str, started: flo
 
 def reference_key(cell: Cell) -> tuple[str, int] | None:
     """(kind, resolution) of the reference classifier a refnet-scored cell on embedded data needs, else None."""
-    data = cell.config.get("data") or {}
-    args = data.get("init_args") or {}
-    if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in str(data.get("class_path", "")):
+    fit = FitView.of(cell.config)
+    if cell.eval.get("features", "refnet") == "refnet" and "Embedded" in fit.data_class:
         scored_at = cell.eval.get("score_resolution")  # samples resized to one resolution before the features
-        return str(args.get("kind", "shapes")), int(scored_at or args.get("resolution", 64))
+        return str(fit.data.get("kind", "shapes")), int(scored_at or fit.data.get("resolution", 64))
     return None
 
 
@@ -289,7 +307,7 @@ class References:
     def __init__(self, cells: list[Cell], runs: Path, threads: int, echo: Callable[[str], None] = print):
         self.threads = threads
         self.echo = echo
-        unfinished = [c for c in cells if (read_result(cell_dir(runs, c)) or {}).get("status") not in FINISHED]
+        unfinished = [c for c in cells if not is_finished(read_result(cell_dir(runs, c)), c)]
         self.keys = list(dict.fromkeys(k for k in map(reference_key, unfinished) if k is not None))
         self.ready = {key: threading.Event() for key in self.keys}
         self.failed: set[tuple[str, int]] = set()
@@ -303,9 +321,10 @@ class References:
     def _train(self, key: tuple[str, int], slots: threading.Semaphore) -> None:
         kind, resolution = key
         try:
-            self.echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (cached after the first time)")
-            code = CHILDREN.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind,
-                                  "--resolution", str(resolution), "--threads", str(self.threads)])
+            self.echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (the shipped one, digest "
+                      "checked; else trained once and cached)")
+            code = CHILDREN.call([sys.executable, "-m", "jitlab.cli", "train-ref", "--kind", kind, "--resolution",
+                                  str(resolution), "--threads", str(self.threads), "--if_missing"])
             if code != 0:
                 self.failed.add(key)
         finally:
@@ -328,6 +347,7 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
 
     At most ``jobs`` processes (cell trainings, evaluations, reference classifiers) run at once.
     """
+    check_settings(cells, runs)
     total, started, lock = len(cells), time.time(), threading.Lock()
     outcomes: list[CellOutcome] = []
     worked: list[float] = []

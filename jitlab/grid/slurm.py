@@ -19,20 +19,24 @@ holds, is not submitted again.
 from __future__ import annotations
 
 import gc
+import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from jitlab.atomic import write_json
 from jitlab.errors import ConfigError
 from jitlab.grid.runner import (
-    FINISHED, cell_dir, command_line, eval_args, finish_cell, fit_args, interrupted, last_checkpoint, prepare_cell,
-    read_result,
+    cell_dir, check_settings, command_line, eval_args, finish_cell, fit_args, interrupted, is_finished,
+    last_checkpoint, prepare_cell, read_result,
 )
 from jitlab.grid.spec import Cell
 from jitlab.lock import ACTIVE_STATES, CellLock, describe, holder_alive, job_state
+
+if TYPE_CHECKING:
+    from jitlab.strategy import StrategyKind
 
 JOB_RECORD = "slurm_job.json"
 REQUEUE_SIGNAL = "SIGUSR1"  # Lightning's SLURMEnvironment default; submitit leaves it alone
@@ -65,12 +69,18 @@ class SlurmOptions:
             params["slurm_constraint"] = self.constraint
         return params
 
-    def trainer_args(self) -> list[str]:
-        """What the cell's `jitlab fit` adds so that Lightning spans the allocation and saves at the requeue signal."""
+    def trainer_args(self, strategy: StrategyKind = "ddp") -> list[str]:
+        """What the cell's `jitlab fit` adds so that Lightning spans the allocation and saves at the requeue signal.
+
+        ``strategy``: ``ddp`` (replicated) or ``fsdp2`` (sharded), as ``jitlab.strategy.strategy_config`` gives it.
+        """
+        from jitlab.strategy import strategy_config
+
         plugin = ('[{"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment", '
                   f'"init_args": {{"auto_requeue": true, "requeue_signal": "{REQUEUE_SIGNAL}"}}}}]')
         return ["--trainer.accelerator=gpu", f"--trainer.devices={self.gpus_per_node}",
-                f"--trainer.num_nodes={self.nodes}", "--trainer.strategy=ddp", f"--trainer.plugins={plugin}"]
+                f"--trainer.num_nodes={self.nodes}", f"--trainer.strategy={json.dumps(strategy_config(strategy))}",
+                f"--trainer.plugins={plugin}"]
 
 
 def require_slurm() -> None:
@@ -178,10 +188,11 @@ def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, 
         if entry is None:
             raise ValueError("submit needs the jitlab entry point (jitlab.cli.main) to run on the cluster")
     jobs = []
+    check_settings(cells, runs)  # a directory of other settings: refused before anything is submitted
     for i, cell in enumerate(cells, 1):
         directory = cell_dir(runs, cell)
         previous = read_result(directory)
-        if previous is not None and previous.get("status") in FINISHED:
+        if is_finished(previous, cell):
             echo(f"[cell {i}/{len(cells)}] {cell.id}: {previous['status']} earlier, not submitted")
             continue
         if dry_run:

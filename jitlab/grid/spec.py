@@ -1,9 +1,10 @@
 """Grid specs: one YAML per paper table under ``experiments/grids/``, expanded into cells.
 
 A spec names a base config per scale (``mini``: embedded data on CPU; ``lab``: one GPU and an ImageNet
-class subset, about a GPU-day per table; ``paper``: ImageNet and the paper's recipe), the axes whose product gives the cells, the evaluation of each cell, and the
-paper's value of each cell. A cell's config is the base YAML with the scale's and the axis
-values' overrides (dotted keys) applied: the same file `jitlab fit --config` reads.
+class subset, about a GPU-day per table; ``paper``: ImageNet and the paper's recipe), the axes whose product
+gives the cells, the evaluation of each cell (its scale's scoring in ``experiments/scales/eval.yaml`` with the
+grid's differences), and the paper's value of each cell. A cell's config is the base YAML with the scale's and
+the axis values' overrides (dotted keys) applied: the same file `jitlab fit --config` reads.
 
 Axis forms::
 
@@ -32,14 +33,16 @@ import yaml
 
 from jitlab.errors import ConfigError
 from jitlab.grid.figures import Figure, LogCurveFigure, WidthFigure, parse_figures  # noqa: F401  (the `figures:` key)
+from jitlab.grid.history import Change, parse_history
 from jitlab.settings import EvalSettings
 
 Scale = Literal["mini", "lab", "paper"]
 SCALES: tuple[str, ...] = ("mini", "lab", "paper")  # CPU minutes; one GPU and an ImageNet subset; the paper
 GRID_DIR = Path("experiments/grids")
+SCALE_EVAL = Path("experiments/scales/eval.yaml")  # each scale's scoring defaults; a grid's `eval:` holds differences
 
 _SPEC_KEYS = {"name", "title", "claim", "paper_metric", "paper_note", "layout", "axes", "scales", "paper", "rules",
-              "figures"}
+              "figures", "history"}
 _SCALE_KEYS = {"config", "set", "eval", "why", "data", "metric_note", "train_seeds"}
 _EVAL_KEYS = {"features", "num_images", "sampler", "steps", "cfg", "cfg_interval", "ema", "seed", "batch_size",
               "ref_stats", "ref_images", "inception_score", "final_step", "precision", "score_resolution"}
@@ -110,6 +113,7 @@ class GridSpec:
     root: Path = field(default=Path("."))  # paths in the spec are relative to the project root
     rules: list[Any] = field(default_factory=list)  # the verdict's declared rules, parsed by jitlab.report.rules
     figures: list[Figure] = field(default_factory=list)  # extra report figures (jitlab.grid.figures)
+    history: list[Change] = field(default_factory=list)  # design changes made after a run (jitlab.grid.history)
 
     # -- cells ------------------------------------------------------------------------------
     def train_seeds(self, scale: str) -> int:
@@ -193,6 +197,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 def load_config(path: Path) -> dict[str, Any]:
     """A `jitlab fit` config file with its include resolved, as jsonargparse reads it: a top-level
     ``config: FILE`` (relative to the including file) is read first, the file's dotted keys are set over it."""
+    # Not through jsonargparse itself: the fit parser's parse_path fills in every class's defaults (a cell's config
+    # hash would change with any default in the code), and a parser without the fit's arguments refuses the keys.
     data = load_yaml(path)
     include = data.pop("config", None)
     if include is None:
@@ -302,7 +308,9 @@ def load_spec(name_or_path: str | Path, root: Path | None = None) -> GridSpec:
         _check_keys(body, _SCALE_KEYS, f"{path}: scales.{scale}")
         if "config" not in body:
             raise ConfigError(f"{path}: scales.{scale}.config", "is required (the base YAML of this scale)")
-        _check_keys(body.get("eval", {}), _EVAL_KEYS, f"{path}: scales.{scale}.eval")
+        _check_keys(body.get("eval") or {}, _EVAL_KEYS, f"{path}: scales.{scale}.eval")
+        merged = {**scale_eval(root, scale), **(body.get("eval") or {})}
+        body = {**body, "eval": {k: v for k, v in merged.items() if v is not None}}  # `key: null` drops a default
         seeds = body.get("train_seeds", 1)
         if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
             raise ConfigError(f"{path}: scales.{scale}.train_seeds", f"must be a whole number >= 1, got {seeds!r}")
@@ -314,13 +322,24 @@ def load_spec(name_or_path: str | Path, root: Path | None = None) -> GridSpec:
         paper_metric=raw.get("paper_metric"), paper_note=str(raw.get("paper_note", "")).strip(),
         layout=dict(raw.get("layout", {})), axes=axes, scales=scales, paper=list(raw.get("paper", [])),
         path=path, root=root, rules=raw.get("rules") or [], figures=figures,
+        history=parse_history(raw.get("history"), f"{path}: history"),
     )
 
 
+def scale_eval(root: Path, scale: str) -> dict[str, Any]:
+    """A scale's scoring defaults (``experiments/scales/eval.yaml``; none when the root has no such file)."""
+    path = root / SCALE_EVAL
+    defaults = (load_yaml(path).get(scale) or {}) if path.exists() else {}
+    _check_keys(defaults, _EVAL_KEYS, f"{path}: {scale}")
+    return defaults
+
+
 def project_root() -> Path:
-    """The directory holding ``experiments/grids`` (the working directory or one of its parents)."""
+    """The directory holding ``experiments/grids``: the working directory or one of its parents, else the checkout
+    this jitlab is installed from (so `jitlab grid list | plan | run` and `jitlab report` find the grids anywhere)."""
     here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
+    checkout = Path(__file__).resolve().parents[2]
+    for candidate in (here, *here.parents, checkout):
         if (candidate / GRID_DIR).is_dir():
             return candidate
     return here

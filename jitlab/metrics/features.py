@@ -5,7 +5,8 @@ Two feature spaces:
 - ``inception-v3-pool3``: torch-fidelity's InceptionV3 (the paper's FID and IS), loaded from a local
   weights file and never downloaded.
 - ``refnet-<kind>-<res>``: the penultimate layer of a small classifier trained on an embedded data set
-  (``jitlab.metrics.refnet``). Its Frechet distance is FD-ref, never FID.
+  (``jitlab.metrics.refnet``; the grids' classifiers ship with their digests, ``jitlab.metrics.shipped``).
+  Its Frechet distance is FD-ref, never FID.
 """
 
 from __future__ import annotations
@@ -142,14 +143,14 @@ class RefNetFeatures(FeatureExtractor):
         self.resolution = resolution
         self.name = f"refnet-{kind}-{resolution}"
         self.key = key
-        self.digest = digest  # of the weights: statistics of another training under the same key do not match
+        self.digest = digest  # sha256 of the weights: statistics of another training under the same key do not match
         self.accuracy = accuracy  # validation accuracy of the classifier: how much its features can tell apart
         self.num_features = refnet.num_features
         self.logits_dim = refnet.head.out_features
 
     @property
     def fingerprint(self) -> str:
-        return f"{self.name}-{self.key}" + (f"-{self.digest}" if self.digest else "")
+        return f"{self.name}-{self.key}" + (f"-{self.digest[:12]}" if self.digest else "")
 
     @torch.no_grad()
     def extract(self, images: Tensor) -> dict[str, Tensor]:

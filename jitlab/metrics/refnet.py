@@ -3,7 +3,9 @@
 InceptionV3 knows ImageNet, not our rendered shapes; a small CNN trained to tell the embedded classes
 apart gives a feature space (its globally pooled last convolution) that sees what the data set is
 about. Distances there are called FD-ref, never FID. Training is a pure function of the config and
-takes a minute or two on CPU; the result is cached at ``<cache_dir>/<kind>-<res>-<hash>.pt``.
+takes a minute or two on CPU. The classifiers the grids score with ship in the package with their digests
+(``jitlab.metrics.shipped``) and are read, never retrained; any other config is trained once and cached at
+``<cache_dir>/<kind>-<res>-<hash>.pt``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import Tensor, nn
 from jitlab.atomic import atomic_path
 from jitlab.data.base import to_model_range
 from jitlab.errors import ConfigError
+from jitlab.metrics import shipped
 
 VERSION = 1  # bump when the architecture or the training changes: it is part of the cache key
 
@@ -159,6 +162,7 @@ def _train(config: RefNetConfig, log: Callable[[str], None]) -> tuple[RefNet, di
         "train_accuracy": accuracy(net, train_x[:config.val_size], train_y[:config.val_size]),
         "train_seconds": time.perf_counter() - start,
         "chance": 1.0 / net.head.out_features,
+        "threads": torch.get_num_threads(),
     }
     return net.eval(), info
 
@@ -175,34 +179,41 @@ def load_refnet(
     train_if_missing: bool = True,
     log: Callable[[str], None] = print,
     threads: int | None = 1,
+    weights_dir: str | os.PathLike | None = None,
 ) -> tuple[RefNet, dict]:
-    """The cached refnet of ``config``; trained (and cached) first if absent and ``train_if_missing``.
+    """The shipped refnet of ``config`` (``jitlab.metrics.shipped``), else the cached one, else trained (and
+    cached) first if ``train_if_missing``. A shipped classifier is never retrained: its file and digest are checked.
 
-    ``info`` has ``key``, ``val_accuracy``, ``train_seconds``, ``path``, ``cached`` (True on a cache hit) and
-    ``digest`` (of the weights: a classifier retrained under the same key, e.g. on other cores, gets new
-    reference statistics instead of being scored against the old one's).
+    ``info`` has ``key``, ``val_accuracy``, ``train_seconds``, ``path``, ``cached`` (True unless trained now),
+    ``shipped`` and ``digest`` (sha256 of the weights, ``shipped.weights_digest``: a classifier retrained under
+    the same key, e.g. on other cores, gets other weights and so other reference statistics).
     """
     from jitlab.data.embedded import num_classes_of
 
+    entry = shipped.find(config.kind, config.resolution, config.key(), weights_dir)
+    if entry is not None:
+        net = RefNet(num_classes_of(config.kind), config.resolution, config.width)
+        net.load_state_dict(shipped.load(entry, weights_dir))
+        return net.eval(), {"key": entry.key, "val_accuracy": entry.val_accuracy, "train_seconds": entry.train_seconds,
+                            "chance": 1.0 / net.head.out_features, "path": str(entry.path(weights_dir)),
+                            "cached": True, "shipped": True, "digest": entry.digest}
     path = cache_path(config, cache_dir)
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         net = RefNet(num_classes_of(config.kind), config.resolution, config.width)
         net.load_state_dict(blob["state_dict"])
-        return net.eval(), {**blob["info"], "path": str(path), "cached": True, "digest": weights_digest(net)}
+        return net.eval(), {**blob["info"], "path": str(path), "cached": True, "shipped": False,
+                            "digest": weights_digest(net)}
     if not train_if_missing:
-        raise ConfigError("refnet", f"no cached refnet at {path}; train one with "
+        raise ConfigError("refnet", f"no shipped or cached refnet for {config.kind}-{config.resolution} (key "
+                          f"{config.key()}; looked in {shipped.WEIGHTS_DIR} and at {path}); train one with "
                           f"`jitlab train-ref --kind {config.kind} --resolution {config.resolution}`")
-    log(f"training refnet {config.kind}-{config.resolution} (cache miss: {path})")
+    log(f"training refnet {config.kind}-{config.resolution} (not shipped; cache miss: {path})")
     net, info = train_refnet(config, log=log, threads=threads)
     save_refnet(path, net, config, info)
-    return net, {**info, "path": str(path), "cached": False, "digest": weights_digest(net)}
+    return net, {**info, "path": str(path), "cached": False, "shipped": False, "digest": weights_digest(net)}
 
 
 def weights_digest(net: nn.Module) -> str:
-    """A short hash of every weight, in name order."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(net.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:10]
+    """The sha256 of every weight (``shipped.weights_digest`` of the float32 state_dict)."""
+    return shipped.weights_digest(shipped.canonical(net.state_dict()))

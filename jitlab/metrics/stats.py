@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jitlab.atomic import atomic_path
+from jitlab.devices import local_device_index
 from jitlab.errors import ConfigError
 from jitlab.metrics.features import FeatureExtractor
 from jitlab.metrics.frechet import FrechetDistance
@@ -160,7 +161,7 @@ def join_torchrun(device: str | None) -> tuple[int, str | None]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, device
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local = local_device_index()  # torchrun's LOCAL_RANK or SLURM's SLURM_LOCALID
     if device is None and torch.cuda.is_available():
         device = f"cuda:{local}"
         torch.cuda.set_device(local)

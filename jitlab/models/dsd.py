@@ -11,6 +11,10 @@ and, unless stopped, through the target built from the clean latent ``s``. ``tar
 - ``stop_gradient``: from ``s.detach()``;
 - ``ema``: from an EMA copy of the encoder (decay ``ema_decay``, moved at every training forward), no gradient.
 
+``latent_scale`` is the control of the latent's scale: ``free`` (the encoder's output as it is: a stop-gradient
+latent may grow far above the noise's unit std, which shifts the noise schedule) or ``unit_rms`` (each sample's latent
+divided by its root mean square, so every latent has the noise's scale and a collapse can only be one of rank).
+
 Logged (``DiagnosedBackbone``): the effective rank of the batch's latent tokens and their standard deviation.
 """
 
@@ -31,12 +35,20 @@ from jitlab.models.spec import record_init_args
 
 Target = Literal["state", "stop_gradient", "ema"]
 TARGETS = ("state", "stop_gradient", "ema")
+LatentScale = Literal["free", "unit_rms"]
+LATENT_SCALES = ("free", "unit_rms")
+
+
+def unit_rms(latent: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each sample's latent (N, d, g, g) divided by its root mean square over (d, g, g): rms 1, the noise's scale."""
+    rms = latent.float().pow(2).mean(dim=(1, 2, 3), keepdim=True).add(eps).sqrt()  # (N, 1, 1, 1)
+    return latent / rms.to(latent.dtype)  # (N, d, g, g)
 
 
 class LatentJiT(nn.Module):
     """Encoder, JiT on the latent and decoder as one model. Args: img_size, patch_size, in_channels (the image's),
     latent_dim (values per latent token), the JiT knobs of the latent denoiser (``bottleneck_dim`` embeds the
-    latent token through d'), target, ema_decay, recon_weight."""
+    latent token through d'), target, ema_decay, recon_weight, latent_scale, checkpointing (per block, as JiT's)."""
 
     def __init__(self, img_size: int | None = None, patch_size: int = 8, in_channels: int = 3, latent_dim: int = 16,
                  hidden_size: int = 192, depth: int = 4, num_heads: int = 3, mlp_ratio: float = 4.0,
@@ -44,14 +56,14 @@ class LatentJiT(nn.Module):
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", num_classes: int | None = None,
                  bottleneck_dim: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  attn_impl: AttnImpl = "fp32", target: Target = "state", ema_decay: float = 0.99,
-                 recon_weight: float = 1.0):
+                 recon_weight: float = 1.0, latent_scale: LatentScale = "free", checkpointing: bool = False):
         self.init_args = record_init_args(locals())
         super().__init__()
         _validate(self.init_args)
         self.img_size, self.patch_size, self.in_channels = img_size, patch_size, in_channels
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.hidden_size, self.depth = hidden_size, depth
-        self.target, self.ema_decay = target, ema_decay
+        self.target, self.ema_decay, self.latent_scale = target, ema_decay, latent_scale
         self.loss_weights = {"recon": float(recon_weight)}
         self.grid = img_size // patch_size
         self.encoder = nn.Conv2d(in_channels, latent_dim, patch_size, stride=patch_size)  # a linear map per patch
@@ -63,7 +75,8 @@ class LatentJiT(nn.Module):
                             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, bottleneck_dim=bottleneck_dim,
                             rope=rope, qk_norm=qk_norm, in_context_len=in_context_len,
                             in_context_start=in_context_start, mlp=mlp, norm=norm, num_classes=num_classes,
-                            attn_drop=attn_drop, proj_drop=proj_drop, attn_impl=attn_impl)
+                            attn_drop=attn_drop, proj_drop=proj_drop, attn_impl=attn_impl,
+                            checkpointing=checkpointing)
         if target == "ema":  # buffers: saved with the model, never given to the optimizer
             self.register_buffer("ema_weight", self.encoder.weight.detach().clone())
             self.register_buffer("ema_bias", self.encoder.bias.detach().clone())
@@ -87,7 +100,11 @@ class LatentJiT(nn.Module):
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """(N, C, H, W) -> the latent (N, latent_dim, H/p, W/p); trained."""
-        return self.encoder(x)
+        return self._scaled(self.encoder(x))
+
+    def _scaled(self, latent: Tensor) -> Tensor:
+        """The latent at the scale ``latent_scale`` asks for: as encoded, or unit rms per sample."""
+        return unit_rms(latent) if self.latent_scale == "unit_rms" else latent  # (N, d, g, g)
 
     def decode(self, state: Tensor) -> Tensor:
         """(N, latent_dim, H/p, W/p) -> (N, C, H, W)."""
@@ -104,7 +121,12 @@ class LatentJiT(nn.Module):
                 self.ema_weight.lerp_(self.encoder.weight.detach(), 1.0 - self.ema_decay)
                 self.ema_bias.lerp_(self.encoder.bias.detach(), 1.0 - self.ema_decay)
         with torch.no_grad():
-            return F.conv2d(x, self.ema_weight.to(x.dtype), self.ema_bias.to(x.dtype), stride=self.patch_size)
+            ema = F.conv2d(x, self.ema_weight.to(x.dtype), self.ema_bias.to(x.dtype), stride=self.patch_size)
+            return self._scaled(ema)  # (N, d, g, g)
+
+    def compile_blocks(self, **options) -> None:
+        """Regional compilation of the latent denoiser's blocks (``JiT.compile_blocks``)."""
+        self.denoiser.compile_blocks(**options)
 
     def forward(self, z: Tensor, t: Tensor, y: Tensor) -> Tensor:
         """z: (N, latent_dim, H/p, W/p) noisy latent; returns the latent in the prediction space."""
@@ -134,3 +156,5 @@ def _validate(args: dict) -> None:
     need(args["target"] in TARGETS, "target", f"unknown target {args['target']!r}; valid: {', '.join(TARGETS)}")
     need(0.0 <= args["ema_decay"] < 1.0, "ema_decay", f"must lie in [0, 1), got {args['ema_decay']}")
     need(args["recon_weight"] >= 0, "recon_weight", f"must be >= 0, got {args['recon_weight']}")
+    need(args["latent_scale"] in LATENT_SCALES, "latent_scale",
+         f"unknown latent_scale {args['latent_scale']!r}; valid: {', '.join(LATENT_SCALES)}")

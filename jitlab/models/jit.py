@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 from timm.layers import Mlp
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from jitlab.errors import ConfigError
 from jitlab.models.spec import record_init_args
@@ -86,6 +87,9 @@ class JiT(nn.Module):
         num_classes: classes of the label table (plus one null class); ``None`` = from the data.
         attn_drop, proj_drop: dropout in the middle half of the blocks only.
         attn_impl: ``fp32`` (the paper's float32 softmax) or ``sdpa`` (fused).
+        checkpointing: per-block activation checkpointing in training: each block keeps only its inputs for
+            backward and runs its forward again there (less memory, about one more forward of compute; the
+            gradients are the plain run's).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class JiT(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         attn_impl: AttnImpl = "fp32",
+        checkpointing: bool = False,
     ):
         init_args = record_init_args(locals())
         super().__init__()
@@ -116,6 +121,8 @@ class JiT(nn.Module):
         self.img_size, self.patch_size, self.in_channels = img_size, patch_size, in_channels
         self.hidden_size, self.depth, self.num_heads = hidden_size, depth, num_heads
         self.num_classes = num_classes
+        self.checkpointing = bool(checkpointing)
+        self._compiled_blocks: tuple[nn.Module, ...] = ()  # compile_blocks(): views outside the module tree
         self.in_context_len, self.in_context_start = in_context_len, in_context_start
         self.grid = img_size // patch_size
         self.num_patches = self.grid ** 2
@@ -170,6 +177,23 @@ class JiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def compile_blocks(self, **options) -> None:
+        """Regional compilation: ``torch.compile`` each block on its own, for the training forwards.
+
+        One graph per block (the blocks of one shape share it), so DDP's gradient buckets and FSDP's per-block
+        shards never split a graph. The compiled views are kept outside the module tree (state-dict keys stay
+        plain, no ``_orig_mod.``); eval-mode forwards (validation, sampling) run the plain blocks, so sampling
+        on one rank never compiles anything while the other ranks wait. With ``checkpointing`` (as set when
+        this is called) the checkpointed block is what is compiled (``training_view``).
+        """
+        object.__setattr__(self, "_compiled_blocks", tuple(torch.compile(training_view(block, self.checkpointing),
+                                                                         **options) for block in self.blocks))
+
+    def run_block(self, i: int, h: Tensor, c: Tensor, rope: Rope2D | None) -> Tensor:
+        """Block ``i`` on h (N, L, D): compiled and checkpointed as switched on, in training only."""
+        compiled = self._compiled_blocks[i] if self._compiled_blocks else None
+        return block_forward(self.blocks[i], compiled, self.checkpointing, h, c, rope)  # (N, L, D)
+
     def unpatchify(self, x: Tensor) -> Tensor:
         """(N, L, p*p*C) with per-token order (p, p, C) -> (N, C, H, W)."""
         p = self.patch_size
@@ -184,14 +208,45 @@ class JiT(nn.Module):
         c = t_emb + y_emb  # (N, D)
         h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (N, L, D)
         rope = self.rope
-        for i, block in enumerate(self.blocks):
+        for i in range(self.depth):
             if self.in_context_len > 0 and i == self.in_context_start:
                 tokens = y_emb.unsqueeze(1) + self.in_context_posemb  # (N, P, D)
                 h = torch.cat([tokens.to(h.dtype), h], dim=1)  # (N, P + L, D)
                 rope = self.rope_in_context
-            h = block(h, c, rope)  # (N, [P +] L, D)
+            h = self.run_block(i, h, c, rope)  # (N, [P +] L, D)
         h = h[:, -self.num_patches:]  # drop the in-context tokens: (N, L, D)
         return self.unpatchify(self.final_layer(h, c))  # (N, C, H, W)
+
+
+class Recomputed(nn.Module):
+    """A block recomputed in backward: it keeps only its inputs for backward (``use_reentrant=False``: the RNG
+    state is replayed, so dropout draws the same masks). A view, never registered in the network."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, h: Tensor, c: Tensor, rope: Rope2D | None) -> Tensor:
+        if not torch.is_grad_enabled():
+            return self.block(h, c, rope)  # (N, L, D)
+        return checkpoint(self.block, h, c, rope, use_reentrant=False)  # (N, L, D)
+
+
+def training_view(block: nn.Module, checkpointing: bool) -> nn.Module:
+    """What a training forward runs: the block, or the block recomputed in backward. This is also the unit
+    ``compile_blocks`` compiles: the recomputation then happens inside the compiled graph (a checkpoint around a
+    compiled block could recompute through another graph than the forward's after a recompilation)."""
+    return Recomputed(block) if checkpointing else block
+
+
+def block_forward(block: nn.Module, compiled: nn.Module | None, checkpointing: bool, h: Tensor, c: Tensor,
+                  rope: Rope2D | None) -> Tensor:
+    """One block's forward: in training its compiled view (made by ``compile_blocks``) or its training view;
+    in eval mode always the plain block."""
+    if not block.training:
+        return block(h, c, rope)  # (N, L, D)
+    run = compiled if compiled is not None else training_view(block, checkpointing)
+    return run(h, c, rope)  # (N, L, D)
 
 
 def _validate(args: dict) -> None:

@@ -171,7 +171,8 @@ def attention_fp32(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> Tensor:
     with no_autocast(q):
         logits = (q.float() @ k.float().transpose(-2, -1)) * scale  # (N, heads, L, L)
         weights = torch.softmax(logits, dim=-1)
-    weights = F.dropout(weights, dropout_p, training=dropout_p > 0)
+    if dropout_p > 0:  # a Python test: under torch.compile dropout_p may be symbolic, which F.dropout's flag refuses
+        weights = F.dropout(weights, dropout_p)  # (N, heads, L, L)
     return weights.to(v.dtype) @ v  # (N, heads, L, head_dim)
 
 

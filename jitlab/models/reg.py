@@ -15,6 +15,10 @@ The token (``token``):
 - ``thumbnail``: the image average-pooled to side s (token_dim = C s^2): the mini scale's honest stand-in.
 - ``projection``: a fixed random Gaussian projection of the image (seeded, never trained).
 - ``constant``: zeros, the control: the same extra token and parameters, no information about the image.
+
+REG's total loss also has REPA's alignment of an intermediate block's tokens to a frozen encoder's patch features:
+``jitlab.models.reg_align.AlignedRegJiT`` adds it (its encoder may be a shipped reference classifier, so it sits in
+the scoring layer).
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class RegJiT(JiT):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", token: TokenKind = "thumbnail", token_dim: int = 48,
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False, token: TokenKind = "thumbnail",
+                 token_dim: int = 48,
                  encoder: str = "vit_base_patch14_dinov2", encoder_weights: str | None = None,
                  encoder_size: int = 224, encoder_args: dict[str, Any] | None = None, projection_seed: int = 0):
         init_args = record_init_args(locals())  # explicit JiT arguments: the CLI and preflight read the signature
@@ -155,14 +160,20 @@ class RegJiT(JiT):
             return F.adaptive_avg_pool2d(x, side).flatten(1)  # (N, C s^2)
         if self.token == "projection":
             return x.flatten(1) @ self.projection.to(x.dtype)  # (N, K)
+        cls = self.encoder_tokens(x)[:, 0]  # (N, D): the class token comes first
+        return F.layer_norm(cls.float(), (cls.shape[-1],)).to(x.dtype)  # (N, D), standardised per token
+
+    @torch.no_grad()
+    def encoder_tokens(self, x: Tensor) -> Tensor:
+        """The frozen timm encoder's output tokens (N, prefix + L', D) of x (N, C, H, W) in [-1, 1], resized to its
+        input side and normalised as it expects (REG's token reads the class token, its alignment the patches)."""
         encoder = self._encoder.to(x.device)
         cfg = encoder.pretrained_cfg
         size = encoder.patch_embed.img_size
         x01 = F.interpolate((x.float() + 1) / 2, size=size, mode="bicubic", antialias=True, align_corners=False)
         mean = torch.tensor(cfg["mean"], device=x.device).view(1, -1, 1, 1)  # (1, 3, 1, 1)
         std = torch.tensor(cfg["std"], device=x.device).view(1, -1, 1, 1)
-        cls = encoder.forward_features((x01 - mean) / std)[:, 0]  # (N, D): the class token comes first
-        return F.layer_norm(cls.float(), (cls.shape[-1],)).to(x.dtype)  # (N, D), standardised per token
+        return encoder.forward_features((x01 - mean) / std)  # (N, prefix + L', D)
 
     def encode(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """(N, C, H, W) -> the clean state (N, C*H*W + token_dim)."""

@@ -26,7 +26,8 @@ from jitlab.models.protocol import FILLED_FROM_DATA, check_backbone
 from jitlab.models.spec import build_net, net_spec, record_init_args
 
 # what the wrapper answers for the wrapped net (the rank warning, `jitlab grid plan`, `jitlab info`)
-DELEGATED = ("patch_dim", "noise_widths", "patch_size", "hidden_size", "depth", "img_size", "num_patches")
+DELEGATED = ("patch_dim", "noise_widths", "patch_size", "hidden_size", "depth", "img_size", "num_patches",
+             "compile_blocks")  # the wrapped net's regional compilation (JiTModule's compile)
 
 
 class LearnedSkip(nn.Module):

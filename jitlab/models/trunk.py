@@ -29,10 +29,10 @@ def jit_trunk(net: JiT, x: Tensor, t: Tensor, y: Tensor, prefix: Tensor | None =
     if prefix is not None:
         h = torch.cat([prefix.to(h.dtype), h], dim=1)  # (N, K + L, D)
     rope, rope_in_context = ropes if ropes is not None else (net.rope, net.rope_in_context)
-    for i, block in enumerate(net.blocks):
+    for i in range(net.depth):
         if net.in_context_len > 0 and i == net.in_context_start:
             tokens = y_emb.unsqueeze(1) + net.in_context_posemb  # (N, P, D)
             h = torch.cat([tokens.to(h.dtype), h], dim=1)  # (N, P + K + L, D)
             rope = rope_in_context
-        h = block(h, c, rope)  # (N, [P +] [K +] L, D)
+        h = net.run_block(i, h, c, rope)  # (N, [P +] [K +] L, D): compiled / checkpointed as switched on
     return h, c

@@ -18,7 +18,7 @@ from timm.layers import Mlp
 from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
-from jitlab.models.jit import JiT, MlpKind
+from jitlab.models.jit import JiT, MlpKind, block_forward, training_view
 from jitlab.models.layers import Attention, AttnImpl, NormKind, PatchEmbed, Rope2D, SwiGLU, make_norm, \
     init_linears_xavier, sincos_pos_embed_2d
 from jitlab.models.spec import record_init_args
@@ -67,7 +67,8 @@ class WideHead(JiT):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", head_width: int = 2048, head_depth: int = 2, head_heads: int = 16):
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False,
+                 head_width: int = 2048, head_depth: int = 2, head_heads: int = 16):
         init_args = record_init_args(locals())  # explicit JiT arguments: the CLI and preflight read the signature
         super().__init__(**{k: v for k, v in init_args.items() if k not in HEAD_ARGS})
         self.init_args = init_args
@@ -83,6 +84,7 @@ class WideHead(JiT):
         self.head_norm = make_norm(norm, head_width)
         self.head_modulation = nn.Sequential(nn.SiLU(), nn.Linear(head_width, 2 * head_width))
         self.head_out = nn.Linear(head_width, self.patch_dim)
+        self._compiled_head: tuple[nn.Module, ...] = ()  # compile_blocks(): views outside the module tree
         self._init_head()
 
     def _init_head(self) -> None:
@@ -97,6 +99,12 @@ class WideHead(JiT):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def compile_blocks(self, **options) -> None:
+        """The trunk's blocks and the head's, each compiled on its own (``JiT.compile_blocks``)."""
+        super().compile_blocks(**options)
+        object.__setattr__(self, "_compiled_head", tuple(torch.compile(training_view(b, self.checkpointing), **options)
+                                                         for b in self.head_blocks))
+
     def noise_widths(self) -> dict[str, int]:
         """Every token goes from ``z`` to the output through the head only (``PatchBackbone``)."""
         return {"head_width": self.head_width}
@@ -109,8 +117,9 @@ class WideHead(JiT):
         s = s[:, -self.num_patches:]  # the image tokens: (N, L, D)
         cond = self.head_cond(s + c.unsqueeze(1))  # (N, L, W)
         h = self.head_embedder(x) + self.head_pos_embed.to(x.dtype)  # (N, L, W): z re-embedded at the head's width
-        for block in self.head_blocks:
-            h = block(h, cond, self.head_rope)  # (N, L, W)
+        for i, block in enumerate(self.head_blocks):  # compiled / checkpointed as the trunk's blocks
+            compiled = self._compiled_head[i] if self._compiled_head else None
+            h = block_forward(block, compiled, self.checkpointing, h, cond, self.head_rope)  # (N, L, W)
         shift, scale = self.head_modulation(cond).chunk(2, dim=-1)  # (N, L, W) each
         out = self.head_out(modulate_tokens(self.head_norm(h), shift, scale))  # (N, L, p*p*C)
         return self.unpatchify(out)  # (N, C, H, W)

@@ -17,7 +17,7 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     """Write OUT/STEM.{csv,md,tex,png} (and STEM-NAME.png per extra figure); returns the paths. Raises ReportError
     when no cell has a result."""
     # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
-    from jitlab.report.collect import collect, sampling_seeds
+    from jitlab.report.collect import collect
     from jitlab.report.extras import figure_data, figure_lines, render_figure
     from jitlab.report.layout import report_stem, view_of
     from jitlab.report.markdown import markdown
@@ -35,13 +35,12 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     view = view_of(spec)
     name = report_stem(spec, scale)
     prov = provenance(collected)
-    sampling, source = sampling_seeds(collected, Path(out), name)
     paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
     extras = {figure.name: figure_data(collected, figure) for figure in spec.figures}  # the grid's `figures:`
     figures = figure_lines(collected, extras, name, png) if extras else None
     # everything is made in memory first, so a failure leaves the previous report whole
     texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),
-             "md": markdown(collected, view, prov, verdict(spec, collected.frame, sampling, source), figures),
+             "md": markdown(collected, view, prov, verdict(spec, collected.frame), figures),
              "tex": latex(collected, view, prov)}
     if png:
         from jitlab.report.plots import render_png

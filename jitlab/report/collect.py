@@ -20,14 +20,13 @@ from typing import Any
 import pandas as pd
 
 from jitlab.grid.spec import Cell, GridSpec
-from jitlab.rundir import collect_seeds, is_frechet, primary_index, read_result, seeds_on_disk
+from jitlab.rows import REPORT_FIELDS, is_frechet
+from jitlab.rundir import is_stale, primary_index, read_result
 
 NOT_RUN = "not run"
 SEED_SUFFIX = "_seed-"  # CELL_seed-K: the cell trained under training seed K > 0
 # the columns every report table has, whatever the grid's axes (empty when the grid lacks the axis)
 ALWAYS_AXES = ("setting", "pred", "loss")
-ROW_FIELDS = ("n_samples", "seed", "step", "sampler", "steps", "nfe", "final_step", "precision", "score_resolution",
-              "cfg_scale", "cfg_interval", "ema", "feature_space", "feature_accuracy")
 
 
 @dataclass
@@ -99,8 +98,7 @@ def collect(spec: GridSpec, scale: str, runs: Path) -> Collected:
     base = runs / spec.name / scale
     cells = grid_cells(spec, scale, base)
     results = {cell.id: read_result(base / cell.id) for cell in cells}
-    stale = [cell.id for cell in cells
-             if results[cell.id] is not None and results[cell.id].get("config_hash") not in (None, cell.config_hash)]
+    stale = [cell.id for cell in cells if is_stale(results[cell.id], cell)]
     known = {cell.id for cell in cells}
     strays = sorted(p.name for p in base.iterdir() if p.is_dir() and p.name not in known) if base.is_dir() else []
     frame = tidy_frame(spec, cells, results, stale)
@@ -136,36 +134,17 @@ def tidy_frame(spec: GridSpec, cells: list[Cell], results: dict[str, dict | None
             record = {**base, "metric": row.get("metric"), "value": _float(row.get("value")),
                       "paper_metric": cell.paper_metric if i == primary else None,
                       "paper_value": _nan(cell.paper_value) if i == primary else math.nan}
-            for key in ROW_FIELDS:
+            for key in REPORT_FIELDS:
                 value = row.get(key)
                 record[key] = json.dumps(value) if isinstance(value, (list, tuple)) else value
             records.append(record)
     columns = ["grid", "scale", "cell", "train_seed", *axis_names, *extra_axes, "status", "metric", "value",
-               "paper_metric", "paper_value", *ROW_FIELDS, "train_seconds", "seconds", "finished_at", "stale",
+               "paper_metric", "paper_value", *REPORT_FIELDS, "train_seconds", "seconds", "finished_at", "stale",
                "reused_from", "error"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     for column in ("value", "paper_value", "train_seconds", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
-
-
-def sampling_seeds(collected: Collected, reports: Path, stem: str) -> tuple[pd.DataFrame | None, str]:
-    """The cells' values under several sampling seeds (``jitlab grid seeds``) and where they come from: the run
-    directories' metrics-seed*.json, else ``REPORTS/STEM-seeds.csv`` (rows of this grid's cells); None if neither."""
-    used = seeds_on_disk(collected.cells, collected.runs)
-    if len(used) > 1:
-        frame = collect_seeds(collected.cells, collected.runs, used)
-        if not frame.empty:
-            return frame, f"sampling seeds {used} of the run directories"
-    path = Path(reports) / f"{stem}-seeds.csv"
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError):
-        return None, ""
-    if not {"cell", "value"} <= set(frame.columns):
-        return None, ""
-    frame = frame[frame["cell"].isin({cell.id for cell in collected.cells})]
-    return (frame, str(path)) if not frame.empty else (None, "")
 
 
 def primary_frame(frame: pd.DataFrame) -> pd.DataFrame:

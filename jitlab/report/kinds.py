@@ -26,6 +26,7 @@ class Finding:
     outcome: Outcome
     text: str  # the numbers the outcome turned on
     used: list[Stat] = field(default_factory=list)  # the cells compared (the verdict counts their trainings)
+    tests: int = 1  # the cells a "best of" picked its lower side from (its test is Bonferroni-corrected for them)
 
 
 def pick(selector: Selector, cells: list[Stat], order: Order) -> list[Stat]:
@@ -80,11 +81,11 @@ def beats(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Findin
     if not a or not b:
         return _lacking("a" if not a else "b")
     best_a, best_b = min(a, key=lambda c: c.mean), min(b, key=lambda c: c.mean)
-    move = margin.compare(best_a, best_b)
-    better = [c for c in a if margin.compare(c, best_b) == "lower"]
+    move = margin.compare(best_a, best_b, tests=len(a))
+    better = [c for c in a if margin.compare(c, best_b, tests=len(a)) == "lower"]
     return Finding(OUTCOME[move], f"the best of a ({tag(best_a, cells)}) {num(best_a)} vs b ({tag(best_b, cells)}) "
                                   f"{num(best_b)}: ratio {ratio(best_a, best_b)}; {len(better)} of {len(a)} cell(s) "
-                                  f"of a below it beyond the margin", a + b)
+                                  f"of a below it beyond the margin", a + b, tests=len(a))
 
 
 def within_factor(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Finding:
@@ -138,12 +139,12 @@ def argmin_in(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Fi
     if not inside or not outside:
         return _lacking(f"{axis} in {{{', '.join(rule.values)}}}" if not inside else f"the other {axis} values")
     best_in, best_out = min(inside, key=lambda c: c.mean), min(outside, key=lambda c: c.mean)
-    move = margin.compare(best_in, best_out)
+    move = margin.compare(best_in, best_out, tests=len(inside))
     lowest = min(inside + outside, key=lambda c: c.mean)
     return Finding(OUTCOME[move], f"the lowest is at {axis} {lowest.labels[axis]}; the best at "
                                   f"{{{', '.join(rule.values)}}} ({axis} {best_in.labels[axis]}) {num(best_in)} vs the "
                                   f"best elsewhere ({axis} {best_out.labels[axis]}) {num(best_out)}: ratio "
-                                  f"{ratio(best_in, best_out)}", inside + outside)
+                                  f"{ratio(best_in, best_out)}", inside + outside, tests=len(inside))
 
 
 KINDS: dict[str, Callable[[Rule, list[Stat], Margin, Order], Finding]] = {

@@ -13,8 +13,9 @@ from jitlab.report.collect import NOT_RUN, Collected
 from jitlab.report.evidence import fmt_sd
 from jitlab.report.layout import View, axis_title, report_stem, value_text
 from jitlab.report.provenance import Provenance
-from jitlab.report.tables import (col_text, fmt, fmt_paper, has_paper, metric_names, ours_label, panels, paper_label,
-                                  several_seeds, stats_of)
+from jitlab.report.tables import (best_cfgs, col_text, fmt, fmt_paper, has_paper, metric_names, ours_label, panels,
+                                  paper_label, several_seeds, stats_of)
+from jitlab.report.verdict import level_note
 from jitlab.rundir import clock
 
 
@@ -32,6 +33,8 @@ def markdown(collected: Collected, view: View, prov: Provenance, verdict_lines: 
     lines += provenance_lines(collected, prov)
     lines += ["## Verdict (computed from the numbers below)", ""]
     if verdict_lines:
+        measured = any(stat.n >= 2 for stat in stats_of(collected))  # a spread to test against, or declared margins
+        lines += [level_note(len(verdict_lines) - 1, measured), ""]
         lines += [f"- {line}" for line in verdict_lines]
     else:
         lines.append("- No automatic verdict for this grid: compare the tables below with the claim.")
@@ -67,9 +70,10 @@ def provenance_lines(collected: Collected, prov: Provenance) -> list[str]:
     lines.append(f"- **date**: generated {prov.generated}"
                  + (f"; last cell finished {prov.last_finished}" if prov.last_finished else ""))
     lines.append(f"- **compute**: {prov.compute}")
-    if prov.seed_spread:
-        lines.append(f"- **sampling-seed spread**: {prov.seed_spread}")
     lines += [f"- **note**: {note}" for note in prov.notes]
+    if prov.history:  # choices made after seeing a result: the reader weighs the verdict knowing them
+        lines.append("- **design history** (changes to this grid made after a run, from its grid file's `history:`):")
+        lines += [f"  - {change}" for change in prov.history]
     return lines + [""]
 
 
@@ -83,6 +87,7 @@ def results_lines(collected: Collected, view: View) -> list[str]:
               + f"; *{ours}* (lower is better) beside *{paper}*. "
               + ("Ours is the mean ± sd over the cell's training seeds (n = the trainings it rests on). "
                  if show_n else "Ours is one training per cell. ")
+              + ("@ CFG: the guidance scale of the cell's best point (per training). " if best_cfgs(collected) else "")
               + f"failed / diverged / {NOT_RUN}: the cell has no value (see the list of runs).")
     lines = ["## Results", "", legend, ""]
     for panel in panels(collected, view):
@@ -145,7 +150,7 @@ def run_lines(collected: Collected) -> list[str]:
             if isinstance(row["error"], str) and row["error"]:
                 note.append(row["error"].replace("|", "/"))
             if bool(row["stale"]):
-                note.append("stale: run with another config")
+                note.append("stale: run with another config, or scored short of its last step")
             if i == 0 and isinstance(row["reused_from"], str) and row["reused_from"]:
                 note.append(f"same run as `{row['reused_from']}`")
             metric = row["metric"] if isinstance(row["metric"], str) else "-"

@@ -9,15 +9,15 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from jitlab.evaluation import split_reference_stats_name
-from jitlab.grid.spec import Cell
+from jitlab.fitview import FitView
 from jitlab.report.collect import NOT_RUN, Collected
-from jitlab.rundir import clock, collect_seeds, is_frechet, seeds_on_disk, spread, stats_name
+from jitlab.rows import is_frechet
+from jitlab.rundir import clock, stats_name
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Provenance:
     counts: dict[str, int]
     paper: str
     notes: list[str] = field(default_factory=list)
-    seed_spread: str | None = None  # the metric's measured sampling-seed spread (`jitlab grid seeds`), if any
+    history: list[str] = field(default_factory=list)  # the grid file's design changes made after a run, one line each
 
     @property
     def metric(self) -> str:
@@ -48,9 +48,8 @@ class Provenance:
 
 
 def data_description(config: dict[str, Any]) -> str:
-    data = config.get("data") or {}
-    cls = str(data.get("class_path", "?")).rsplit(".", 1)[-1]
-    args = data.get("init_args") or {}
+    fit = FitView.of(config)
+    cls, args = (fit.data_class or "?").rsplit(".", 1)[-1], fit.data
     res = args.get("resolution")
     size = f"{res}x{res}" if res is not None else "?"
     if "Embedded" in cls:
@@ -76,13 +75,24 @@ def metric_note(metric: str, features: str | None) -> str:
 
 
 def feature_notes(frame: pd.DataFrame) -> list[str]:
-    """One line per classifier feature space: its validation accuracy, when the evaluation recorded it."""
+    """One line per classifier feature space: its validation accuracy and weights' digest, when the evaluation
+    recorded them, and whether those weights are the shipped classifier's (the same instrument on every machine)."""
     if "feature_accuracy" not in frame:
         return []
     rows = frame.dropna(subset=["feature_accuracy"]).drop_duplicates("feature_space")
     return [f"{r['feature_space']}: the reference classifier's validation accuracy is "
             f"{float(r['feature_accuracy']):.1%} (how well its features tell the data set's classes apart)"
-            for _, r in rows.iterrows()]
+            + _digest_note(r.get("feature_digest")) for _, r in rows.iterrows()]
+
+
+def _digest_note(digest: Any) -> str:
+    from jitlab.metrics.shipped import read_manifest
+
+    if not isinstance(digest, str) or not digest:
+        return "; its weights' digest was not recorded (scored before classifiers shipped)"
+    files = [name for name, entry in read_manifest().items() if entry.digest == digest]
+    where = f"the shipped classifier jitlab/metrics/weights/{files[0]}" if files else "not a shipped classifier"
+    return f"; weights sha256 {digest[:16]}... ({where})"
 
 
 def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -199,8 +209,8 @@ def _evaluation(cells: list, done: pd.DataFrame) -> str:
 
 def _training(collected: Collected, done: pd.DataFrame) -> str:
     cells = collected.plain_cells
-    trainer = (cells[0].config.get("trainer") or {}) if cells else {}
-    data_args = ((cells[0].config.get("data") or {}).get("init_args") or {}) if cells else {}
+    fit = FitView.of(cells[0].config if cells else {})
+    trainer, data_args = fit.trainer, fit.data
     steps_done = sorted({int(s) for s in _per_training(done)["step"].dropna()})
     training = f"max_steps {trainer.get('max_steps', '?')}, global batch {data_args.get('global_batch_size', '?')}"
     if steps_done:
@@ -262,8 +272,8 @@ def provenance(collected: Collected) -> Provenance:
 
     scale_flag = f" --scale {scale}"
     runs_flag = "" if str(collected.runs) == "runs/grids" else f" --runs {collected.runs}"
-    data_root = " --data-root DIR" if any("ImageNet" in data_description(c.config) for c in cells) else ""
-    seeds_flag = f" --train-seeds {collected.train_seeds}" if collected.train_seeds > spec_seeds(collected) else ""
+    data_root = " --data_root DIR" if any("ImageNet" in data_description(c.config) for c in cells) else ""
+    seeds_flag = f" --train_seeds {collected.train_seeds}" if collected.train_seeds > spec_seeds(collected) else ""
     commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}{data_root}{seeds_flag}",
                 f"jitlab report {spec.name}{scale_flag}{runs_flag}"]
 
@@ -282,31 +292,9 @@ def provenance(collected: Collected) -> Provenance:
         evaluation=_evaluation(cells, done), training=_training(collected, done), varies=varies,
         commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         last_finished=max(finished) if finished else None, compute=_compute(frame), counts=counts, paper=paper,
-        notes=_notes(collected), seed_spread=_sampling_line(collected),
+        notes=_notes(collected),
+        history=[change.text() for change in getattr(spec, "history", [])],
     )
-
-
-def summary_line(cells: list[Cell], runs: Path, tie: float | None) -> str | None:
-    """One sentence for a report's provenance: the measured seed spread (beside the verdict's tie margin, if it has
-    one); None if unmeasured."""
-    used = seeds_on_disk(cells, runs)
-    stats = spread(collect_seeds(cells, runs, used)) if len(used) > 1 else None
-    if stats is None or stats.empty:
-        return None
-    worst = stats["rel_range"].idxmax()
-    return (f"{len(stats)} cell(s) evaluated again under sampling seeds {used} (`jitlab grid seeds`): (max - min) / "
-            f"mean median {stats['rel_range'].median():.1%}, largest {stats['rel_range'].max():.1%} ({worst})"
-            + (f"; the verdicts' tie margin is {tie:.0%}" if tie is not None else "")
-            + ". Trainings were not repeated: their spread is not in this")
-
-
-def _sampling_line(collected: Collected) -> str | None:
-    """The measured sampling-seed spread (the verdicts' margins are per rule, in each verdict line)."""
-    line = summary_line(collected.cells, collected.runs, None)
-    if line and collected.train_seeds > 1:  # the cells' trainings were repeated: the spread between them is measured
-        line = line.split(". Trainings were not repeated")[0] + (". The spread between trainings is measured by the "
-                                                                 "training seeds (see the verdict's margins)")
-    return line
 
 
 def spec_seeds(collected: Collected) -> int:

@@ -10,7 +10,8 @@ A rule restates one sentence of the paper's claim as a comparison of cells (lowe
         a: {pred: x}               # the cells that must be lower ...
         b: {pred: [eps, v]}        # ... than these
         per: [mu]                  # optional: judged separately for each value of these axes
-        margin: 0.05               # relative; used only when every cell rests on one training
+        margin: 0.05               # relative; used only when every cell rests on one training (with more, a
+                                   # t test at evidence.LEVEL on the spread of the rule's own cells decides)
 
 A selector maps an axis to a value, a list of values, ``{not: VALUES}`` (every other value of the axis at
 the report's scale) or ``{index: I}`` (the I-th value in the grid's order at that scale; -1 is the last).

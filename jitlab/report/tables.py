@@ -42,6 +42,7 @@ class Entry:
     n: int = 1  # trainings with evidence
     missing: int = 0  # trainings without a result
     values: tuple[float, ...] = ()  # every finite training value (the plots' error bars)
+    cfg: tuple[float, ...] = ()  # the CFG scale of its best point per training, when the grid sweeps CFG
 
     def ours(self, mixed: bool, show_n: bool = False) -> str:
         if self.cell is None:
@@ -53,14 +54,29 @@ class Entry:
             text += f" ± {fmt_sd(self.sd)}"
         if show_n:
             text += f" (n={self.n}" + (f" of {self.n + self.missing})" if self.missing else ")")
+        if self.cfg:
+            text += " @ CFG " + "/".join(f"{c:g}" for c in self.cfg)
         if mixed and self.metric:
             text += f" ({self.metric})"
         return text + (" (stale)" if self.stale else "")
 
 
-def entry(stat: Stat) -> Entry:
+def entry(stat: Stat, cfg: tuple[float, ...] = ()) -> Entry:
     return Entry(stat.cell, stat.status, stat.mean, stat.metric, stat.paper, stat.stale, stat.sd, stat.n,
-                 stat.missing, tuple(v for v in stat.values if math.isfinite(v)))
+                 stat.missing, tuple(v for v in stat.values if math.isfinite(v)), cfg)
+
+
+def best_cfgs(collected: Collected) -> dict[str, tuple[float, ...]]:
+    """Cell -> the distinct CFG scales its trainings' best points were scored at, when some cell sweeps more than
+    one (the table then names them beside each value; with one CFG the provenance names it); else empty."""
+    if not any(len(cell.eval.get("cfg") or []) > 1 for cell in collected.plain_cells):
+        return {}
+    primary = primary_frame(collected.frame)
+    if "cfg_scale" not in primary:
+        return {}
+    done = primary[(primary["status"] == "done") & primary["cfg_scale"].notna()]
+    return {str(cell): tuple(dict.fromkeys(float(c) for c in rows["cfg_scale"]))
+            for cell, rows in done.groupby("cell", sort=False)}
 
 
 @dataclass
@@ -85,6 +101,7 @@ def stats_of(collected: Collected) -> list[Stat]:
 def panels(collected: Collected, view: View) -> list[Panel]:
     spec, scale = collected.spec, collected.scale
     by_cell = {s.cell: s for s in stats_of(collected)}
+    cfgs = best_cfgs(collected)
     rows = axis_values(spec, view.rows, scale)
     cols: list[str | None] = axis_values(spec, view.cols, scale) if view.cols else [None]
     out = []
@@ -95,7 +112,8 @@ def panels(collected: Collected, view: View) -> list[Panel]:
             labels = cell.labels
             if any(labels[a] != v for a, v in zip(view.panels, key)):
                 continue
-            entries[(labels[view.rows], labels[view.cols] if view.cols else None)] = entry(by_cell[cell.id])
+            entries[(labels[view.rows], labels[view.cols] if view.cols else None)] = entry(by_cell[cell.id],
+                                                                                          cfgs.get(cell.id, ()))
             description = data_description(cell.config)
             if description not in data:
                 data.append(description)

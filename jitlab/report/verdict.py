@@ -1,9 +1,11 @@
 """Does our grid say what the paper says? Each verdict is computed from the numbers by the grid file's rules.
 
-``verdict(spec, frame, sampling)`` reads the grid file's declared ``rules:`` (``jitlab.report.rules``),
+``verdict(spec, frame)`` reads the grid file's declared ``rules:`` (``jitlab.report.rules``),
 folds the tidy frame's training seeds into one value per cell (``evidence.cell_stats``) and judges each
-rule (``kinds``): one Markdown line per rule, stating the rule, the margin a difference had to exceed and
-where it comes from, and how many trainings per cell it rests on, then an overall line. Outcomes:
+rule (``kinds``) with a margin from the spread of the cells that rule reads (``judge_rule``): one Markdown
+line per rule, stating the rule, the test (t, degrees of freedom, level) or declared margin a difference had
+to exceed and where it comes from, and how many trainings per cell it rests on, then an overall line. Each
+claim is judged on its own at ``evidence.LEVEL`` (``level_note`` says so in the report). Outcomes:
 "reproduces (N seeds)" (holds with N >= 2 trainings per cell), "consistent, 1 seed" (holds on one
 training), "inconclusive" (a tie decides it), "does not reproduce", "cannot be judged" (cells lack
 results). A diverged cell counts as worse than any number; a failed or not-run one is missing evidence.
@@ -17,28 +19,56 @@ import itertools
 import pandas as pd
 
 from jitlab.grid.spec import GridSpec
-from jitlab.report.evidence import Margin, Stat, cell_stats, measure_spread, stat
+from jitlab.report.evidence import LEVEL, Margin, Stat, cell_stats, measure_spread, stat
 from jitlab.report.kinds import Finding, Order, judge, pick
 from jitlab.report.layout import axis_values
 from jitlab.report.rules import Rule, Selector, parse_rules
 
 
-def verdict(spec: GridSpec, frame: pd.DataFrame, sampling: pd.DataFrame | None = None,
-            sampling_source: str = "sampling seeds") -> list[str]:
-    """The verdict's Markdown lines; ``sampling`` holds sampling-seed values (cell, value) when measured."""
+def verdict(spec: GridSpec, frame: pd.DataFrame) -> list[str]:
+    """The verdict's Markdown lines."""
     rules = parse_rules(spec)
     if not rules or frame.empty:
         return []
     scale = "/".join(map(str, dict.fromkeys(frame["scale"])))
     stats = cell_stats(frame, [axis.name for axis in spec.axes])
-    spread = measure_spread(stats, sampling, sampling_source)
     order = {axis.name: axis_values(spec, axis.name, scale if scale in spec.scales else None) for axis in spec.axes}
     lines, outcomes = [], []
     for rule in rules:
-        finding, line = rule_line(rule, stats, Margin(rule.margin, spread), order, scale, spec.paper_metric)
+        finding, margin = judge_rule(rule, stats, order)
+        line = rule_line(rule, finding, margin, stats, order, scale, spec.paper_metric)
         outcomes.append((rule.name, finding))
         lines.append(line)
     return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale)]
+
+
+def judge_rule(rule: Rule, stats: list[Stat], order: Order) -> tuple[Finding, Margin]:
+    """(the rule's finding, its margin): the margin's training-seed spread is pooled over the cells this rule
+    reads only (the cells its kind compares, over every group), so a noisy cell elsewhere in the table does not
+    decide it. Which cells a rule reads does not depend on the margin, so a first pass with the declared one
+    finds them."""
+    read, _ = evaluate(rule, stats, Margin(rule.margin), order)
+    cells = list({c.cell: c for c in read.used}.values())
+    margin = Margin(rule.margin, measure_spread(cells))
+    finding, _ = evaluate(rule, stats, margin, order)
+    return finding, margin
+
+
+def level_note(claims: int, measured: bool) -> str:
+    """At what level each of a table's ``claims`` is judged, and why no correction across them."""
+    if not measured:
+        return ("How the claims are judged: every cell rests on one training, so each rule's declared margin "
+                "decides; there is no measured spread, no test and no level.")
+    several = (f" No correction across this table's {claims} claims: its overall \"reproduces\" needs every claim "
+               f"to hold, so its error stays at most {LEVEL:.1%}; one \"does not reproduce\" among {claims} claims "
+               f"can arise by chance in up to {claims} x {LEVEL:.1%} = {min(claims * LEVEL, 1):.1%} of tables with "
+               f"no real effect." if claims > 1 else "")
+    return (f"How the claims are judged: each claim on its own, by a one-sided t test at {LEVEL:.1%} in each "
+            f"direction (two-sided {1 - 2 * LEVEL:.0%}): \"reproduces\" and \"does not reproduce\" each have at "
+            f"most a {LEVEL:.1%} chance under no real difference; Student-t quantiles on the degrees of freedom of "
+            f"the spread pooled over the rule's own cells. Within a rule every comparison must hold (no correction "
+            f"needed); where a rule takes the best of several cells, that test is at {LEVEL:.1%} / their number "
+            f"(Bonferroni)." + several)
 
 
 def evaluate(rule: Rule, stats: list[Stat], margin: Margin, order: Order) -> tuple[Finding, list[str]]:
@@ -58,7 +88,8 @@ def evaluate(rule: Rule, stats: list[Stat], margin: Margin, order: Order) -> tup
         return Finding("unjudged", "no cell matches the rule"), ["no cell matches the rule"]
     kinds = [f.outcome for f in findings]
     outcome = next(o for o in ("fails", "unjudged", "tie", "holds") if o in kinds)
-    return Finding(outcome, "; ".join(texts), [c for f in findings for c in f.used]), texts
+    return Finding(outcome, "; ".join(texts), [c for f in findings for c in f.used],
+                   max(f.tests for f in findings)), texts
 
 
 def trainings(finding: Finding) -> int:
@@ -73,18 +104,17 @@ def outcome_word(finding: Finding) -> str:
     return {"tie": "inconclusive", "fails": "does not reproduce", "unjudged": "cannot be judged"}[finding.outcome]
 
 
-def rule_line(rule: Rule, stats: list[Stat], margin: Margin, order: Order, scale: str,
-              paper_metric: str | None) -> tuple[Finding, str]:
-    """(the finding, the verdict line) of one rule."""
-    finding, _ = evaluate(rule, stats, margin, order)
+def rule_line(rule: Rule, finding: Finding, margin: Margin, stats: list[Stat], order: Order, scale: str,
+              paper_metric: str | None) -> str:
+    """The verdict line of one rule judged as ``finding`` under ``margin``."""
     word = outcome_word(finding)
     counts = sorted({c.n for c in finding.used})
     rests = ("no training" if not counts else f"{counts[0]} training{'s' if counts[0] != 1 else ''} per cell"
              if len(counts) == 1 else f"{counts[0]}-{counts[-1]} trainings per cell")
     line = (f"**{rule.name}** {rule.claim} [rule `{rule.kind}`: {describe(rule, order)}]: {finding.text}. "
-            f"**{word[0].upper() + word[1:]}** at {scale} scale. Margin: {margin.describe()}. "
+            f"**{word[0].upper() + word[1:]}** at {scale} scale. Margin: {margin.describe(finding.tests)}. "
             f"Rests on {rests}.")
-    return finding, line + paper_check(rule, stats, order, paper_metric) + missing_note(pick(rule.where, stats, order))
+    return line + paper_check(rule, stats, order, paper_metric) + missing_note(pick(rule.where, stats, order))
 
 
 def paper_check(rule: Rule, stats: list[Stat], order: Order, paper_metric: str | None) -> str:

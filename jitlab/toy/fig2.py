@@ -25,13 +25,14 @@ from typing import Iterator
 
 import torch
 
+from jitlab.atomic import write_text
 from jitlab.data.toy import arm_gap, spiral_points
 from jitlab.rundir import clock
 from jitlab.toy import probe as length_probe
 from jitlab.toy.cell import TRUE_SEED, Cell, Settings, quiet, train_cell
 from jitlab.toy.header import header_lines
 from jitlab.toy.plot import write_png
-from jitlab.toy.report import atomic_write, markdown, write_csv
+from jitlab.toy.report import markdown, write_csv
 from jitlab.toy.stats import summarise
 
 DEFAULT_DIMS = [2, 8, 16, 512]
@@ -84,7 +85,7 @@ def training_length(args: argparse.Namespace) -> tuple[int, dict | None]:
           flush=True)
     with in_process(args.threads):
         result = length_probe.run_probe(args.loss, base, *rule)
-    atomic_write(path, json.dumps(result))
+    write_text(path, json.dumps(result))
     state = "converged" if result["converged"] else "NOT converged, the cap"
     print(f"fig2: length probe: {result['steps']} steps ({state}; {result['seconds']:.1f} s)", flush=True)
     return result["steps"], result
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     cells_start = time.perf_counter()
     total_cost, done_cost = sum(cost(c, settings) for c in todo), 0.0
     for i, (cell, result) in enumerate(run_cells(todo, settings, args.workers, args.threads), start=1):
-        atomic_write(args.cache / f"{cell.name}.json", json.dumps(result))
+        write_text(args.cache / f"{cell.name}.json", json.dumps(result))
         results[cell] = result
         done_cost += cost(cell, settings)
         elapsed = time.perf_counter() - cells_start
@@ -178,7 +179,7 @@ def write_reports(args: argparse.Namespace, settings: Settings, results: list[di
     seeds = {d: seeds_at(d, args) for d in args.dims}
     header = header_lines(command, settings, args.loss, seeds, args.workers, results, probe)
     write_csv(args.out / f"{name}.csv", results)
-    atomic_write(args.out / f"{name}.md", markdown(results, args.dims, args.preds, header, arm_gap()))
+    write_text(args.out / f"{name}.md", markdown(results, args.dims, args.preds, header, arm_gap()))
     truth = spiral_points(settings.samples, settings.noise, torch.Generator().manual_seed(TRUE_SEED)).numpy()
     title = (f"Figure 2 toy: generated points (colour, seed 0) over the true spiral (grey), projected back with P^T\n"
              f"{args.loss}-loss, {settings.steps} steps, Euler {settings.sample_steps}")

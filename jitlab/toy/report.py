@@ -13,11 +13,6 @@ CSV_COLUMNS = ("D", "pred", "loss", "train_seed", "metric", "value")
 PRED_ORDER = ("x", "eps", "v")
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (readers never see half a file)."""
-    write_text(path, text)
-
-
 def csv_rows(results: Iterable[dict]) -> list[tuple]:
     """One row per (cell, training seed, metric)."""
     rows = []
@@ -29,7 +24,7 @@ def csv_rows(results: Iterable[dict]) -> list[tuple]:
 
 def write_csv(path: Path, results: Iterable[dict]) -> None:
     lines = [",".join(CSV_COLUMNS)] + [",".join(str(v) for v in row) for row in csv_rows(results)]
-    atomic_write(path, "\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def pivot(stats: dict, dims: list[int], preds: list[str], metric: str) -> list[str]:
