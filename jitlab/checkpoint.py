@@ -16,6 +16,7 @@ scheduler states, so evaluating a large checkpoint never materialises them.
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -138,10 +139,12 @@ def checkpoint_state(path: str | Path) -> CheckpointState:
 
 
 def checkpoint_step(path: str | Path) -> int | None:
-    """The global step of a checkpoint file; None when it is no readable checkpoint."""
-    try:
-        ckpt = read_checkpoint(path)
-    except (FileNotFoundError, RuntimeError):
+    """The global step of a checkpoint (file or sharded directory); None when it is no readable checkpoint."""
+    from jitlab.strategy import is_sharded_checkpoint, sharded_meta
+
+    try:  # a sharded directory's step is in its meta.pt: the shards are not gathered for it
+        ckpt = sharded_meta(path) if is_sharded_checkpoint(path) else read_checkpoint(path)
+    except (FileNotFoundError, RuntimeError, pickle.UnpicklingError, EOFError):
         return None
     return int(ckpt.get("global_step", 0)) if isinstance(ckpt, dict) else None
 

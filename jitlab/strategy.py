@@ -205,6 +205,15 @@ def consolidate(ckpt_dir: str | Path, out: str | Path) -> Path:
     return Path(out)
 
 
+def sharded_meta(ckpt_dir: str | Path) -> dict[str, Any]:
+    """The non-tensor part of sharded checkpoint ``ckpt_dir`` (``global_step``, ``hyper_parameters``, the
+    callbacks' states with their DTensors as markers): read without touching the shards."""
+    ckpt_dir = Path(ckpt_dir)
+    if not is_sharded_checkpoint(ckpt_dir):
+        raise ConfigError("CKPT_DIR", f"{ckpt_dir} is not a sharded checkpoint (a directory with {META})")
+    return torch.load(ckpt_dir / META, map_location="cpu", weights_only=True)
+
+
 def read_sharded(ckpt_dir: str | Path) -> dict[str, Any]:
     """Sharded checkpoint ``ckpt_dir`` gathered into jitlab's one-file layout, in memory.
 
@@ -215,9 +224,7 @@ def read_sharded(ckpt_dir: str | Path) -> dict[str, Any]:
     from torch.distributed.checkpoint import FileSystemReader, load
 
     ckpt_dir = Path(ckpt_dir)
-    if not is_sharded_checkpoint(ckpt_dir):
-        raise ConfigError("CKPT_DIR", f"{ckpt_dir} is not a sharded checkpoint (a directory with {META})")
-    checkpoint = torch.load(ckpt_dir / META, map_location="cpu", weights_only=True)
+    checkpoint = sharded_meta(ckpt_dir)
     saved = FileSystemReader(str(ckpt_dir)).read_metadata().state_dict_metadata
     wanted: dict[str, dict[str, torch.Tensor]] = {"state_dict": {}, "callbacks": {}}
     for fqn, meta in saved.items():

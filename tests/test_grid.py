@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from jitlab.checkpoint import checkpoint_state
 from jitlab.cli import main
 from jitlab.errors import ConfigError
 from jitlab.grid import runner
@@ -215,7 +216,7 @@ def test_killed_cell_resumes_from_last_ckpt_nothing_lost_nothing_repeated(tmp_pa
     while time.time() < deadline and proc.poll() is None:
         if runner.last_checkpoint(directory).exists():
             try:
-                step_at_kill = runner.checkpoint_state(runner.last_checkpoint(directory))[0]
+                step_at_kill = checkpoint_state(runner.last_checkpoint(directory))[0]
             except Exception:  # being written at this instant (Lightning writes in place)
                 step_at_kill = 0
             if step_at_kill >= 20:
@@ -223,11 +224,16 @@ def test_killed_cell_resumes_from_last_ckpt_nothing_lost_nothing_repeated(tmp_pa
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the grid and its training subprocess, mid-run
     proc.wait()
+    from jitlab.lock import CellLock, holder_alive
+
+    gone = time.time() + 60  # the trainer (not a child of this test) may take a moment to die on a loaded machine;
+    while time.time() < gone and holder_alive(CellLock(directory).read() or {}):  # until then its lock holds
+        time.sleep(0.2)
     assert 20 <= step_at_kill < 200, "the cell was not caught mid-run"
     assert not (directory / "result.json").exists()
 
     # the grid file is unchanged, so the same run continues: resume from last.ckpt to step 200
-    resume_step = runner.checkpoint_state(runner.last_checkpoint(directory))[0]
+    resume_step = checkpoint_state(runner.last_checkpoint(directory))[0]
     assert resume_step >= 20
     cells = load_spec("tiny", root=tmp_path).cells("mini", {"trainer.max_steps": 200})
     log_before = (directory / "train.log").read_text()
@@ -282,10 +288,10 @@ def test_checkpoint_state_reads_weights_and_emas_not_other_callbacks(tmp_path):
             "callbacks": {"ModelCheckpoint{'monitor': None}": {"kth_value": torch.tensor(float("inf"))},
                           "MultiEMA{'attr': 'net', 'decays': [0.999]}": {"averages": [{"w": torch.ones(3)}]}}}
     torch.save(ckpt, tmp_path / "a.ckpt")
-    assert runner.checkpoint_state(tmp_path / "a.ckpt") == (7, True, None)
+    assert checkpoint_state(tmp_path / "a.ckpt") == (7, True, None)
     ckpt["callbacks"]["MultiEMA{'attr': 'net', 'decays': [0.999]}"]["averages"][0]["w"][1] = float("nan")
     torch.save(ckpt, tmp_path / "b.ckpt")
-    assert runner.checkpoint_state(tmp_path / "b.ckpt") == (7, False, None)
+    assert checkpoint_state(tmp_path / "b.ckpt") == (7, False, None)
 
 
 def test_train_time_comes_from_the_checkpoint_timer_so_a_resumed_cell_counts_every_attempt(tmp_path):

@@ -101,7 +101,7 @@ def _records(tmp: Path, phase: str) -> list[dict]:
 
 def test_two_nodes_of_two_processes_split_resume_on_two_and_see_every_image_once(tmp_path):
     from jitlab.data.synth_imagenet import write_tree
-    from jitlab.grid.runner import checkpoint_state
+    from jitlab.checkpoint import checkpoint_state
 
     tree = tmp_path / "imagenet"
     write_tree(tree, classes=3, train_per_class=16, val_per_class=0, short=(20, 40), seed=4, bad_files=False)

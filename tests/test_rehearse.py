@@ -20,7 +20,8 @@ from jitlab.cli import main
 from jitlab.commands.fit import pop_rehearse
 from jitlab.data.synth_imagenet import write_tree
 from jitlab.grid import rehearse
-from jitlab.grid.runner import checkpoint_state, command_line
+from jitlab.checkpoint import checkpoint_state
+from jitlab.grid.runner import command_line
 from jitlab.metrics.stats import save_stats
 from tests.conftest import run_cli
 from tests.test_metrics import inception_weights  # noqa: F401  (fixture)

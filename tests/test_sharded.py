@@ -317,3 +317,16 @@ def _worker(plan_path: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(_worker(sys.argv[1]))
+
+
+def test_the_step_of_a_sharded_checkpoint_is_read_from_its_meta_without_the_shards(tmp_path):
+    from jitlab.checkpoint import checkpoint_step, read_checkpoint
+
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.mkdir()
+    torch.save({"global_step": 7, "hyper_parameters": {}}, ckpt / "meta.pt")  # no shard files at all
+    assert checkpoint_step(ckpt) == 7  # the runner picks the newest checkpoint by step: no gathering for it
+    with pytest.raises(RuntimeError, match="cannot read sharded checkpoint"):
+        read_checkpoint(ckpt)  # the weights themselves do need the shards
+    (ckpt / "meta.pt").write_bytes(b"not a checkpoint")
+    assert checkpoint_step(ckpt) is None

@@ -25,7 +25,6 @@ from jitlab.fitview import FitView
 from jitlab.grid.runner import (
     Runner,
     cell_dir,
-    checkpoint_state,
     command_line,
     finish_cell,
     fit_args,
@@ -62,6 +61,8 @@ def rehearsal_eval(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _step(directory: Path) -> int | None:
+    from jitlab.checkpoint import checkpoint_state  # as the runner: Lightning only when a checkpoint is read
+
     ckpt = last_checkpoint(directory)
     return checkpoint_state(ckpt).step if ckpt.exists() else None
 

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +40,7 @@ import yaml
 from jitlab.atomic import write_json, write_text
 from jitlab.errors import ConfigError
 from jitlab.fitview import FitView
-from jitlab.grid.processes import CHILDREN, forward_signals
+from jitlab.grid.processes import CHILDREN, STOP_SIGNALS, forward_signals
 from jitlab.grid.spec import Cell
 from jitlab.lock import CellLock
 from jitlab.settings import EvalSettings
@@ -96,15 +95,6 @@ def _holds(path: Path, settings: EvalSettings) -> bool:
 
 def command_line(args: list[str]) -> str:
     return "jitlab " + shlex.join(args)
-
-
-# -- the outcome of one cell -------------------------------------------------------------------
-
-def checkpoint_state(path: Path):
-    """Global step, finiteness and recorded training time of a Lightning checkpoint (``jitlab.checkpoint``)."""
-    from jitlab.checkpoint import checkpoint_state as state
-
-    return state(path)
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -226,8 +216,7 @@ def _run_held_cell(cell: Cell, directory: Path, threads: int | None, fit_extra: 
 def interrupted(code: int) -> bool:
     """An exit code of a process stopped by SIGINT / SIGTERM / SIGHUP (its own 128 + n, or killed by it), or any
     exit once the runner itself is stopping."""
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    return CHILDREN.stopping or code in {128 + s for s in stops} | {-s for s in stops}
+    return CHILDREN.stopping or code in {128 + s for s in STOP_SIGNALS} | {-s for s in STOP_SIGNALS}
 
 
 def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
@@ -251,6 +240,8 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
     if train_code != 0 or not ckpt.exists():
         return _finish(cell, directory, result, "failed", started,
                        f"training exited with code {train_code}; see {directory / 'train.log'}")
+    from jitlab.checkpoint import checkpoint_state  # here: it imports Lightning, which `grid list` needs not
+
     step, finite, train_seconds = checkpoint_state(ckpt)
     result["step"] = step  # the step it is scored at: done only at the step its training ends at
     target = FitView.of(cell.config).max_steps
