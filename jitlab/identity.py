@@ -2,8 +2,10 @@
 
 A run is identified by its content: the network, the flow, the optimiser, the trainer and what the data
 are (kind, resolution, classes, source kind, seed). Where the data live (``root``, ``cache_dir``) is not
-part of it: moving ImageNet, or naming the same data by another path, must not orphan a run. The grid's
-cell hash and the checks of a resumed run both use this one definition.
+part of it: moving ImageNet, or naming the same data by another path, must not orphan a run. Nor is the
+module a jitlab class is written in (``jitlab.models.JiT`` and ``jitlab.core.models.JiT`` are one network):
+moving code between folders must not orphan a run either. The grid's cell hash and the checks of a resumed
+run both use this one definition.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ NET_LEVER_KEYS = frozenset({"checkpointing"})
 
 
 def content_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A `jitlab fit` config (as a dict) without the data's location and the network's memory levers (a copy;
-    the input is left alone)."""
-    config = copy.deepcopy(config)
+    """A `jitlab fit` config (as a dict) without the data's location and the network's memory levers, its jitlab
+    classes named by class alone (a copy; the input is left alone)."""
+    config = _class_names(copy.deepcopy(config))
     args = (config.get("data") or {}).get("init_args")
     if isinstance(args, dict):
         for key in DATA_LOCATION_KEYS:
@@ -31,6 +33,20 @@ def content_config(config: dict[str, Any]) -> dict[str, Any]:
         for key in NET_LEVER_KEYS:
             net_args.pop(key, None)
     return config
+
+
+def _class_names(value: Any) -> Any:
+    """Every ``class_path: jitlab.<module>.<Class>`` as ``jitlab:<Class>`` (in place; other classes are kept)."""
+    if isinstance(value, dict):
+        path = value.get("class_path")
+        if isinstance(path, str) and path.startswith("jitlab."):
+            value["class_path"] = "jitlab:" + path.rsplit(".", 1)[-1]
+        for inner in value.values():
+            _class_names(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _class_names(inner)
+    return value
 
 
 def data_content(init_args: dict[str, Any]) -> dict[str, Any]:

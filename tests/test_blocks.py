@@ -286,3 +286,18 @@ def test_checkpointing_neither_blocks_a_resume_nor_changes_the_cell():
         assert content_config(config(checkpointing=checkpointing)) == content_config(config())  # the same cell
     assert config_differences(old, config(depth=6))[0] == ["model.net.init_args.depth: checkpoint 4, now 6"]
     assert content_config(config(depth=6)) != content_config(config())
+
+
+def test_the_module_a_class_lives_in_names_no_other_run():
+    """Moving a jitlab class between modules keeps its runs; another class, or a foreign one, is another run."""
+    from jitlab.identity import content_config
+
+    def config(path: str) -> dict:
+        return {"model": {"net": {"class_path": path, "init_args": dict(JIT)}}, "data": {"class_path": path}}
+
+    assert content_config(config("jitlab.models.JiT")) == content_config(config("jitlab.core.models.jit.JiT"))
+    assert content_config(config("jitlab.models.JiT")) != content_config(config("jitlab.models.RaeJiT"))
+    assert content_config(config("other.models.JiT")) != content_config(config("jitlab.models.JiT"))
+    kept = config("jitlab.models.JiT")
+    content_config(kept)
+    assert kept["model"]["net"]["class_path"] == "jitlab.models.JiT"  # the input is left alone
