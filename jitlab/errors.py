@@ -1,7 +1,7 @@
 """The one error type for bad configuration: it names the field and says what is valid.
 
 Every mistake a user can make ends as one line ``jitlab: error: FIELD: what is wrong and what is valid``
-with exit code 2 (``jitlab.cli.main`` prints it). ``ArgumentParser`` gives jitlab's own verbs the same
+with exit code 2 (``jitlab.commands.cli.main`` prints it). ``ArgumentParser`` gives jitlab's own verbs the same
 one line for argparse's errors (argparse prints the whole usage first); ``one_line`` and
 ``find_config_error`` turn the errors of the libraries in between (jsonargparse, Lightning) into it.
 """

@@ -3,7 +3,7 @@
 A run is identified by its content: the network, the flow, the optimiser, the trainer and what the data
 are (kind, resolution, classes, source kind, seed). Where the data live (``root``, ``cache_dir``) is not
 part of it: moving ImageNet, or naming the same data by another path, must not orphan a run. Nor is the
-module a jitlab class is written in (``jitlab.models.JiT`` and ``jitlab.core.models.JiT`` are one network):
+module a jitlab class is written in (``jitlab.core.models.JiT`` and ``jitlab.core.models.JiT`` are one network):
 moving code between folders must not orphan a run either. The grid's cell hash and the checks of a resumed
 run both use this one definition.
 """

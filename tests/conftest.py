@@ -13,7 +13,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     """``jitlab ARGS`` in this process: its exit code and everything it printed."""
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     try:
         code = main(args)
@@ -34,7 +34,7 @@ def one_thread():
 
 
 def tiny_net(img_size: int = 16, num_classes: int = 10, **overrides):
-    from jitlab.models import JiT
+    from jitlab.core.models import JiT
 
     kwargs = dict(img_size=img_size, patch_size=4, hidden_size=48, depth=2, num_heads=3, bottleneck_dim=16,
                   in_context_len=2, in_context_start=1, num_classes=num_classes, attn_impl="sdpa")
@@ -51,7 +51,7 @@ def fit_one_step(module, root):
     """One optimizer step of ``module`` on 64 embedded 16x16 shapes (batch 8); returns the Trainer."""
     import lightning as L
 
-    from jitlab.data import EmbeddedDataModule
+    from jitlab.core.data import EmbeddedDataModule
 
     data = EmbeddedDataModule(kind="shapes", resolution=16, global_batch_size=8, train_size=64, val_size=8, seed=0)
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_progress_bar=False, limit_val_batches=0,

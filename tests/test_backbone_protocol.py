@@ -8,12 +8,12 @@ from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
 from tests.conftest import fit_one_step
-from jitlab.flow import FlowConfig
-from jitlab.models import JiT
-from jitlab.models.mlp import ToyMLP
-from jitlab.models.protocol import Backbone, PatchBackbone, check_backbone
-from jitlab.models.spec import build_net, net_spec, record_init_args
-from jitlab.module import JiTModule, OptimConfig, warn_noise_through_bottleneck
+from jitlab.core.flow import FlowConfig
+from jitlab.core.models import JiT
+from jitlab.core.models.mlp import ToyMLP
+from jitlab.core.models.protocol import Backbone, PatchBackbone, check_backbone
+from jitlab.core.models.spec import build_net, net_spec, record_init_args
+from jitlab.train.module import JiTModule, OptimConfig, warn_noise_through_bottleneck
 
 
 class PixelNet(nn.Module):

@@ -82,7 +82,7 @@ def snapshot(*roots: Path) -> set[str]:
 
 def run_in_process(argv: list[str], capfd) -> tuple[int, str, str]:
     """``jitlab ARGV`` as the console script would end it: exit code, stdout, stderr (a traceback included)."""
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     tb = ""
     try:
@@ -140,7 +140,7 @@ def test_the_console_script_prints_the_one_line_too(argv, fragment, tmp_path):
 
 
 def test_bare_jitlab_lists_every_verb_and_version_prints(capsys):
-    from jitlab.cli import LIGHTNING_VERBS, VERBS, main
+    from jitlab.commands.cli import LIGHTNING_VERBS, VERBS, main
 
     assert main([]) == 0
     listing = capsys.readouterr().out

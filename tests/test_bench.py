@@ -39,9 +39,9 @@ def test_bench_json_has_the_keys_and_sane_values(capsys, tmp_path):
 
 
 def test_reference_sampler_makes_the_images_of_jitlab_sample(tiny_net_factory, one_thread):
-    from jitlab.bench.sample import reference_sample
-    from jitlab.module import JiTModule
-    from jitlab.sampling import initial_noise
+    from jitlab.experiments.bench.sample import reference_sample
+    from jitlab.train.module import JiTModule
+    from jitlab.core.sampling import initial_noise
 
     torch.manual_seed(0)
     module = JiTModule(tiny_net_factory()).eval()
@@ -61,7 +61,7 @@ def test_reference_sampler_makes_the_images_of_jitlab_sample(tiny_net_factory, o
 
 
 def test_matmul_peak_is_positive_and_finite():
-    from jitlab.bench.machine import matmul_peak_gflops
+    from jitlab.experiments.bench.machine import matmul_peak_gflops
 
     peak = matmul_peak_gflops(torch.device("cpu"), size=256, repeats=2)
     assert math.isfinite(peak) and peak > 0
@@ -82,8 +82,8 @@ def test_bad_flags_name_themselves(args, flag, capsys):
 # -- the speed-ups compute the same ----------------------------------------------------------------------------
 
 def test_rendered_cache_gives_the_same_batches(tmp_path):
-    from jitlab.data.base import ResumableDataLoader, ResumableDistributedSampler
-    from jitlab.data.embedded import RenderedCache, cache_file, make_dataset
+    from jitlab.core.data.base import ResumableDataLoader, ResumableDistributedSampler
+    from jitlab.core.data.embedded import RenderedCache, cache_file, make_dataset
 
     for kind in ("shapes", "photos"):
         rendered = make_dataset(kind, 16, 40, 3)
@@ -108,7 +108,7 @@ def test_rendered_cache_gives_the_same_batches(tmp_path):
 def test_the_cache_is_used_only_when_it_cannot_cost_more(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from jitlab.data.embedded import EmbeddedDataModule, RenderedCache, cache_file
+    from jitlab.core.data.embedded import EmbeddedDataModule, RenderedCache, cache_file
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     dm = EmbeddedDataModule(resolution=16, global_batch_size=8, train_size=64)

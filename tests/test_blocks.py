@@ -13,13 +13,13 @@ import yaml
 from torch import Tensor, nn
 
 from jitlab.devices import local_device_index
-from jitlab.flow import FlowConfig
-from jitlab.generate import process_device
-from jitlab.models import JiT, WideHead
-from jitlab.models.cls_head import ClsJiT
-from jitlab.models.dsd import LatentJiT
-from jitlab.models.reg import RegJiT
-from jitlab.module import JiTModule, OptimConfig
+from jitlab.core.flow import FlowConfig
+from jitlab.score.generate import process_device
+from jitlab.core.models import JiT, WideHead
+from jitlab.core.models.cls_head import ClsJiT
+from jitlab.core.models.dsd import LatentJiT
+from jitlab.core.models.reg import RegJiT
+from jitlab.train.module import JiTModule, OptimConfig
 from tests.conftest import fit_one_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +184,7 @@ def test_the_training_step_reads_nothing_back_to_the_host(monkeypatch, tmp_path)
 @pytest.mark.parametrize("log_every", [1, 50])
 def test_a_non_finite_loss_still_stops_the_run(tmp_path, log_every):
     """At the next logging step (1: after the first step of 4), or at the end of training (50: never logged)."""
-    from jitlab.data import EmbeddedDataModule
+    from jitlab.core.data import EmbeddedDataModule
 
     module = JiTModule(BACKBONES["jit"](), flow=FLOW, optim=OptimConfig(lr=1e-3, warmup_steps=0))
     with torch.no_grad():
@@ -214,7 +214,7 @@ class CountingView(nn.Module):
 
 
 def test_the_sample_grid_never_runs_or_makes_a_compiled_view(monkeypatch, tmp_path):
-    from jitlab.callbacks import SampleGrid
+    from jitlab.train.callbacks import SampleGrid
 
     made = []
     monkeypatch.setattr(torch, "compile", lambda block, **kw: made.append(CountingView(block)) or made[-1])
@@ -275,10 +275,10 @@ def test_the_lab_scale_states_its_attention_differs_from_the_paper_scale():
 
 def test_checkpointing_neither_blocks_a_resume_nor_changes_the_cell():
     from jitlab.identity import content_config
-    from jitlab.resume import config_differences
+    from jitlab.train.resume import config_differences
 
     def config(**changed) -> dict:
-        return {"model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {**JIT, **changed}}, "flow": {}}}
+        return {"model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {**JIT, **changed}}, "flow": {}}}
 
     old = {"hyper_parameters": {**config()["model"]}}  # a checkpoint from before the switch
     for checkpointing in (False, True):
@@ -295,9 +295,9 @@ def test_the_module_a_class_lives_in_names_no_other_run():
     def config(path: str) -> dict:
         return {"model": {"net": {"class_path": path, "init_args": dict(JIT)}}, "data": {"class_path": path}}
 
-    assert content_config(config("jitlab.models.JiT")) == content_config(config("jitlab.core.models.jit.JiT"))
-    assert content_config(config("jitlab.models.JiT")) != content_config(config("jitlab.models.RaeJiT"))
-    assert content_config(config("other.models.JiT")) != content_config(config("jitlab.models.JiT"))
-    kept = config("jitlab.models.JiT")
+    assert content_config(config("jitlab.core.models.JiT")) == content_config(config("jitlab.core.models.jit.JiT"))
+    assert content_config(config("jitlab.core.models.JiT")) != content_config(config("jitlab.core.models.RaeJiT"))
+    assert content_config(config("other.models.JiT")) != content_config(config("jitlab.core.models.JiT"))
+    kept = config("jitlab.core.models.JiT")
     content_config(kept)
-    assert kept["model"]["net"]["class_path"] == "jitlab.models.JiT"  # the input is left alone
+    assert kept["model"]["net"]["class_path"] == "jitlab.core.models.JiT"  # the input is left alone

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.grid.spec import SCALE_EVAL, list_grids, load_spec
+from jitlab.experiments.grid.spec import SCALE_EVAL, list_grids, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARD = ROOT / "tests" / "data" / "cell_identities.json"
@@ -51,7 +51,7 @@ def test_every_cells_identity_is_the_recorded_one():
 
 def test_the_guard_sees_a_changed_setting(monkeypatch):
     """The claim's false case: one evaluation setting of one grid moved -> this guard fails for its cells."""
-    from jitlab.grid import spec as spec_module
+    from jitlab.experiments.grid import spec as spec_module
 
     real = spec_module.load_spec
 

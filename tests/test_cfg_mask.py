@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jitlab.flow import Flow, FlowConfig, Space
-from jitlab.sampling import Sampler, cfg_mask, guided, integrate
+from jitlab.core.flow import Flow, FlowConfig, Space
+from jitlab.core.sampling import Sampler, cfg_mask, guided, integrate
 
 N, NULL = 3, 4
 

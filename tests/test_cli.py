@@ -53,7 +53,7 @@ def test_one_flag_spelling_the_dashed_one_is_refused(args, flag, capsys):
 
 
 def test_the_dispatcher_hands_itself_to_the_grid_verb(monkeypatch):
-    from jitlab import cli
+    from jitlab.commands import cli
     from jitlab.commands import grid
 
     seen = {}
@@ -69,7 +69,7 @@ def test_every_experiment_yaml_parses_and_runs_one_step(config, tmp_path, capsys
     assert printed["model"]["net"]["class_path"]
     extra = []
     if printed["data"]["class_path"].endswith("ImageNetDataModule"):  # a small generated tree stands in
-        from jitlab.data.synth_imagenet import write_tree
+        from jitlab.core.data.synth_imagenet import write_tree
 
         write_tree(tmp_path / "imagenet", classes=3, train_per_class=4, val_per_class=1)
         extra = [f"--data.init_args.root={tmp_path / 'imagenet'}"]
@@ -140,7 +140,7 @@ def test_ddp_on_two_cpu_processes_trains_and_checkpoints(tmp_path):
 def test_micro_batch_is_global_batch_over_processes_and_accumulation():
     from types import SimpleNamespace
 
-    from jitlab.data import EmbeddedDataModule
+    from jitlab.core.data import EmbeddedDataModule
     from jitlab.errors import ConfigError
 
     dm = EmbeddedDataModule(global_batch_size=1024)

@@ -1,5 +1,5 @@
 """Issue 27's new cells and switches: Table 2 (b) at 16x16, Table 4 taken apart, and the controls of the DSD, REG and
-RAE grids (jitlab/models/dsd.py ``latent_scale``, jitlab/models/reg_align.py, rae_width's rule at equal output rank).
+RAE grids (jitlab/core/models/dsd.py ``latent_scale``, jitlab/score/reg_align.py, rae_width's rule at equal output rank).
 
 Every new grid cell smoke-fits one step through `jitlab fit` (its resolved config, a batch of 2); the switches are
 checked for what they claim. Every number fed to a rule is a FIXTURE made up for these tests.
@@ -15,15 +15,15 @@ import torch
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.flow import FlowConfig
-from jitlab.grid.plan import build_meta_net
-from jitlab.grid.spec import load_spec
-from jitlab.metrics.refnet import RefNet, RefNetConfig
-from jitlab.models import reg_align
-from jitlab.models.dsd import LatentJiT, unit_rms
-from jitlab.models.protocol import AuxLossBackbone, CleanBatch, StateBackbone
-from jitlab.models.reg_align import AlignedRegJiT
-from jitlab.module import JiTModule
+from jitlab.core.flow import FlowConfig
+from jitlab.experiments.grid.plan import build_meta_net
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.score.metrics.refnet import RefNet, RefNetConfig
+from jitlab.score import reg_align
+from jitlab.core.models.dsd import LatentJiT, unit_rms
+from jitlab.core.models.protocol import AuxLossBackbone, CleanBatch, StateBackbone
+from jitlab.score.reg_align import AlignedRegJiT
+from jitlab.train.module import JiTModule
 from tests.conftest import run_cli
 from tests.test_rules import RAE, by_axis, judged, outcome
 
@@ -137,7 +137,7 @@ def test_the_module_adds_the_weighted_alignment_loss(fixed_reference):
 
 
 def test_an_aligned_reg_net_is_rebuilt_from_its_checkpoint_spec(fixed_reference):
-    from jitlab.models.spec import build_net, net_spec
+    from jitlab.core.models.spec import build_net, net_spec
 
     net = AlignedRegJiT(**REG_TINY)
     twin = build_net(net_spec(net))
@@ -262,7 +262,7 @@ def test_every_new_cell_fits_one_step(grid, cell, tmp_path, capsys, fixed_refere
 def test_the_table4_report_names_each_cells_cfg_and_judges_the_single_components(tmp_path):
     import json
 
-    from jitlab.report import build_report
+    from jitlab.experiments.report import build_report
 
     spec = load_spec("table4", root=REPO)
     means = {"baseline": 60.0, "rope": 66.0, "qk_norm": 54.0, "rope_qknorm": 47.0, "in_context": 42.0}  # FIXTURE

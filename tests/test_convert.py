@@ -1,4 +1,4 @@
-"""jitlab.convert: release checkpoints (built here in the release's layout) load, convert and refuse foreign pickles."""
+"""jitlab.train.convert: release checkpoints (built here in the release's layout) load, convert and refuse foreign pickles."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from jitlab.checkpoint import load_module
-from jitlab.convert import (
+from jitlab.train.checkpoint import load_module
+from jitlab.train.convert import (
     OfficialCheckpointError,
     convert_official,
     estimate_steps_per_epoch,
@@ -18,8 +18,8 @@ from jitlab.convert import (
     load_official,
 )
 from jitlab.commands.convert_official import main
-from jitlab.models import JiT
-from jitlab.models.registry import build_model
+from jitlab.core.models import JiT
+from jitlab.core.models.registry import build_model
 
 FIXTURE = Path(__file__).parent / "fixtures" / "official_jit_b16_keys.json"
 WEIGHT_SETS = ("model", "model_ema1", "model_ema2")

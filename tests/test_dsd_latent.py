@@ -1,4 +1,4 @@
-"""DSD's joint latent (jitlab/models/dsd.py), the effective rank (jitlab/models/rank.py) and issue 15's grid files."""
+"""DSD's joint latent (jitlab/core/models/dsd.py), the effective rank (jitlab/core/models/rank.py) and issue 15's grid files."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import lightning as L
 import pytest
 import torch
 
-from jitlab.data import EmbeddedDataModule
+from jitlab.core.data import EmbeddedDataModule
 from jitlab.errors import ConfigError
-from jitlab.flow import FlowConfig
-from jitlab.grid.plan import build_meta_net
-from jitlab.grid.spec import load_spec
-from jitlab.models.dsd import LatentJiT
-from jitlab.models.protocol import AuxLossBackbone, DiagnosedBackbone, StateBackbone
-from jitlab.models.rank import effective_rank
-from jitlab.module import JiTModule, OptimConfig
-from jitlab.preflight import Report, check_net_files
+from jitlab.core.flow import FlowConfig
+from jitlab.experiments.grid.plan import build_meta_net
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.core.models.dsd import LatentJiT
+from jitlab.core.models.protocol import AuxLossBackbone, DiagnosedBackbone, StateBackbone
+from jitlab.core.models.rank import effective_rank
+from jitlab.train.module import JiTModule, OptimConfig
+from jitlab.score.preflight import Report, check_net_files
 
 TINY = dict(img_size=16, patch_size=4, in_channels=3, latent_dim=8, hidden_size=48, depth=2, num_heads=3,
             num_classes=10, attn_impl="sdpa")

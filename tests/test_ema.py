@@ -11,7 +11,7 @@ from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
-from jitlab.ema import MultiEMA, ema_state_dicts
+from jitlab.train.ema import MultiEMA, ema_state_dicts
 from jitlab.errors import ConfigError
 
 BATCHES_PER_EPOCH = 4

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from jitlab.data.photos import PhotoCropsDataset, load_photos
-from jitlab.data.shapes import SHAPE_CLASSES, ShapesDataset
+from jitlab.core.data.photos import PhotoCropsDataset, load_photos
+from jitlab.core.data.shapes import SHAPE_CLASSES, ShapesDataset
 
 DATASETS = {"shapes": ShapesDataset, "photos": PhotoCropsDataset}
 
@@ -209,7 +209,7 @@ def test_photo_classes_are_separable_by_colour():
 
 
 def test_missing_packages_give_a_clear_error(monkeypatch):
-    import jitlab.data.photos as photos_module
+    import jitlab.core.data.photos as photos_module
 
     monkeypatch.setattr(photos_module, "_installed", lambda module: False)
     photos_module.load_photos.cache_clear()

@@ -6,18 +6,18 @@ import json
 
 import pytest
 
-from jitlab import evaluation
+from jitlab.score import evaluation
 from jitlab.commands import evaluate
 from jitlab.errors import ConfigError
-from jitlab.settings import ScoreSettings
+from jitlab.core.settings import ScoreSettings
 from tests.test_sampling import tiny_checkpoint  # noqa: F401  (the module-scoped fixture)
 
 
 @pytest.fixture
 def quick_refnet(monkeypatch, tmp_path):
     """A refnet trained on a tiny budget in place of the default one (minutes of training)."""
-    from jitlab.metrics import features
-    from jitlab.metrics.refnet import RefNetConfig, load_refnet
+    from jitlab.score.metrics import features
+    from jitlab.score.metrics.refnet import RefNetConfig, load_refnet
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
@@ -67,10 +67,10 @@ def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_p
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
-    from jitlab.data import EmbeddedDataModule
-    from jitlab.ema import MultiEMA
-    from jitlab.module import JiTModule, OptimConfig
-    from jitlab.periodic_eval import PeriodicEval
+    from jitlab.core.data import EmbeddedDataModule
+    from jitlab.train.ema import MultiEMA
+    from jitlab.train.module import JiTModule, OptimConfig
+    from jitlab.score.periodic_eval import PeriodicEval
     from tests.conftest import tiny_net
 
     L.seed_everything(0)
@@ -90,7 +90,7 @@ def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_p
 
 def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
     """FID end to end with a random-weights InceptionV3 file (the real one cannot be fetched here)."""
-    from jitlab.metrics.features import INCEPTION_WEIGHTS_ENV
+    from jitlab.score.metrics.features import INCEPTION_WEIGHTS_ENV
     from tests.test_metrics import random_inception_weights
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -126,7 +126,7 @@ def test_sampler_options_and_score_resolution_are_recorded_in_every_row(tiny_che
 def test_one_resize_for_generated_and_real_images(tiny_checkpoint, quick_refnet):  # noqa: F811
     import torch
 
-    from jitlab.data.embedded import make_dataset
+    from jitlab.core.data.embedded import make_dataset
 
     data = {"kind": "shapes", "resolution": 16, "seed": 0}
     extractor, ref = evaluation.instruments(ScoreSettings(ref_images=20, score_resolution=8), data, "cpu")

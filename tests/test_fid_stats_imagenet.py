@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from jitlab.data.synth_imagenet import write_tree
-from jitlab.metrics.imagenet_stats import partial_path, rank_batches
-from jitlab.metrics.stats import load_stats
+from jitlab.core.data.synth_imagenet import write_tree
+from jitlab.score.metrics.imagenet_stats import partial_path, rank_batches
+from jitlab.score.metrics.stats import load_stats
 from tests.conftest import run_cli
 from tests.test_metrics import inception_weights  # noqa: F401  (fixture)
 
@@ -37,7 +37,7 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def folder_stats(tree, inception_weights, tmp_path_factory):  # noqa: F811
     """`jitlab fid-stats` as a user types it, on the folder tree (batches of 3: three partial saves)."""
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     out = tmp_path_factory.mktemp("stats") / "fid_stats" / "in64.npz"
     with pytest.MonkeyPatch.context() as patch:
@@ -59,7 +59,7 @@ def test_statistics_are_torch_fidelitys_own_in_the_releases_layout(tree, folder_
     from torch_fidelity.metric_fid import fid_featuresdict_to_statistics
     from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-    from jitlab.data.imagenet import ImageFolderDataset, crop_file
+    from jitlab.core.data.imagenet import ImageFolderDataset, crop_file
 
     class Crops(torch.utils.data.Dataset):  # the ADM crops of the readable files, as torch-fidelity takes them
         def __init__(self):
@@ -85,8 +85,8 @@ def test_statistics_are_torch_fidelitys_own_in_the_releases_layout(tree, folder_
 def test_shards_and_an_interrupted_run_give_the_same_statistics(tree, folder_stats, tmp_path, monkeypatch,
                                                                 inception_weights):  # noqa: F811
     from jitlab.commands.prepare_imagenet import main as prepare
-    from jitlab.metrics import imagenet_stats
-    from jitlab.metrics.features import InceptionV3Features
+    from jitlab.score.metrics import imagenet_stats
+    from jitlab.score.metrics.features import InceptionV3Features
 
     shards = tmp_path / "shards"
     assert prepare(["--src", str(tree), "--out", str(shards), "--resolution", str(RESOLUTION), "--workers", "0",
@@ -174,9 +174,9 @@ def test_wrong_feature_space_and_missing_root_fail_in_one_line(tmp_path, capsys)
 def test_build_ref_stats_makes_each_missing_file_once_from_the_cells_data(tmp_path):
     from types import SimpleNamespace
 
-    from jitlab.grid.refstats import build_ref_stats, missing_ref_stats
+    from jitlab.experiments.grid.refstats import build_ref_stats, missing_ref_stats
 
-    def cell(stats, resolution, features="inception", data="jitlab.data.ImageNetDataModule"):
+    def cell(stats, resolution, features="inception", data="jitlab.core.data.ImageNetDataModule"):
         config = {"data": {"class_path": data, "init_args": {"root": "/data/in", "resolution": resolution}}}
         return SimpleNamespace(config=config, eval={"features": features, "ref_stats": str(stats)})
 
@@ -204,7 +204,7 @@ def test_build_ref_stats_makes_each_missing_file_once_from_the_cells_data(tmp_pa
 
 def test_a_class_subset_measures_only_its_classes(tree, folder_stats, inception_weights, tmp_path, monkeypatch):  # noqa: F811
     """`--classes 1` (the lab scale's subsets) measures the first class's 4 images, not the tree's 8."""
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     monkeypatch.setenv("JITLAB_INCEPTION_WEIGHTS", str(inception_weights))
     out = tmp_path / "sub.npz"

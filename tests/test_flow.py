@@ -1,4 +1,4 @@
-"""jitlab.flow against paper.md section 2: Table 1 by hand, clamps, the time sampler, the nine losses.
+"""jitlab.core.flow against paper.md section 2: Table 1 by hand, clamps, the time sampler, the nine losses.
 
 Conventions (paper.md): t = 1 is clean data, t = 0 pure noise; z = t x + (1 - t) eps; v = x - eps.
 """
@@ -13,7 +13,7 @@ import torch
 from torch.testing import assert_close
 
 from jitlab.errors import ConfigError
-from jitlab.flow import Flow, FlowConfig, Space, convert, noisy_sample, sample_t
+from jitlab.core.flow import Flow, FlowConfig, Space, convert, noisy_sample, sample_t
 
 X, EPS, V = Space.x, Space.eps, Space.v
 SPACES = (X, EPS, V)

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from jitlab.fitview import DRY_CLASSES, FitView
-from jitlab.grid.plan import build_meta_net, train_images
-from jitlab.grid.ratios import shape_of
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid.plan import build_meta_net, train_images
+from jitlab.experiments.grid.ratios import shape_of
+from jitlab.experiments.grid.spec import load_spec
 from jitlab.rows import REPORT_FIELDS, Point, point_key, same_measurement
-from jitlab.rundir import best_rows
+from jitlab.experiments.rundir import best_rows
 
 ROW = {"metric": "FD-ref-500", "value": 12.0, "ema": 0.9999, "cfg_scale": 2.0, "cfg_interval": [0.1, 1.0],
        "sampler": "heun", "steps": 25, "seed": 0, "n_samples": 500, "step": 1000}
@@ -35,7 +35,7 @@ def test_best_rows_keep_the_best_points_metrics_and_not_a_point_with_another_fin
 
 
 def test_merge_rows_replaces_a_point_measured_again_and_keeps_the_others(tmp_path):
-    from jitlab.evaluation import merge_rows
+    from jitlab.score.evaluation import merge_rows
 
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"rows": [ROW, {**ROW, "cfg_scale": 1.0}]}))
@@ -63,14 +63,14 @@ def test_fit_view_reads_each_section_once_with_defaults():
 
 
 def test_net_args_fill_only_what_is_unset_and_what_the_class_takes():
-    jit = {"class_path": "jitlab.models.JiT", "init_args": {"patch_size": 4, "img_size": None}}
+    jit = {"class_path": "jitlab.core.models.JiT", "init_args": {"patch_size": 4, "img_size": None}}
     fit = FitView.of({"model": {"net": jit}, "data": {"init_args": {"resolution": 16}}})
     assert fit.net_args()["img_size"] == 16 and fit.net_args()["num_classes"] == DRY_CLASSES
     assert fit.net_args({"img_size": 16, "num_classes": 10})["num_classes"] == 10  # the data module's answer
     set_ = FitView.of({"model": {"net": {**jit, "init_args": {"img_size": 8, "num_classes": 3}}},
                        "data": {"init_args": {"resolution": 16}}})
     assert set_.net_args()["img_size"] == 8 and set_.net_args()["num_classes"] == 3  # the config's own values
-    toy = FitView.of({"model": {"net": {"class_path": "jitlab.models.mlp.ToyMLP", "init_args": {"dim": 8}}}})
+    toy = FitView.of({"model": {"net": {"class_path": "jitlab.core.models.mlp.ToyMLP", "init_args": {"dim": 8}}}})
     assert toy.net_args() == {"dim": 8}  # the toy network takes no image size or classes
 
 

@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from jitlab.checkpoint import checkpoint_state
-from jitlab.cli import main
+from jitlab.train.checkpoint import checkpoint_state
+from jitlab.commands.cli import main
 from jitlab.errors import ConfigError
-from jitlab.grid import runner
-from jitlab.grid.spec import list_grids, load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import list_grids, load_spec
 from tests.test_evaluate import quick_refnet  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,11 +29,11 @@ PAPER_ONLY = {"table7", "table8"}  # the released models' 600-epoch tables: no m
 # a cell that trains in seconds: 16x16 shapes, patch 4, width 32, one block, batch 8
 TINY_BASE = {
     "seed_everything": 0,
-    "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+    "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
         "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
         "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
         "optim": {"blr": 4e-3, "warmup_steps": 2}},
-    "data": {"class_path": "jitlab.data.EmbeddedDataModule",
+    "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
              "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0}},
     "samples": {"every_n_steps": 0},
     "checkpoint": {"save_last": True, "every_n_train_steps": 5, "save_top_k": 0},
@@ -204,7 +204,7 @@ def test_killed_cell_resumes_from_last_ckpt_nothing_lost_nothing_repeated(tmp_pa
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # the runner in a child process (its training is a grandchild): both are killed below
-    child = ("from pathlib import Path; from jitlab.grid import runner; from jitlab.grid.spec import load_spec; "
+    child = ("from pathlib import Path; from jitlab.experiments.grid import runner; from jitlab.experiments.grid.spec import load_spec; "
              "cells = load_spec('tiny', root=Path('.')).cells('mini', {'trainer.max_steps': 200}); "
              f"runner.run_local(cells, Path({str(runs)!r}), jobs=1, threads=1)")
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, start_new_session=True,

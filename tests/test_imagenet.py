@@ -16,8 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from jitlab.data.imagenet import ImageFolderDataset, ImageNetDataModule, center_crop, crop_file, open_rgb
-from jitlab.data.synth_imagenet import AWKWARD, write_tree
+from jitlab.core.data.imagenet import ImageFolderDataset, ImageNetDataModule, center_crop, crop_file, open_rgb
+from jitlab.core.data.synth_imagenet import AWKWARD, write_tree
 from jitlab.errors import ConfigError
 from tests.conftest import run_cli
 
@@ -266,7 +266,7 @@ def test_prepare_resumes_after_an_interruption(tree, tmp_path, monkeypatch, caps
     from litdata import StreamingDataset
 
     from jitlab.commands.prepare_imagenet import main as prepare_main
-    from jitlab.data import prepare
+    from jitlab.core.data import prepare
 
     args = ["--src", str(tree), "--resolution", "32", "--workers", "0", "--part_size", "4", "--splits", "train"]
     assert prepare_main([*args, "--out", str(tmp_path / "once")]) == 0

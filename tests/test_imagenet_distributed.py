@@ -20,7 +20,7 @@ import torch
 import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from jitlab.data.synth_imagenet import write_tree
+from jitlab.core.data.synth_imagenet import write_tree
 
 RESOLUTION = 32
 
@@ -52,7 +52,7 @@ def identity(image: torch.Tensor, exact: bool = False) -> str:
 
 
 def all_identities(root: Path) -> list[str]:
-    from jitlab.data.imagenet import ImageFolderDataset, crop_file
+    from jitlab.core.data.imagenet import ImageFolderDataset, crop_file
 
     dataset = ImageFolderDataset(root / "train", RESOLUTION)
     return [identity(crop_file(dataset.path(i), RESOLUTION)) for i in range(len(dataset))]
@@ -70,7 +70,7 @@ def _rank_main(rank: int, port: int, roots: list[str], settings: list[tuple[int,
     multiprocessing.set_start_method("fork", force=True)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    from jitlab.data import ImageNetDataModule
+    from jitlab.core.data import ImageNetDataModule
 
     result = {}
     for global_batch, workers in settings:
@@ -152,7 +152,7 @@ class Recorder(L.LightningModule):
 
 def fit(root: Path, workers: int, steps: int, run_dir: Path, ckpt_path: str | None = None,
         save_every: int = 0) -> Recorder:
-    from jitlab.data import ImageNetDataModule
+    from jitlab.core.data import ImageNetDataModule
 
     # shards flip with a coin of (seed, epoch, item): a resumed run sees the very same pixels
     module = Recorder(exact=root.name == "s")
@@ -181,7 +181,7 @@ def test_resumed_run_continues_where_it_stopped(clean_tree, clean_shards, source
 
 def test_sampler_resumes_on_another_number_of_processes():
     """Positions consumed by 4 ranks are skipped exactly when the run continues on 2 or 3."""
-    from jitlab.data.base import ResumableDistributedSampler
+    from jitlab.core.data.base import ResumableDistributedSampler
 
     dataset = list(range(101))
     order = ResumableDistributedSampler(dataset, num_replicas=1, rank=0, seed=5)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from jitlab.data.imagenet import ImageFolderDataset, ImageNetDataModule
-from jitlab.data.subsets import STATE_KEY, checkpoint_classes, read_class_list, select_classes, shipped_class_lists
-from jitlab.data.synth_imagenet import write_tree
+from jitlab.core.data.imagenet import ImageFolderDataset, ImageNetDataModule
+from jitlab.core.data.subsets import STATE_KEY, checkpoint_classes, read_class_list, select_classes, shipped_class_lists
+from jitlab.core.data.synth_imagenet import write_tree
 from jitlab.errors import ConfigError
 from tests.conftest import run_cli
 

@@ -3,9 +3,10 @@
 Every module is parsed with ``ast`` (nothing is imported); each ``import`` and ``from ... import`` counts, at
 module level and inside functions (a lazy import is still a dependency). A module imports only its own layer
 and the layers before it; module-level imports form no cycle, and no import at all (lazy ones included) closes a
-circle between parts (``jitlab.X``: a package or a top-level module); no file is over 400 lines, no function
-over 80. A new module must be given a layer in ``LAYER_OF`` (an unplaced module fails), so its place is a
-decision, and every name in it must exist (a stale name fails).
+circle between parts (``part_of``: a package or module inside a layer's folder); no file is over 400 lines, no
+function over 80. The layer of a module is read from its folder (``FOLDERS``): jitlab/core, train, score,
+experiments, commands, and jitlab/ itself for base; a module in any other folder fails, so a new module's place
+is a decision, and every layer folder must exist.
 """
 
 from __future__ import annotations
@@ -21,39 +22,10 @@ MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
 LAYERS = ("base", "core", "training", "scoring", "experiments", "commands")
-# module or package (every module under it) -> layer; the longest matching name decides
-LAYER_OF: dict[str, str] = {
-    # base: no jitlab imports but each other
-    "jitlab": "base", "jitlab.errors": "base", "jitlab.atomic": "base", "jitlab.identity": "base",
-    "jitlab.lock": "base", "jitlab.classpath": "base",
-    "jitlab.rows": "base",  # a metrics row: its sweep point and report columns (evaluation writes, reports read)
-    "jitlab.fitview": "base",  # a typed view of a resolved fit config (data, net, trainer) instead of raw lookups
-    "jitlab.devices": "base",  # this process's device index on its node (torchrun, SLURM, process group)
-    # core: the paper's objects
-    "jitlab.flow": "core", "jitlab.precond": "core", "jitlab.sampling": "core", "jitlab.models": "core",
-    "jitlab.data": "core", "jitlab.images": "core",
-    "jitlab.settings": "core",  # the typed sampler/evaluation knobs: only sampling below them; callbacks use them
-    # training: the LightningModule and what a training run keeps
-    "jitlab.module": "training", "jitlab.ema": "training", "jitlab.callbacks": "training",
-    "jitlab.checkpoint": "training", "jitlab.resume": "training",
-    "jitlab.fitplan": "training",  # the memory plan of a fit: fixed bytes per strategy, micro-batch, sharding
-    "jitlab.strategy": "training",  # DDP / FSDP2 strategies, sharded checkpoints and their consolidation
-    "jitlab.convert": "training",  # release checkpoints -> a JiTModule checkpoint
-    # scoring library: metrics, generation, evaluation; what uses them during or before a fit
-    "jitlab.metrics": "scoring", "jitlab.generate": "scoring", "jitlab.evaluation": "scoring",
-    "jitlab.metrics.shipped": "scoring",  # the shipped reference classifiers' weights and manifest
-    "jitlab.shards": "scoring",  # generated images kept as shards (a resumable large sampling)
-    "jitlab.periodic_eval": "scoring",  # a training callback that evaluates: above the evaluation library
-    "jitlab.preflight": "scoring",  # checks a fit's scoring needs (reference statistics, Inception weights)
-    "jitlab.fitconfig": "scoring",  # the fit's LightningCLI: its callbacks include the periodic evaluation
-    "jitlab.models.reg_align": "scoring",  # REG's alignment loss: its encoder may be a shipped reference classifier
-    # experiments: runs and measures, reports
-    "jitlab.grid": "experiments", "jitlab.report": "experiments", "jitlab.toy": "experiments",
-    "jitlab.bench": "experiments",
-    "jitlab.rundir": "experiments",  # the run-directory format: grid writes it, report reads it
-    # commands: the verbs and the dispatcher
-    "jitlab.commands": "commands", "jitlab.cli": "commands",
-}
+# a layer's folder under jitlab/; a module directly in jitlab/ is base (errors, atomic, identity, lock, rows, ...:
+# it imports no jitlab module but base ones). A module is in its folder's layer: moving it is changing its layer.
+FOLDERS: dict[str, str] = {"core": "core", "train": "training", "score": "scoring", "experiments": "experiments",
+                           "commands": "commands"}
 
 
 @dataclass(frozen=True)
@@ -74,15 +46,12 @@ def modules(root: Path) -> dict[str, Path]:
     return {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
 
 
-def layer_of(name: str, layer_map: dict[str, str]) -> str | None:
-    if name in layer_map:
-        return layer_map[name]
+def layer_of(name: str, folders: dict[str, str]) -> str | None:
+    """The layer of module ``name``: its folder's under jitlab/, base directly in jitlab/, None in another folder."""
     parts = name.split(".")
-    for end in range(len(parts) - 1, 1, -1):  # "jitlab" alone places only the package's own __init__
-        prefix = ".".join(parts[:end])
-        if prefix in layer_map:
-            return layer_map[prefix]
-    return None
+    if len(parts) > 2 or parts[-1] in folders:
+        return folders.get(parts[1])
+    return "base"
 
 
 def _resolve(node: ast.ImportFrom, source: str, is_package: bool, known: set[str]) -> list[str]:
@@ -94,7 +63,7 @@ def _resolve(node: ast.ImportFrom, source: str, is_package: bool, known: set[str
         package = node.module or ""
     if not package.startswith("jitlab"):
         return []
-    # `from jitlab.data import prepare` depends on the module jitlab.data.prepare, `from jitlab.x import f` on x
+    # `from jitlab.core.data import prepare` depends on the module jitlab.core.data.prepare, `from jitlab.x import f` on x
     return sorted({f"{package}.{a.name}" if f"{package}.{a.name}" in known else package for a in node.names})
 
 
@@ -123,17 +92,19 @@ def import_graph(root: Path) -> tuple[dict[str, Path], list[Edge]]:
     return found, [e for name, path in found.items() for e in edges_of(name, path, known)]
 
 
-def unplaced(root: Path, layer_map: dict[str, str]) -> list[str]:
-    return [name for name in modules(root) if layer_of(name, layer_map) is None]
+def unplaced(root: Path, folders: dict[str, str]) -> list[str]:
+    """Modules in a folder of jitlab/ that is no layer's (a package directly in jitlab/ included)."""
+    return [name for name, path in modules(root).items()
+            if len(path.relative_to(root).parts) > 1 and path.relative_to(root).parts[0] not in folders]
 
 
-def upward_imports(root: Path, layer_map: dict[str, str]) -> list[str]:
+def upward_imports(root: Path, folders: dict[str, str]) -> list[str]:
     """``a -> b (layer X -> Y)`` for every import of a higher layer's module."""
     _, edges = import_graph(root)
     rank = {layer: i for i, layer in enumerate(LAYERS)}
     bad = []
     for e in edges:
-        source, target = layer_of(e.source, layer_map), layer_of(e.target, layer_map)
+        source, target = layer_of(e.source, folders), layer_of(e.target, folders)
         if source and target and rank[target] > rank[source]:
             where = "inside a function, " if e.lazy else ""
             bad.append(f"{e.source} -> {e.target} (layer {source} -> {target}; {where}line {e.line})")
@@ -147,15 +118,16 @@ def _is_type_checking(node: ast.AST) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def stale_names(root: Path, layer_map: dict[str, str]) -> list[str]:
-    """The names of ``layer_map`` that are neither a module nor a package of ``root``."""
-    found = modules(root)
-    return sorted(n for n in layer_map if n not in found and not any(m.startswith(n + ".") for m in found))
+def stale_names(root: Path, folders: dict[str, str]) -> list[str]:
+    """The layer folders that are not a package of ``root``."""
+    return sorted(f for f in folders if not (root / f / "__init__.py").is_file())
 
 
-def part_of(name: str) -> str:
-    """``jitlab.grid.runner`` -> ``jitlab.grid``: the package or top-level module a module belongs to."""
-    return ".".join(name.split(".")[:2])
+def part_of(name: str, folders: dict[str, str] = FOLDERS) -> str:
+    """``jitlab.experiments.grid.runner`` -> ``jitlab.experiments.grid``, ``jitlab.core.flow`` -> itself,
+    ``jitlab.errors`` -> itself: the package or module a module belongs to, inside its layer's folder."""
+    parts = name.split(".")
+    return ".".join(parts[:3] if len(parts) > 2 and parts[1] in folders else parts[:2])
 
 
 def import_cycles(root: Path) -> list[list[str]]:
@@ -237,12 +209,12 @@ def _listing(items: list) -> str:
 
 
 def test_every_module_has_a_layer():
-    missing = unplaced(PACKAGE, LAYER_OF)
-    assert not missing, f"modules without a layer (add them to LAYER_OF in {Path(__file__).name}):{_listing(missing)}"
+    missing = unplaced(PACKAGE, FOLDERS)
+    assert not missing, f"modules outside the layer folders ({', '.join(FOLDERS)}):{_listing(missing)}"
 
 
 def test_imports_go_down_the_layers_only():
-    bad = upward_imports(PACKAGE, LAYER_OF)
+    bad = upward_imports(PACKAGE, FOLDERS)
     assert not bad, f"imports from a lower layer to a higher one ({' -> '.join(LAYERS)}):{_listing(bad)}"
 
 
@@ -257,8 +229,8 @@ def test_no_import_circle_between_parts():
 
 
 def test_every_name_in_the_layer_table_exists():
-    stale = stale_names(PACKAGE, LAYER_OF)
-    assert not stale, f"names in LAYER_OF that are no module or package (remove them):{_listing(stale)}"
+    stale = stale_names(PACKAGE, FOLDERS)
+    assert not stale, f"layer folders missing from jitlab/:{_listing(stale)}"
 
 
 def test_no_file_over_400_lines():
@@ -276,17 +248,21 @@ def test_no_function_over_80_lines():
 
 @pytest.fixture
 def toy_package(tmp_path: Path) -> Path:
-    """jitlab/{flow,models/__init__,grid/run,grid/spec,cli}.py with one upward import, one lazy, one cycle."""
+    """A jitlab/ of layer folders with one upward import, one lazy, one cycle and a stray folder."""
     root = tmp_path / "jitlab"
     files = {
         "__init__.py": "",
-        "flow.py": "from jitlab.grid.run import go\n",  # core -> experiments, at module level
-        "models/__init__.py": "def build():\n    from jitlab import cli  # lazy, still upward\n",
-        "grid/__init__.py": "",
-        "grid/run.py": "from . import spec\n\ndef go():\n    pass\n",
-        "grid/spec.py": "import jitlab.grid.run\n" + "x = 1\n" * 5,
-        "cli.py": "from jitlab.grid.run import go\nfrom jitlab import flow\n",
-        "stray.py": "",
+        "errors.py": "",
+        "core/__init__.py": "",
+        "core/flow.py": "from jitlab.experiments.grid.run import go\n",  # core -> experiments, at module level
+        "core/models/__init__.py": "def build():\n    from jitlab.commands import cli  # lazy, still upward\n",
+        "experiments/__init__.py": "",
+        "experiments/grid/__init__.py": "",
+        "experiments/grid/run.py": "from . import spec\n\ndef go():\n    pass\n",
+        "experiments/grid/spec.py": "import jitlab.experiments.grid.run\n" + "x = 1\n" * 5,
+        "commands/__init__.py": "",
+        "commands/cli.py": "from jitlab.experiments.grid.run import go\nfrom jitlab.core import flow\nfrom jitlab import errors\n",
+        "stray/__init__.py": "",
     }
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -294,25 +270,35 @@ def toy_package(tmp_path: Path) -> Path:
     return root
 
 
+def test_the_layer_is_the_folder():
+    assert layer_of("jitlab.errors", FOLDERS) == "base"
+    assert layer_of("jitlab", FOLDERS) == "base"
+    assert layer_of("jitlab.core.models.jit", FOLDERS) == "core"
+    assert layer_of("jitlab.train.module", FOLDERS) == "training"
+    assert layer_of("jitlab.score", FOLDERS) == "scoring"
+    assert layer_of("jitlab.stray.x", FOLDERS) is None
+    assert part_of("jitlab.experiments.grid.runner") == "jitlab.experiments.grid"
+    assert part_of("jitlab.core.flow") == "jitlab.core.flow"
+    assert part_of("jitlab.errors") == "jitlab.errors"
+
+
 def test_the_checker_finds_upward_imports_cycles_strays_and_long_code(toy_package):
-    layers = {"jitlab": "base", "jitlab.flow": "core", "jitlab.models": "core", "jitlab.grid": "experiments",
-              "jitlab.cli": "commands"}
-    assert unplaced(toy_package, layers) == ["jitlab.stray"]
-    bad = upward_imports(toy_package, layers)
-    assert bad == ["jitlab.flow -> jitlab.grid.run (layer core -> experiments; line 1)",
-                   "jitlab.models -> jitlab.cli (layer core -> commands; inside a function, line 2)"]
-    assert import_cycles(toy_package) == [["jitlab.grid.run", "jitlab.grid.spec"]]
-    assert long_files(toy_package, limit=5) == ["jitlab/grid/spec.py: 6 lines"]
-    assert long_functions(toy_package, limit=1) == ["jitlab/grid/run.py:3 go: 2 lines",
-                                                    "jitlab/models/__init__.py:1 build: 2 lines"]
+    assert unplaced(toy_package, FOLDERS) == ["jitlab.stray"]
+    bad = upward_imports(toy_package, FOLDERS)
+    assert bad == ["jitlab.core.flow -> jitlab.experiments.grid.run (layer core -> experiments; line 1)",
+                   "jitlab.core.models -> jitlab.commands.cli (layer core -> commands; inside a function, line 2)"]
+    assert import_cycles(toy_package) == [["jitlab.experiments.grid.run", "jitlab.experiments.grid.spec"]]
+    assert long_files(toy_package, limit=5) == ["jitlab/experiments/grid/spec.py: 6 lines"]
+    assert long_functions(toy_package, limit=1) == ["jitlab/core/models/__init__.py:1 build: 2 lines",
+                                                    "jitlab/experiments/grid/run.py:3 go: 2 lines"]
 
 
-def test_the_checker_finds_stale_names_and_circles_between_parts_through_lazy_imports(toy_package):
-    assert stale_names(toy_package, {"jitlab.flow": "core", "jitlab.grid": "experiments", "jitlab.gone": "core",
-                                     "jitlab.grid.gone": "experiments"}) == ["jitlab.gone", "jitlab.grid.gone"]
+def test_the_checker_finds_missing_folders_and_circles_between_parts_through_lazy_imports(toy_package):
+    assert stale_names(toy_package, FOLDERS) == ["score", "train"]
     assert part_cycles(toy_package) == []  # grid.run <-> grid.spec is inside one part
-    (toy_package / "grid" / "plan.py").write_text("def f():\n    from jitlab.models import build\n")
-    assert part_cycles(toy_package) == [["jitlab.cli", "jitlab.flow", "jitlab.grid", "jitlab.models"]]  # models -> cli
-    (toy_package / "models" / "__init__.py").write_text("from typing import TYPE_CHECKING\n\n"
-                                                        "if TYPE_CHECKING:\n    from jitlab import cli\n")
+    (toy_package / "experiments" / "grid" / "plan.py").write_text("def f():\n    from jitlab.core.models import build\n")
+    assert part_cycles(toy_package) == [["jitlab.commands.cli", "jitlab.core.flow", "jitlab.core.models",
+                                         "jitlab.experiments.grid"]]  # models -> cli
+    (toy_package / "core" / "models" / "__init__.py").write_text("from typing import TYPE_CHECKING\n\n"
+                                                                 "if TYPE_CHECKING:\n    from jitlab.commands import cli\n")
     assert part_cycles(toy_package) == []  # an annotation-only import runs nothing

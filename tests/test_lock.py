@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from jitlab import lock as cell_lock
-from jitlab.grid import runner
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import load_spec
 from jitlab.lock import CellLock
 from tests.test_grid import tiny_grid
 
@@ -79,8 +79,8 @@ RUNNER_CHILD = """
 import os, sys, time
 from pathlib import Path
 sys.path.insert(0, {repo!r})
-from jitlab.grid import runner
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import load_spec
 from tests.test_grid import Clock, fake_cell_runner
 
 inner = fake_cell_runner(Clock(), seconds=1.0)
@@ -118,9 +118,9 @@ def test_two_concurrent_runners_of_one_grid_train_each_cell_once(tmp_path):
 SIGNAL_CHILD = """
 import sys
 from pathlib import Path
-from jitlab.grid import runner
-from jitlab.grid.processes import CHILDREN
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.processes import CHILDREN
+from jitlab.experiments.grid.spec import load_spec
 
 cells = load_spec("tiny", root=Path(".")).cells("mini", {{"trainer.max_steps": 100000}})
 outcomes = runner.run_local(cells, Path({runs!r}), jobs=1, threads=1, echo=print)

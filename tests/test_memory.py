@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from jitlab.flow import Flow, FlowConfig
-from jitlab.models.jit import JiT
-from jitlab.models.memory import (
+from jitlab.core.flow import Flow, FlowConfig
+from jitlab.core.models.jit import JiT
+from jitlab.core.models.memory import (
     COMPILED_BATCH,
     NotCountable,
     compiled_block,
@@ -29,7 +29,7 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def spec(**args) -> dict:
-    return {"class_path": "jitlab.models.JiT", "init_args": args}
+    return {"class_path": "jitlab.core.models.JiT", "init_args": args}
 
 
 def test_scaled_count_equals_a_full_count_of_the_whole_model():

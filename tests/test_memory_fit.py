@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from jitlab.fitconfig import plan_memory
+from jitlab.score.fitconfig import plan_memory
 from tests.conftest import run_cli
 
 
@@ -50,7 +50,7 @@ def test_skip_preflight_starts_a_predicted_misfit_unchanged():
     from importlib.resources import files
 
     from jitlab.errors import ConfigError
-    from jitlab.fitplan import plan_fit
+    from jitlab.train.fitplan import plan_fit
 
     config = yaml.safe_load(files("jitlab").joinpath("mini.yaml").read_text())
     with pytest.raises(ConfigError, match="short"):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from jitlab.models.registry import build_model
+from jitlab.core.models.registry import build_model
 from tests.conftest import run_cli
 
 

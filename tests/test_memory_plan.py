@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from jitlab.errors import ConfigError
-from jitlab.fitplan import GiB, Choices, choose, fixed_bytes_per_param, micro_batches, plan_config
-from jitlab.grid.spec import load_config
-from jitlab.models.memory import ActivationCount
+from jitlab.train.fitplan import GiB, Choices, choose, fixed_bytes_per_param, micro_batches, plan_config
+from jitlab.experiments.grid.spec import load_config
+from jitlab.core.models.memory import ActivationCount
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

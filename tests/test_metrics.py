@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from jitlab.data.embedded import make_dataset
+from jitlab.core.data.embedded import make_dataset
 from jitlab.errors import ConfigError
-from jitlab.metrics import (
+from jitlab.score.metrics import (
     FeatureExtractor,
     InceptionV3Features,
     RefNetConfig,
@@ -26,8 +26,8 @@ from jitlab.metrics import (
     metric_name,
     save_stats,
 )
-from jitlab.metrics import features as features_module
-from jitlab.metrics import refnet as refnet_module
+from jitlab.score.metrics import features as features_module
+from jitlab.score.metrics import refnet as refnet_module
 
 
 def images_of(kind: str, resolution: int, n: int, seed: int = 0) -> torch.Tensor:

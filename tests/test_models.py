@@ -12,9 +12,9 @@ from torch import nn
 from torch.testing import assert_close
 
 from jitlab.errors import ConfigError
-from jitlab.models.flops import count_gmacs, count_params, describe
-from jitlab.models import MODELS, JiT, build_model
-from jitlab.models.layers import Rope2D, RMSNorm, sincos_pos_embed_2d, timestep_embedding
+from jitlab.core.models.flops import count_gmacs, count_params, describe
+from jitlab.core.models import MODELS, JiT, build_model
+from jitlab.core.models.layers import Rope2D, RMSNorm, sincos_pos_embed_2d, timestep_embedding
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -238,7 +238,7 @@ def test_knobs_build_and_run(overrides):
 def test_knobs_change_the_modules():
     from timm.layers import Mlp
 
-    from jitlab.models.layers import SwiGLU
+    from jitlab.core.models.layers import SwiGLU
 
     net = small("JiT-P/4", 32, rope=False, qk_norm=False, in_context_len=0, mlp="gelu", norm="layer")
     assert net.rope is None and net.rope_in_context is None
@@ -348,7 +348,7 @@ def test_sdpa_and_fp32_attention_agree(name, img_size):
 @pytest.mark.parametrize("impl", ["fp32", "sdpa"])
 def test_attention_by_hand(impl):
     """qkv -> per-head RMSNorm on q, k -> RoPE on q and k -> softmax(q k^T / sqrt(c)) v -> proj."""
-    from jitlab.models.layers import Attention
+    from jitlab.core.models.layers import Attention
 
     torch.manual_seed(3)
     dim, heads, grid = 32, 2, 3

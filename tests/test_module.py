@@ -7,10 +7,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from jitlab.data import EmbeddedDataModule
-from jitlab.ema import MultiEMA
-from jitlab.flow import FlowConfig, Space
-from jitlab.module import JiTModule, OptimConfig, lr_factor
+from jitlab.core.data import EmbeddedDataModule
+from jitlab.train.ema import MultiEMA
+from jitlab.core.flow import FlowConfig, Space
+from jitlab.train.module import JiTModule, OptimConfig, lr_factor
 from tests.conftest import tiny_net
 
 
@@ -41,7 +41,7 @@ def data(**kwargs) -> EmbeddedDataModule:
 
 
 def eval_batches(dm: EmbeddedDataModule, n: int = 4) -> list:
-    from jitlab.data.base import to_model_range
+    from jitlab.core.data.base import to_model_range
 
     ds = dm.val_dataset()
     items = [ds[i] for i in range(16 * n)]
@@ -151,7 +151,7 @@ def test_checkpoint_keys_are_plain_with_compile_switch(tmp_path):
 
 
 def test_hparams_rebuild_the_network(tmp_path):
-    from jitlab.models.spec import build_net
+    from jitlab.core.models.spec import build_net
 
     module = make_module(pred="eps", loss="v")
     net = build_net(module.hparams["net"])

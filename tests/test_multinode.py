@@ -53,11 +53,11 @@ def _identity(image: torch.Tensor) -> str:
 def _config(tmp: Path, tree: Path, phase: str) -> Path:
     config = {
         "seed_everything": 0,
-        "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+        "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
             "patch_size": 4, "hidden_size": 24, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
             "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
             "optim": {"blr": BLR, "warmup_steps": 0}, "compile": False},
-        "data": {"class_path": "jitlab.data.ImageNetDataModule",
+        "data": {"class_path": "jitlab.core.data.ImageNetDataModule",
                  "init_args": {"root": str(tree), "resolution": 16, "global_batch_size": GLOBAL_BATCH,
                                "num_workers": 0}},
         "samples": {"every_n_steps": 0, "num_images": 2, "steps": 1},
@@ -77,7 +77,7 @@ def _launch(tmp: Path, tree: Path, phase: str, nodes: int, per_node: int, steps:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    args = [sys.executable, "-m", "jitlab.cli", "fit", "--config", str(_config(tmp, tree, phase)),
+    args = [sys.executable, "-m", "jitlab.commands.cli", "fit", "--config", str(_config(tmp, tree, phase)),
             f"--trainer.num_nodes={nodes}", f"--trainer.devices={per_node}", f"--trainer.max_steps={steps}"]
     if resume:
         args.append(f"--ckpt_path={tmp / 'ckpt' / 'last.ckpt'}")
@@ -100,8 +100,8 @@ def _records(tmp: Path, phase: str) -> list[dict]:
 
 
 def test_two_nodes_of_two_processes_split_resume_on_two_and_see_every_image_once(tmp_path):
-    from jitlab.data.synth_imagenet import write_tree
-    from jitlab.checkpoint import checkpoint_state
+    from jitlab.core.data.synth_imagenet import write_tree
+    from jitlab.train.checkpoint import checkpoint_state
 
     tree = tmp_path / "imagenet"
     write_tree(tree, classes=3, train_per_class=16, val_per_class=0, short=(20, 40), seed=4, bad_files=False)

@@ -10,13 +10,13 @@ import torch
 
 from jitlab.errors import ConfigError
 from tests.conftest import fit_one_step
-from jitlab.flow import Flow, FlowConfig, Space, convert, noisy_sample, shift_rate, shift_time, time_shift_for
-from jitlab.models import JiT, LearnedSkip, ToyMLP
-from jitlab.models.protocol import Backbone, PatchBackbone
-from jitlab.models.spec import build_net, net_spec
-from jitlab.module import JiTModule, OptimConfig
-from jitlab.precond import EDMTarget, LambdaTarget, edm_coefficients, edm_sigma
-from jitlab.sampling import FinalStep, Sampler, guided, integrate
+from jitlab.core.flow import Flow, FlowConfig, Space, convert, noisy_sample, shift_rate, shift_time, time_shift_for
+from jitlab.core.models import JiT, LearnedSkip, ToyMLP
+from jitlab.core.models.protocol import Backbone, PatchBackbone
+from jitlab.core.models.spec import build_net, net_spec
+from jitlab.train.module import JiTModule, OptimConfig
+from jitlab.core.precond import EDMTarget, LambdaTarget, edm_coefficients, edm_sigma
+from jitlab.core.sampling import FinalStep, Sampler, guided, integrate
 
 def batch(n=64, shape=(3, 4, 4), low=0.1, high=0.9, noise_scale=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -173,7 +173,7 @@ def test_the_sampler_asks_the_shifted_grid_and_lands_on_x():
 
 
 def test_the_learned_skip_adds_c_of_t_times_z_and_keeps_the_contract():
-    inner = {"class_path": "jitlab.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
+    inner = {"class_path": "jitlab.core.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
                                                                   bottleneck_dim=None, in_context_len=0)}
     net = LearnedSkip(inner, img_size=16, num_classes=4)
     assert isinstance(net, PatchBackbone) and net.noise_widths() == {"hidden_size": 48} and net.patch_dim == 48
@@ -186,7 +186,7 @@ def test_the_learned_skip_adds_c_of_t_times_z_and_keeps_the_contract():
     assert torch.allclose(net(z, t, y), net.net(z, t, y) + c[:, None, None, None] * z, atol=1e-6)
     rebuilt = build_net(net_spec(net))
     assert isinstance(rebuilt, LearnedSkip) and isinstance(rebuilt.net, JiT)
-    toy = LearnedSkip({"class_path": "jitlab.models.ToyMLP", "init_args": {"hidden": 8, "layers": 2}}, dim=6)
+    toy = LearnedSkip({"class_path": "jitlab.core.models.ToyMLP", "init_args": {"hidden": 8, "layers": 2}}, dim=6)
     assert isinstance(toy, Backbone) and not isinstance(toy, PatchBackbone) and isinstance(toy.net, ToyMLP)
     with pytest.raises(ConfigError, match="model.net.init_args.net.init_args.img_size"):
         LearnedSkip({**inner, "init_args": {**inner["init_args"], "img_size": 8}}, img_size=16, num_classes=4)
@@ -198,7 +198,7 @@ def test_the_learned_skip_adds_c_of_t_times_z_and_keeps_the_contract():
                                         (dict(pred="v"), True)])
 def test_one_training_step_of_each_switch(tmp_path, flow, skip):
     torch.manual_seed(0)
-    inner = {"class_path": "jitlab.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
+    inner = {"class_path": "jitlab.core.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
                                                                   bottleneck_dim=None, in_context_len=0,
                                                                   attn_impl="sdpa")}
     net = LearnedSkip(inner, img_size=16, num_classes=10) if skip else build_net(

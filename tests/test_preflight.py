@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jitlab import preflight
-from jitlab.cli import main
-from jitlab.data.synth_imagenet import write_tree
+from jitlab.score import preflight
+from jitlab.commands.cli import main
+from jitlab.core.data.synth_imagenet import write_tree
 from jitlab.errors import ConfigError
-from jitlab.metrics.stats import save_stats
+from jitlab.score.metrics.stats import save_stats
 from tests.test_metrics import inception_weights  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,9 +95,9 @@ def test_skip_preflight_lets_an_expert_through(workdir, tree, no_weights, capsys
 
 
 def data_config(tree: Path, resolution: int = 64, **trainer) -> dict:
-    return {"data": {"class_path": "jitlab.data.ImageNetDataModule",
+    return {"data": {"class_path": "jitlab.core.data.ImageNetDataModule",
                      "init_args": {"root": str(tree), "resolution": resolution, "global_batch_size": 6}},
-            "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+            "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
                 "patch_size": 16, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None,
                 "in_context_len": 0}}},
             "trainer": {"max_steps": 10, **trainer}, "checkpoint": {"save_last": True, "save_top_k": 0}}
@@ -149,8 +149,8 @@ def test_data_root_classes_and_batch_split(tree, tmp_path):
 
 
 def test_checkpoint_space_is_estimated_from_the_parameters():
-    b16 = {"data": {"class_path": "jitlab.data.EmbeddedDataModule", "init_args": {"resolution": 256}},
-           "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {"patch_size": 16}}}}
+    b16 = {"data": {"class_path": "jitlab.core.data.EmbeddedDataModule", "init_args": {"resolution": 256}},
+           "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {"patch_size": 16}}}}
     params = preflight.parameter_count(b16, {"img_size": 256, "num_classes": 1000})
     assert abs(params / 131.3e6 - 1) < 0.01  # JiT-B/16: weights + 2 EMAs + AdamW's 2 moments = 20 bytes each
     assert preflight.BYTES_PER_PARAM * params > 2.6e9
@@ -212,9 +212,9 @@ def test_every_cell_must_resolve(tmp_path):
             raise ConfigError("config", "unknown key 'bad'")
         return config
 
-    good = {"data": {"class_path": "jitlab.data.EmbeddedDataModule", "init_args": {"resolution": 16,
+    good = {"data": {"class_path": "jitlab.core.data.EmbeddedDataModule", "init_args": {"resolution": 16,
                                                                                   "global_batch_size": 8}},
-            "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+            "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
                 "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "in_context_len": 0}}},
             "trainer": {"max_steps": 4}}
     preflight.check_cells([Cell("ok", good)], tmp_path, 1, resolve, echo=lambda _: None)

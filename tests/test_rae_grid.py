@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jitlab.cli import main
-from jitlab.flow import FlowConfig
-from jitlab.grid.plan import build_meta_net
-from jitlab.grid.ratios import shape_of
-from jitlab.grid.spec import load_spec
-from jitlab.models import JiT, LearnedSkip, WideHead
-from jitlab.models.flops import count_gmacs
+from jitlab.commands.cli import main
+from jitlab.core.flow import FlowConfig
+from jitlab.experiments.grid.plan import build_meta_net
+from jitlab.experiments.grid.ratios import shape_of
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.core.models import JiT, LearnedSkip, WideHead
+from jitlab.core.models.flops import count_gmacs
 
 REPO = Path(__file__).resolve().parents[1]
 SCALES = ("mini", "lab", "paper")
@@ -46,11 +46,11 @@ def test_rae_widths_are_the_same_fractions_of_the_patch_at_every_scale(scale):
         width = Fraction(shape.width, shape.patch_dim)
         assert width == expected[cell_id.split("-")[-1].split("+")[0]], cell_id
         if cell_id.endswith("+head"):
-            assert net["class_path"] == "jitlab.models.WideHead" and cell.config["model"]["flow"]["pred"] == "v"
+            assert net["class_path"] == "jitlab.core.models.WideHead" and cell.config["model"]["flow"]["pred"] == "v"
             assert Fraction(net["init_args"]["head_width"], shape.patch_dim) == Fraction(3, 2)
             assert net["init_args"]["head_depth"] == 2
         else:
-            assert net["class_path"] == "jitlab.models.JiT"
+            assert net["class_path"] == "jitlab.core.models.JiT"
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -59,7 +59,7 @@ def test_the_skip_cells_wrap_the_scales_own_jit(scale):
     plain = by_id["target-v"].config["model"]["net"]
     for cell_id in ("target-v+skip", "target-eps+skip"):
         net = by_id[cell_id].config["model"]["net"]
-        assert net["class_path"] == "jitlab.models.LearnedSkip"
+        assert net["class_path"] == "jitlab.core.models.LearnedSkip"
         assert net["init_args"]["net"] == plain, (cell_id, scale)  # restated in the grid file: kept equal here
     for cell in by_id.values():
         FlowConfig(**cell.config["model"]["flow"])  # every cell's flow is valid
@@ -78,7 +78,7 @@ def test_the_mini_grid_fits_30_minutes_on_2_cores(grid):
 
 
 def test_the_mini_configs_build_through_jitlab_fit(tmp_path):
-    from jitlab.fitconfig import instantiate_fit  # the builder `jitlab fit` uses
+    from jitlab.score.fitconfig import instantiate_fit  # the builder `jitlab fit` uses
 
     for grid, cell_id, cls in [("rae_width", "model-v-w0.5+head", WideHead),
                                ("preconditioners", "target-v+skip", LearnedSkip)]:

@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from jitlab.grid.ratios import shape_of
-from jitlab.grid.spec import list_grids, load_spec
+from jitlab.experiments.grid.ratios import shape_of
+from jitlab.experiments.grid.spec import list_grids, load_spec
 
 MINI_GRIDS = [name for name in list_grids() if "mini" in load_spec(name).scales]
 SMALL_SCALES = pytest.mark.parametrize("scale", ["mini", "lab"])

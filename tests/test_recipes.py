@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.grid.spec import load_config, load_spec
-from jitlab.models.registry import MODELS
+from jitlab.experiments.grid.spec import load_config, load_spec
+from jitlab.core.models.registry import MODELS
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_table7_plan_prints_every_cells_gpu_hours_and_the_report_carries_fid_and
     hours = [float(r[6]) + float(r[7]) for r in rows]
     assert [r[1].strip() for r in rows] == ["model-B", "model-L", "model-H", "model-G"]
     assert all(h > 0 for h in hours) and hours == sorted(hours)  # B < L < H < G
-    from jitlab.report.build import build_report
+    from jitlab.experiments.report.build import build_report
 
     spec = load_spec("table7", root=REPO)
     for cell in spec.cells("paper")[:1]:  # one finished cell is enough for a report

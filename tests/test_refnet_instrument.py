@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from jitlab.metrics import refnet
-from jitlab.metrics.features import build_extractor
-from jitlab.metrics.frechet import FrechetDistance
+from jitlab.score.metrics import refnet
+from jitlab.score.metrics.features import build_extractor
+from jitlab.score.metrics.frechet import FrechetDistance
 from tests.data.make_refnet_instrument import load
 
 # FD-ref of tests/data/refnet_instrument.npz's real set against its perturbed set (float32 features, float64

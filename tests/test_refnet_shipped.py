@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from jitlab.errors import ConfigError
-from jitlab.metrics import refnet, shipped
-from jitlab.metrics.features import build_extractor
+from jitlab.score.metrics import refnet, shipped
+from jitlab.score.metrics.features import build_extractor
 from tests.conftest import run_cli
 
 MANIFEST = shipped.read_manifest()
@@ -26,8 +26,8 @@ def no_training(*_, **__):
 
 
 def grid_classifiers() -> set[tuple[str, int]]:
-    from jitlab.grid.runner import reference_key
-    from jitlab.grid.spec import list_grids, load_spec
+    from jitlab.experiments.grid.runner import reference_key
+    from jitlab.experiments.grid.spec import list_grids, load_spec
 
     keys = set()
     for name in list_grids():
@@ -133,7 +133,7 @@ def test_features_read_the_shipped_classifier_and_name_its_digest(monkeypatch, t
     extractor = build_extractor("refnet", kind=entry.kind, resolution=entry.resolution)
     assert extractor.digest == entry.digest and extractor.accuracy == entry.val_accuracy
     assert extractor.fingerprint == f"refnet-{entry.kind}-{entry.resolution}-{entry.key}-{entry.digest[:12]}"
-    from jitlab.evaluation import ScoredAt
+    from jitlab.score.evaluation import ScoredAt
 
     scored = ScoredAt(extractor, entry.resolution)  # samples resized first: the same instrument, the same digest
     assert scored.digest == entry.digest and scored.fingerprint == extractor.fingerprint
@@ -165,7 +165,7 @@ def test_train_ref_ships_then_rebuilds_and_says_match_or_mismatch(tmp_path, monk
 
 
 def test_reports_name_the_classifiers_digest_and_whether_it_is_shipped():
-    from jitlab.report.provenance import feature_notes
+    from jitlab.experiments.report.provenance import feature_notes
 
     entry = MANIFEST[SMALLEST]
     frame = pd.DataFrame([

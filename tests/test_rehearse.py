@@ -16,13 +16,13 @@ import pytest
 import torch
 import yaml
 
-from jitlab.cli import main
+from jitlab.commands.cli import main
 from jitlab.commands.fit import pop_rehearse
-from jitlab.data.synth_imagenet import write_tree
-from jitlab.grid import rehearse
-from jitlab.checkpoint import checkpoint_state
-from jitlab.grid.runner import command_line
-from jitlab.metrics.stats import save_stats
+from jitlab.core.data.synth_imagenet import write_tree
+from jitlab.experiments.grid import rehearse
+from jitlab.train.checkpoint import checkpoint_state
+from jitlab.experiments.grid.runner import command_line
+from jitlab.score.metrics.stats import save_stats
 from tests.conftest import run_cli
 from tests.test_metrics import inception_weights  # noqa: F401  (fixture)
 
@@ -88,7 +88,7 @@ def test_rehearsal_of_table2_trains_resumes_evaluates_reports_and_marks_nothing_
 
 
 def test_a_failing_stage_is_named(workdir):
-    from jitlab.grid.spec import load_spec
+    from jitlab.experiments.grid.spec import load_spec
 
     extra = {**SMALL, "data.init_args.root": "imagenet", "data.init_args.global_batch_size": 5}  # 5 over 1: fine
     cell = load_spec("table2").cells("paper", {**extra, "trainer.accumulate_grad_batches": 2})[0]  # 5 / 2: fails
@@ -99,7 +99,7 @@ def test_a_failing_stage_is_named(workdir):
 
 
 def test_fit_rehearsal_runs_the_runs_own_evaluation(workdir, monkeypatch):
-    from jitlab.fitconfig import check_fit_config
+    from jitlab.score.fitconfig import check_fit_config
 
     args = ["--data.init_args.resolution=16", "--data.init_args.global_batch_size=8", "--samples.num_images=2",
             "--samples.steps=1", "--model.net.init_args.patch_size=4", "--trainer.enable_progress_bar=false",
@@ -134,7 +134,7 @@ def test_base_yaml_is_the_papers_recipe_on_imagenet(capsys):
     code, out = run_cli(["fit", "--config", str(REPO / "experiments" / "base.yaml"), "--print_config"], capsys)
     assert code == 0, out
     printed = yaml.safe_load(out[out.index("seed_everything"):])
-    assert printed["data"]["class_path"] == "jitlab.data.ImageNetDataModule"
+    assert printed["data"]["class_path"] == "jitlab.core.data.ImageNetDataModule"
     data = printed["data"]["init_args"]
     assert data["resolution"] == 256 and data["global_batch_size"] == 1024
     net = printed["model"]["net"]["init_args"]
@@ -154,7 +154,7 @@ def test_paper_scale_dry_runs_show_dropout_for_h_and_g_and_the_l_row(capsys, mon
         assert drop == (0.2 if cell.endswith(("model-H", "model-G")) else 0.0), cell
         assert config["model"]["net"]["init_args"]["attn_impl"] == "fp32"
     assert len(blocks) == 8
-    from jitlab.grid.spec import load_spec
+    from jitlab.experiments.grid.spec import load_spec
 
     cells = {c.id: c for c in load_spec("table4", root=REPO).cells("paper")}
     large = cells["component-in_context_L"]
@@ -166,7 +166,7 @@ def test_paper_scale_dry_runs_show_dropout_for_h_and_g_and_the_l_row(capsys, mon
 
 
 def test_weight_decay_spares_biases_and_one_dimensional_parameters(tiny_net_factory):
-    from jitlab.module import JiTModule, OptimConfig
+    from jitlab.train.module import JiTModule, OptimConfig
 
     module = JiTModule(tiny_net_factory(), optim=OptimConfig(weight_decay=0.05, warmup_steps=0))
     module._trainer = SimpleNamespace(estimated_stepping_batches=10, num_training_batches=10,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from jitlab.cli import main
+from jitlab.commands.cli import main
 from jitlab.errors import ConfigError
 from jitlab.commands.released import build_parser
-from jitlab.grid import released
+from jitlab.experiments.grid import released
 from tests.test_convert import WEIGHT_SETS, random_net, release_args, release_layout
 from tests.test_metrics import random_inception_weights
 
@@ -22,11 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_BASE = """\
 model:
   net:
-    class_path: jitlab.models.JiT
+    class_path: jitlab.core.models.JiT
     init_args: {patch_size: 4, hidden_size: 96, depth: 4, num_heads: 3, bottleneck_dim: 32, in_context_len: 4,
                 in_context_start: 1}
 data:
-  class_path: jitlab.data.EmbeddedDataModule
+  class_path: jitlab.core.data.EmbeddedDataModule
   init_args: {resolution: 16}
 """
 # Three models of the registry at 16 px stand in for table7's four: P/4 and P/8 get checkpoints, T/4 has none.

@@ -13,12 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from jitlab.grid.spec import load_spec
-from jitlab.report import build_report
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.report import build_report
 from jitlab.commands.report import ReportError, main
-from jitlab.report.collect import collect
-from jitlab.report.plots import positions
-from jitlab.report.verdict import verdict
+from jitlab.experiments.report.collect import collect
+from jitlab.experiments.report.plots import positions
+from jitlab.experiments.report.verdict import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -416,7 +416,7 @@ def test_different_data_sets_scored_by_one_classifier_are_not_flagged(tmp_path):
 
 
 def test_the_reference_stats_name_splits_back_into_its_data_set_and_classifier():
-    from jitlab.evaluation import reference_stats_name, split_reference_stats_name
+    from jitlab.score.evaluation import reference_stats_name, split_reference_stats_name
 
     name = reference_stats_name("shapes", 128, "refnet-shapes-32-f416c58ed376-4a42f34a73", 5000)
     assert split_reference_stats_name(name, "refnet-shapes-32") == ("shapes-128",

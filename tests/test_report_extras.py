@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.grid.spec import LogCurveFigure, load_spec
-from jitlab.report import build_report
-from jitlab.report.collect import collect
-from jitlab.report.extras import last_values, log_curves, width_data
-from jitlab.report.logs import scalars
+from jitlab.experiments.grid.spec import LogCurveFigure, load_spec
+from jitlab.experiments.report import build_report
+from jitlab.experiments.report.collect import collect
+from jitlab.experiments.report.extras import last_values, log_curves, width_data
+from jitlab.experiments.report.logs import scalars
 from tests.test_report import REPRODUCING, spec as table2_spec, write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,10 +177,10 @@ def test_a_bad_figure_fails_at_load_naming_the_file_and_key(tmp_path, entry, key
 
 
 def test_grids_without_figures_keep_their_report_byte_identical(tmp_path):
-    from jitlab.report.layout import view_of
-    from jitlab.report.markdown import markdown
-    from jitlab.report.provenance import provenance
-    from jitlab.report.verdict import verdict
+    from jitlab.experiments.report.layout import view_of
+    from jitlab.experiments.report.markdown import markdown
+    from jitlab.experiments.report.provenance import provenance
+    from jitlab.experiments.report.verdict import verdict
 
     runs = write_fixture(tmp_path / "runs", REPRODUCING, failed=[("a", "eps", "eps")], seeds=2)
     plain = table2_spec()

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from jitlab.errors import ConfigError
-from jitlab.grid.history import parse_history
-from jitlab.grid.spec import list_grids, load_spec
-from jitlab.report import build_report
+from jitlab.experiments.grid.history import parse_history
+from jitlab.experiments.grid.spec import list_grids, load_spec
+from jitlab.experiments.report import build_report
 from tests.test_report import REPRODUCING, spec as table2_spec, write_fixture
 
 ROOT = Path(__file__).resolve().parents[1]

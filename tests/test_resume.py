@@ -14,18 +14,18 @@ import torch
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.resume import config_differences, read_training_checkpoint, resolve_ckpt_path
+from jitlab.train.resume import config_differences, read_training_checkpoint, resolve_ckpt_path
 from tests.conftest import run_cli
 
 STEPS = 150
 # a run of seconds: 16x16 shapes, width 32, one block, batch 8, a checkpoint every 5 steps
 TINY = {
     "seed_everything": 0,
-    "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+    "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
         "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
         "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
         "optim": {"blr": 4e-3, "warmup_steps": 2}},
-    "data": {"class_path": "jitlab.data.EmbeddedDataModule",
+    "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
              "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0}},
     "ema": {"decays": [0.9, 0.5]},
     "samples": {"every_n_steps": 0, "num_images": 2, "steps": 1},
@@ -43,7 +43,7 @@ def fit(config: Path, root: Path, *extra: str) -> list[str]:
 
 def final_state(root: Path) -> dict:
     """Weights, both EMAs and the step of the newest last.ckpt under ``root``."""
-    from jitlab.ema import ema_state_dicts
+    from jitlab.train.ema import ema_state_dicts
 
     path = max(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -167,7 +167,7 @@ def test_the_newest_readable_checkpoint_wins(tmp_path):
 
 def resolved(config: Path, *args: str) -> dict:
     """The config `jitlab fit` checks a resume against: parsed, the sizes the data decide filled in."""
-    from jitlab.fitconfig import check_fit_config
+    from jitlab.score.fitconfig import check_fit_config
 
     parsed = check_fit_config(["--config", str(config), *args])
     net = parsed["model"]["net"]["init_args"]

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 
 from jitlab.errors import ConfigError
-from jitlab.grid.spec import list_grids, load_spec
-from jitlab.report.evidence import LEVEL, Margin, Spread, stat, t_quantile
-from jitlab.report.kinds import judge, pick
-from jitlab.report.rules import parse_rules
-from jitlab.report.verdict import verdict
+from jitlab.experiments.grid.spec import list_grids, load_spec
+from jitlab.experiments.report.evidence import LEVEL, Margin, Spread, stat, t_quantile
+from jitlab.experiments.report.kinds import judge, pick
+from jitlab.experiments.report.rules import parse_rules
+from jitlab.experiments.report.verdict import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 SPREAD = 0.02  # the made-up trainings: mean x (1 - 2%, 1, 1 + 2%)

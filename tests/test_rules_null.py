@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import jitlab.report.evidence as evidence
-from jitlab.grid.spec import load_spec
-from jitlab.report.evidence import LEVEL, Stat
-from jitlab.report.kinds import Finding, Order
-from jitlab.report.rules import parse_rules
-from jitlab.report.verdict import evaluate, judge_rule, verdict
+import jitlab.experiments.report.evidence as evidence
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.report.evidence import LEVEL, Stat
+from jitlab.experiments.report.kinds import Finding, Order
+from jitlab.experiments.report.rules import parse_rules
+from jitlab.experiments.report.verdict import evaluate, judge_rule, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = 0.05  # one training's sd relative to its true mean

@@ -1,4 +1,4 @@
-"""The run-directory format (jitlab.rundir), the class-path importer, and the experiments layer's one-way imports."""
+"""The run-directory format (jitlab.experiments.rundir), the class-path importer, and the experiments layer's one-way imports."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jitlab import rundir
+from jitlab.experiments import rundir
 from jitlab.classpath import import_path
 from jitlab.rows import is_frechet
 
@@ -53,11 +53,11 @@ def test_clock(seconds, text):
 
 
 def test_import_path_names_the_object_or_fails():
-    assert import_path("jitlab.rundir.clock") is rundir.clock
+    assert import_path("jitlab.experiments.rundir.clock") is rundir.clock
     with pytest.raises(ValueError, match="dotted"):
         import_path("JiT")
     with pytest.raises(AttributeError):
-        import_path("jitlab.rundir.NoSuchThing")
+        import_path("jitlab.experiments.rundir.NoSuchThing")
     with pytest.raises(ImportError):
         import_path("jitlab.no_such_module.Name")
 
@@ -75,10 +75,10 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_grid_writes_run_directories_report_reads_them_neither_imports_the_other():
-    for path in sorted((ROOT / "jitlab" / "report").glob("*.py")):
-        grid = {m for m in imported_modules(path) if m.startswith("jitlab.grid")}
-        assert all(m.startswith("jitlab.grid.spec") for m in grid), (path.name, grid)  # the grid file format only
-    for path in sorted((ROOT / "jitlab" / "grid").glob("*.py")):
-        assert not {m for m in imported_modules(path) if m.startswith("jitlab.report")}, path.name
-    shared = imported_modules(ROOT / "jitlab" / "rundir.py")
-    assert not {m for m in shared if m.startswith(("jitlab.report", "jitlab.grid.runner", "jitlab.commands"))}, shared
+    for path in sorted((ROOT / "jitlab" / "experiments" / "report").glob("*.py")):
+        grid = {m for m in imported_modules(path) if m.startswith("jitlab.experiments.grid")}
+        assert all(m.startswith("jitlab.experiments.grid.spec") for m in grid), (path.name, grid)  # the grid file format only
+    for path in sorted((ROOT / "jitlab" / "experiments" / "grid").glob("*.py")):
+        assert not {m for m in imported_modules(path) if m.startswith("jitlab.experiments.report")}, path.name
+    shared = imported_modules(ROOT / "jitlab" / "experiments" / "rundir.py")
+    assert not {m for m in shared if m.startswith(("jitlab.experiments.report", "jitlab.experiments.grid.runner", "jitlab.commands"))}, shared

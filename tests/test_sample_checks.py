@@ -95,8 +95,8 @@ def assert_one_error_line(code: int, output: str, names: str) -> None:
 @pytest.fixture
 def no_gpu_no_scoring(monkeypatch):
     """No GPU here whatever the machine; and nothing may reach the scoring instruments or the sampler."""
-    from jitlab import evaluation as evaluate
-    from jitlab.module import JiTModule
+    from jitlab.score import evaluation as evaluate
+    from jitlab.train.module import JiTModule
 
     def forbidden(*_, **__):
         raise AssertionError("a bad input reached expensive work")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from jitlab.flow import Flow, FlowConfig, Space
-from jitlab.sampling import Sampler, guided, initial_noise, integrate, nfe
+from jitlab.core.flow import Flow, FlowConfig, Space
+from jitlab.core.sampling import Sampler, guided, initial_noise, integrate, nfe
 
 
 def test_euler_and_heun_on_known_odes():
@@ -103,9 +103,9 @@ def test_initial_noise_depends_only_on_index_and_seed():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A few training steps of a tiny JiT with two EMAs, saved by Lightning."""
-    from jitlab.data import EmbeddedDataModule
-    from jitlab.ema import MultiEMA
-    from jitlab.module import JiTModule, OptimConfig
+    from jitlab.core.data import EmbeddedDataModule
+    from jitlab.train.ema import MultiEMA
+    from jitlab.train.module import JiTModule, OptimConfig
     from tests.conftest import tiny_net
 
     root = tmp_path_factory.mktemp("ckpt")
@@ -186,7 +186,7 @@ class Oracle(torch.nn.Module):
 @pytest.mark.parametrize("steps", [13, 25, 50])
 @pytest.mark.parametrize("method", list(Sampler))
 def test_final_step_x_lands_on_a_perfect_denoisers_x_while_euler_leaves_the_clamp_residual(steps, method):
-    from jitlab.sampling import FinalStep
+    from jitlab.core.sampling import FinalStep
 
     g = torch.Generator().manual_seed(steps)
     x, eps = torch.randn(1, 3, 4, 4, generator=g).clamp(-1, 1), torch.randn(6, 3, 4, 4, generator=g)
@@ -207,7 +207,7 @@ def test_final_step_x_lands_on_a_perfect_denoisers_x_while_euler_leaves_the_clam
 
 
 def test_generate_in_bf16_runs_on_cpu_and_stays_close_to_fp32(tiny_checkpoint):
-    from jitlab.checkpoint import load_module
+    from jitlab.train.checkpoint import load_module
 
     module = load_module(tiny_checkpoint, ema=None)
     labels = torch.arange(4) % 10

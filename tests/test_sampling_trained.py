@@ -27,10 +27,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
-from jitlab.flow import FlowConfig
-from jitlab.models import JiT
-from jitlab.models.mlp import ToyMLP
-from jitlab.module import JiTModule, OptimConfig
+from jitlab.core.flow import FlowConfig
+from jitlab.core.models import JiT
+from jitlab.core.models.mlp import ToyMLP
+from jitlab.train.module import JiTModule, OptimConfig
 
 PREDS = ["x", "eps", "v"]
 

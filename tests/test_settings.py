@@ -8,8 +8,8 @@ import json
 import pytest
 
 from jitlab.errors import ConfigError
-from jitlab.sampling import FinalStep, Sampler
-from jitlab.settings import EvalSettings, PeriodicSettings, PreviewSettings, SamplerSettings, SampleSettings, ScoreSettings
+from jitlab.core.sampling import FinalStep, Sampler
+from jitlab.core.settings import EvalSettings, PeriodicSettings, PreviewSettings, SamplerSettings, SampleSettings, ScoreSettings
 
 
 @pytest.mark.parametrize("kwargs,field", [
@@ -83,7 +83,7 @@ def test_eval_reads_a_settings_file_and_flags_override_it(tmp_path, capsys):
 
 
 def test_the_grid_hands_its_eval_section_over_as_a_settings_file(tmp_path):
-    from jitlab.grid import runner
+    from jitlab.experiments.grid import runner
 
     section = {"features": "refnet", "num_images": 8, "sampler": "euler", "steps": 2, "cfg": [1.0],
                "cfg_interval": [[0.0, 1.0]], "ema": [0], "batch_size": 8}
@@ -103,8 +103,8 @@ def test_the_callbacks_flags_are_the_settings_fields():
     """`--samples.*` and `--evaluation.*` come from PreviewSettings / PeriodicSettings: same names, checked values."""
     from jsonargparse import ArgumentParser
 
-    from jitlab.callbacks import SampleGrid
-    from jitlab.periodic_eval import PeriodicEval
+    from jitlab.train.callbacks import SampleGrid
+    from jitlab.score.periodic_eval import PeriodicEval
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(SampleGrid, "samples")

@@ -11,7 +11,7 @@ import pytest
 
 from jitlab.commands import evaluate, sample
 from jitlab.commands.settings_flags import add_settings_flags, field_docs
-from jitlab.settings import EvalSettings, SampleSettings, SamplerSettings, ScoreSettings
+from jitlab.core.settings import EvalSettings, SampleSettings, SamplerSettings, ScoreSettings
 
 
 class Colour(str, Enum):

@@ -1,4 +1,4 @@
-"""Sharded training (FSDP2, ``jitlab.strategy``) on 2 CPU processes (gloo), against DDP, with a kill and a resume.
+"""Sharded training (FSDP2, ``jitlab.train.strategy``) on 2 CPU processes (gloo), against DDP, with a kill and a resume.
 
 Two launches of two processes each (joined as a cluster launcher would: LOCAL_RANK / WORLD_SIZE / MASTER_*), each
 process running `jitlab fit` several times (this file is also the worker: ``python -m tests.test_sharded PLAN``):
@@ -34,11 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 STEPS, KILL_AT = 4, 2  # the killed run dies at the start of step 3, after its step-2 checkpoint
 CONFIG = {
     "seed_everything": 0,
-    "model": {"net": {"class_path": "jitlab.models.JiT", "init_args": {
+    "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
         "patch_size": 4, "hidden_size": 32, "depth": 2, "num_heads": 2, "bottleneck_dim": None, "rope": False,
         "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
         "optim": {"blr": 4e-3, "warmup_steps": 1, "weight_decay": 0.05}},
-    "data": {"class_path": "jitlab.data.EmbeddedDataModule",
+    "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
              "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0,
                            "train_size": 64, "val_size": 8}},
     "ema": {"decays": [0.9, 0.5]},
@@ -67,7 +67,7 @@ class Recorder(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         from torch.distributed.tensor import DTensor
 
-        from jitlab.ema import MultiEMA
+        from jitlab.train.ema import MultiEMA
 
         ema = next(c for c in trainer.callbacks if isinstance(c, MultiEMA))
         first, saved = ema.averages[0], ema.state_dict()  # what a checkpoint would take from this process
@@ -81,7 +81,7 @@ class Recorder(L.Callback):
 
 
 def fit_args(tmp: Path, name: str, kind: str, kill_at: int = 0, *extra: str) -> list[str]:
-    from jitlab.strategy import strategy_config
+    from jitlab.train.strategy import strategy_config
 
     config = json.loads(json.dumps(CONFIG))
     config["trainer"]["strategy"] = strategy_config(kind)
@@ -142,14 +142,14 @@ def runs(tmp_path_factory) -> Path:
 
 
 def consolidated(tmp: Path, name: str, ckpt: str = "last.ckpt") -> dict:
-    from jitlab.strategy import consolidate
+    from jitlab.train.strategy import consolidate
 
     out = consolidate(checkpoints(tmp, name) / ckpt, tmp / f"{name}-{ckpt}")
     return torch.load(out, map_location="cpu", weights_only=True)
 
 
 def assert_states_close(a: dict, b: dict, exact: bool = False) -> None:
-    from jitlab.ema import ema_state_dicts
+    from jitlab.train.ema import ema_state_dicts
 
     assert a["global_step"] == b["global_step"] == STEPS
     pairs = [(a["state_dict"], b["state_dict"])]
@@ -207,8 +207,8 @@ def test_killed_sharded_run_resumes_equal_to_the_uninterrupted_one(runs):
 
 
 def test_consolidated_checkpoint_is_read_by_load_module_and_eval(runs, quick_refnet, capsys):
-    from jitlab.checkpoint import load_module
-    from jitlab.ema import ema_state_dicts
+    from jitlab.train.checkpoint import load_module
+    from jitlab.train.ema import ema_state_dicts
 
     path = runs / "one.ckpt"
     code, out = run_cli(["consolidate", str(checkpoints(runs, "fsdp2") / "last.ckpt"), str(path)], capsys)
@@ -222,7 +222,7 @@ def test_consolidated_checkpoint_is_read_by_load_module_and_eval(runs, quick_ref
     for name, value in ema_state_dicts(ckpt)[0.9].items():
         assert torch.equal(ema.net.get_parameter(name), value), name
     # the grid runner scores the sharded directory itself: read_checkpoint gathers it as consolidate writes it
-    from jitlab.checkpoint import checkpoint_step, read_checkpoint
+    from jitlab.train.checkpoint import checkpoint_step, read_checkpoint
 
     sharded = checkpoints(runs, "fsdp2") / "last.ckpt"
     direct = read_checkpoint(sharded)
@@ -240,7 +240,7 @@ def test_consolidated_checkpoint_is_read_by_load_module_and_eval(runs, quick_ref
 def test_strategy_config_values_and_bad_kind():
     from jitlab.classpath import import_path
     from jitlab.errors import ConfigError
-    from jitlab.strategy import ShardedStrategy, strategy_config
+    from jitlab.train.strategy import ShardedStrategy, strategy_config
 
     ddp = strategy_config("ddp")
     strategy = import_path(ddp["class_path"])(**ddp["init_args"])
@@ -252,11 +252,11 @@ def test_strategy_config_values_and_bad_kind():
 
 
 def test_slurm_cells_pass_the_strategy_config():
-    from jitlab.fitconfig import check_fit_config
-    from jitlab.grid.slurm import SlurmOptions
+    from jitlab.score.fitconfig import check_fit_config
+    from jitlab.experiments.grid.slurm import SlurmOptions
 
     for kind, class_path in (("ddp", "lightning.pytorch.strategies.DDPStrategy"),
-                             ("fsdp2", "jitlab.strategy.ShardedStrategy")):
+                             ("fsdp2", "jitlab.train.strategy.ShardedStrategy")):
         config = check_fit_config(SlurmOptions(nodes=1, gpus_per_node=8).trainer_args(kind))
         assert config["trainer"]["strategy"]["class_path"] == class_path
     ddp = check_fit_config(SlurmOptions(nodes=1, gpus_per_node=8).trainer_args())["trainer"]["strategy"]
@@ -274,7 +274,7 @@ def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(tmp_path, capsys):
 
 def test_resume_finds_sharded_directories_and_names_a_broken_one(tmp_path):
     from jitlab.errors import ConfigError
-    from jitlab.resume import checkpoint_candidates, read_training_checkpoint
+    from jitlab.train.resume import checkpoint_candidates, read_training_checkpoint
 
     good, broken, plain = tmp_path / "last.ckpt", tmp_path / "epoch=0-step=2.ckpt", tmp_path / "other.ckpt"
     for directory in (good, broken, plain):
@@ -290,7 +290,7 @@ def test_resume_finds_sharded_directories_and_names_a_broken_one(tmp_path):
 
 
 def test_callback_dtensor_markers_round_trip():
-    from jitlab.strategy import SHARDED, _markers, _pull_dtensors, _put_back
+    from jitlab.train.strategy import SHARDED, _markers, _pull_dtensors, _put_back
 
     state = {"k": {"decays": [0.9], "averages": [{"w": 1.0}], "n": 3}}
     assert _pull_dtensors(state, "", {}) == state  # no DTensor: nothing moves
@@ -303,7 +303,7 @@ def _worker(plan_path: str) -> int:
     """One process of a launch: each `jitlab fit` of the plan in turn (a failed one ends the process)."""
     import time
 
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     sys.argv[1:] = []  # the plan's arguments are the command line
     for args in json.loads(Path(plan_path).read_text()):
@@ -320,7 +320,7 @@ if __name__ == "__main__":
 
 
 def test_the_step_of_a_sharded_checkpoint_is_read_from_its_meta_without_the_shards(tmp_path):
-    from jitlab.checkpoint import checkpoint_step, read_checkpoint
+    from jitlab.train.checkpoint import checkpoint_step, read_checkpoint
 
     ckpt = tmp_path / "last.ckpt"
     ckpt.mkdir()

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from jitlab import shards
+from jitlab.score import shards
 from jitlab.commands.evaluate import main as eval_main
 from jitlab.commands.sample import main as sample_main
-from jitlab.module import JiTModule
+from jitlab.train.module import JiTModule
 from tests.test_evaluate import quick_refnet  # noqa: F401  (fixture: no minutes of refnet training)
 from tests.test_sampling import tiny_checkpoint  # noqa: F401  (the module-scoped fixture)
 
@@ -123,7 +123,7 @@ def test_sharded_sample_on_two_processes_equals_one_process(tiny_checkpoint, tmp
     common = [str(tiny_checkpoint), "--num_images", "9", "--steps", "2", "--batch_size", "2", "--device", "cpu"]
     assert sample_main([*common, "--npz", str(tmp_path / "one.npz")]) == 0
     two = subprocess.run([str(bin_dir / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "-m",
-                          "jitlab.cli", "sample", *common, "--shards", str(tmp_path / "shards"), "--shard_size", "2",
+                          "jitlab.commands.cli", "sample", *common, "--shards", str(tmp_path / "shards"), "--shard_size", "2",
                           "--npz", str(tmp_path / "two.npz")], capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert np.array_equal(np.load(tmp_path / "one.npz")["images"], np.load(tmp_path / "two.npz")["images"])

@@ -9,9 +9,9 @@ import signal
 import time
 from pathlib import Path
 
-from jitlab.cli import main
-from jitlab.grid import runner
-from jitlab.grid.spec import load_spec
+from jitlab.commands.cli import main
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import load_spec
 from tests.test_grid import tiny_grid
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def fake_slurm(tmp_path: Path, monkeypatch) -> tuple[Path, Path]:
 
 
 def test_slurm_records_job_ids_and_does_not_resubmit_a_queued_or_running_cell(tmp_path, monkeypatch):
-    from jitlab.grid import slurm
+    from jitlab.experiments.grid import slurm
 
     log, state = fake_slurm(tmp_path, monkeypatch)
     tiny_grid(tmp_path, preds=("x",))
@@ -99,8 +99,8 @@ def test_slurm_records_job_ids_and_does_not_resubmit_a_queued_or_running_cell(tm
 
 
 def test_slurm_fit_arguments_parse_and_use_lightnings_slurm_environment(tmp_path):
-    from jitlab.fitconfig import check_fit_config
-    from jitlab.grid import slurm
+    from jitlab.score.fitconfig import check_fit_config
+    from jitlab.experiments.grid import slurm
 
     tiny_grid(tmp_path, preds=("x",))
     cell = load_spec("tiny", root=tmp_path).cells("mini")[0]

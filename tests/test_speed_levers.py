@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from jitlab.flow import FlowConfig
-from jitlab.generate import SamplerSettings, generate_uint8, labels_for
-from jitlab.models import JiT
-from jitlab.module import JiTModule
-from jitlab.sampling import FinalStep, Sampler
+from jitlab.core.flow import FlowConfig
+from jitlab.score.generate import SamplerSettings, generate_uint8, labels_for
+from jitlab.core.models import JiT
+from jitlab.train.module import JiTModule
+from jitlab.core.sampling import FinalStep, Sampler
 
 
 def mini_shaped_net(seed: int = 0) -> JiT:

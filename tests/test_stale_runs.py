@@ -22,13 +22,13 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from jitlab.checkpoint import AtomicCheckpointIO, RunCheckpoint, checkpoint_state, checkpoint_step, read_checkpoint
+from jitlab.train.checkpoint import AtomicCheckpointIO, RunCheckpoint, checkpoint_state, checkpoint_step, read_checkpoint
 from jitlab.errors import ConfigError
-from jitlab.grid import runner
-from jitlab.grid.processes import Children, forward_signals
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.processes import Children, forward_signals
+from jitlab.experiments.grid.spec import load_spec
 from jitlab.lock import LOCK_NAME, CellLock
-from jitlab.rundir import is_finished
+from jitlab.experiments.rundir import is_finished
 from tests.conftest import run_cli, tiny_net
 from tests.test_evaluate import quick_refnet  # noqa: F401  (fixture)
 from tests.test_grid import TINY_BASE, Clock, fake_cell_runner, in_process, tiny_grid
@@ -40,8 +40,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 def train(root: Path, steps: int, callback: ModelCheckpoint) -> L.Trainer:
     """A few steps of a tiny JiT with ``callback`` as its checkpointing."""
-    from jitlab.data import EmbeddedDataModule
-    from jitlab.module import JiTModule, OptimConfig
+    from jitlab.core.data import EmbeddedDataModule
+    from jitlab.train.module import JiTModule, OptimConfig
 
     L.seed_everything(0)
     module = JiTModule(tiny_net(depth=1, in_context_len=0), optim=OptimConfig(lr=1e-2, warmup_steps=0))
@@ -238,8 +238,8 @@ def test_children_name_their_pids_to_the_lock_and_sighup_stops_them(tmp_path):
 
 RUNNER_CHILD = """
 from pathlib import Path
-from jitlab.grid import runner
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import load_spec
 
 cells = load_spec("tiny", root=Path(".")).cells("mini", {{"trainer.max_steps": {steps}}})
 runner.run_local(cells, Path({runs!r}), jobs=1, threads=1, echo=print)
@@ -351,7 +351,7 @@ def test_an_absurd_cfg_scale_is_refused_before_anything_is_generated(tmp_path, c
     code = evaluate.main([str(tmp_path / "none.ckpt"), "--cfg", "1.0", "1e30", "--out", str(tmp_path / "m.json")])
     out = capsys.readouterr().err
     assert code == 2 and "jitlab: error: --cfg: a CFG scale above 100 makes no images" in out and "1e+30" in out
-    from jitlab.settings import EvalSettings
+    from jitlab.core.settings import EvalSettings
 
     assert EvalSettings.from_dict({"cfg": [1.0, 3.0, 100.0]}).cfg == (1.0, 3.0, 100.0)
 
@@ -369,7 +369,7 @@ def test_eval_names_each_ema_by_its_decay_in_every_line(tiny_checkpoint, quick_r
 
 
 def test_grid_list_and_plan_find_the_grids_outside_the_repository(tmp_path, monkeypatch, capsys):
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     monkeypatch.chdir(tmp_path)  # no experiments/grids here: the checkout jitlab runs from is used, as `report` does
     assert main(["grid", "list"]) == 0
@@ -381,7 +381,7 @@ def test_grid_list_and_plan_find_the_grids_outside_the_repository(tmp_path, monk
 
 
 def test_grid_list_into_a_closed_pipe_exits_quietly(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "jitlab.cli", "grid", "list"], cwd=REPO, env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "jitlab.commands.cli", "grid", "list"], cwd=REPO, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
     err = proc.stderr.read().decode()
@@ -390,7 +390,7 @@ def test_grid_list_into_a_closed_pipe_exits_quietly(tmp_path):
 
 @pytest.mark.parametrize("action", ["run"])
 def test_jobs_0_is_an_error(action, capsys):
-    from jitlab.cli import main
+    from jitlab.commands.cli import main
 
     with pytest.raises(SystemExit) as exit_:
         main(["grid", action, "table2", "--jobs", "0"])
@@ -401,7 +401,7 @@ def test_jobs_0_is_an_error(action, capsys):
 def test_report_marks_a_result_scored_short_of_its_last_step_stale():
     from types import SimpleNamespace
 
-    from jitlab.rundir import is_stale
+    from jitlab.experiments.rundir import is_stale
 
     cell = SimpleNamespace(config_hash="abc", config={"trainer": {"max_steps": 80}})
     done = {"status": "done", "config_hash": "abc"}

@@ -1,4 +1,4 @@
-"""The backbone contract's extension (jitlab/models/protocol.py): a flow state that is not the image (REG), an
+"""The backbone contract's extension (jitlab/core/models/protocol.py): a flow state that is not the image (REG), an
 auxiliary loss (Table 11), and that image backbones train exactly as before."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import timm
 import torch
 from torch import Tensor, nn
 
-from jitlab.data import EmbeddedDataModule
+from jitlab.core.data import EmbeddedDataModule
 from jitlab.errors import ConfigError
-from jitlab.flow import FlowConfig
-from jitlab.models import JiT
-from jitlab.models.cls_head import ClsJiT
-from jitlab.models.protocol import AuxLossBackbone, CleanBatch, StateBackbone, check_state_backbone
-from jitlab.models.reg import RegJiT
-from jitlab.models.spec import build_net, net_spec, record_init_args
-from jitlab.module import JiTModule, OptimConfig
+from jitlab.core.flow import FlowConfig
+from jitlab.core.models import JiT
+from jitlab.core.models.cls_head import ClsJiT
+from jitlab.core.models.protocol import AuxLossBackbone, CleanBatch, StateBackbone, check_state_backbone
+from jitlab.core.models.reg import RegJiT
+from jitlab.core.models.spec import build_net, net_spec, record_init_args
+from jitlab.train.module import JiTModule, OptimConfig
 
 JIT = dict(img_size=16, patch_size=4, hidden_size=48, depth=2, num_heads=3, bottleneck_dim=16, in_context_len=2,
            in_context_start=1, num_classes=10, attn_impl="sdpa")
@@ -211,9 +211,9 @@ def test_the_encoder_token_loads_a_local_dinov2_file_and_refuses_without_it(tmp_
 
 
 def test_preflight_names_the_missing_encoder_file():
-    from jitlab.preflight import Report, check_net_files
+    from jitlab.score.preflight import Report, check_net_files
 
-    config = {"model": {"net": {"class_path": "jitlab.models.reg.RegJiT",
+    config = {"model": {"net": {"class_path": "jitlab.core.models.reg.RegJiT",
                                 "init_args": {"token": "encoder", "encoder_weights": "weights/absent.pth"}}}}
     report = Report()
     check_net_files(config, report)

@@ -10,19 +10,19 @@ import lightning as L
 import pytest
 import torch
 
-from jitlab.data.toy import SpiralDataModule, column_orthogonal
-from jitlab.ema import MultiEMA
+from jitlab.core.data.toy import SpiralDataModule, column_orthogonal
+from jitlab.train.ema import MultiEMA
 from jitlab.errors import ConfigError
-from jitlab.flow import FlowConfig
-from jitlab.models.mlp import ToyMLP
-from jitlab.models.spec import build_net, net_spec
-from jitlab.module import JiTModule, OptimConfig
+from jitlab.core.flow import FlowConfig
+from jitlab.core.models.mlp import ToyMLP
+from jitlab.core.models.spec import build_net, net_spec
+from jitlab.train.module import JiTModule, OptimConfig
 from jitlab.commands import fig2
-from jitlab.toy import probe
-from jitlab.toy.fig2 import settings_of
-from jitlab.toy.metrics import chamfer, off_manifold_residual, to_plane
-from jitlab.toy.stats import summarise
-from jitlab.toy.verdict import RECOVERED_FRACTION, verdict
+from jitlab.experiments.toy import probe
+from jitlab.experiments.toy.fig2 import settings_of
+from jitlab.experiments.toy.metrics import chamfer, off_manifold_residual, to_plane
+from jitlab.experiments.toy.stats import summarise
+from jitlab.experiments.toy.verdict import RECOVERED_FRACTION, verdict
 
 
 def trainer(root, max_steps: int, **kwargs) -> L.Trainer:
@@ -119,11 +119,11 @@ def test_fit_compatible_with_validation_ema_and_cli_net_defaults(tmp_path, one_t
     """What `jitlab fit` does with the toy: net args filled from the data, validation, EMA, sample callback."""
     from jsonargparse import Namespace
 
-    from jitlab.callbacks import SampleGrid
-    from jitlab.fitconfig import fill_net_from_data
+    from jitlab.train.callbacks import SampleGrid
+    from jitlab.score.fitconfig import fill_net_from_data
 
-    config = Namespace(data=Namespace(class_path="jitlab.data.toy.SpiralDataModule", init_args=Namespace(dim=8)),
-                       model=Namespace(net=Namespace(class_path="jitlab.models.mlp.ToyMLP",
+    config = Namespace(data=Namespace(class_path="jitlab.core.data.toy.SpiralDataModule", init_args=Namespace(dim=8)),
+                       model=Namespace(net=Namespace(class_path="jitlab.core.models.mlp.ToyMLP",
                                                      init_args=Namespace(dim=None))))
     fill_net_from_data(config)
     assert config.model.net.init_args.dim == 8

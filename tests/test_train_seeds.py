@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from jitlab.cli import main
+from jitlab.commands.cli import main
 from jitlab.errors import ConfigError
-from jitlab.grid import runner
-from jitlab.grid.spec import load_spec
+from jitlab.experiments.grid import runner
+from jitlab.experiments.grid.spec import load_spec
 from tests.test_evaluate import quick_refnet  # noqa: F401  (fixture)
 from tests.test_grid import in_process, tiny_grid
 

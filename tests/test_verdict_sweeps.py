@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from jitlab.grid.spec import load_spec
-from jitlab.report.verdict import verdict
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.report.verdict import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""RAE's DiT-DH backbone (jitlab.models.WideHead): shapes, the contract, the rank warning, one training step."""
+"""RAE's DiT-DH backbone (jitlab.core.models.WideHead): shapes, the contract, the rank warning, one training step."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import lightning as L
 import pytest
 import torch
 
-from jitlab.data import EmbeddedDataModule
+from jitlab.core.data import EmbeddedDataModule
 from jitlab.errors import ConfigError
-from jitlab.flow import FlowConfig
-from jitlab.models import WideHead
-from jitlab.models.protocol import Backbone, PatchBackbone
-from jitlab.models.spec import build_net, net_spec
-from jitlab.module import JiTModule, OptimConfig, warn_noise_through_bottleneck
+from jitlab.core.flow import FlowConfig
+from jitlab.core.models import WideHead
+from jitlab.core.models.protocol import Backbone, PatchBackbone
+from jitlab.core.models.spec import build_net, net_spec
+from jitlab.train.module import JiTModule, OptimConfig, warn_noise_through_bottleneck
 
 TINY = dict(img_size=16, patch_size=4, hidden_size=24, depth=2, num_heads=2, bottleneck_dim=None, rope=True,
             qk_norm=True, in_context_len=2, in_context_start=1, num_classes=10, attn_impl="sdpa")

@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 from jitlab.atomic import write_text
-from jitlab.bench.report import report, table
-from jitlab.bench.run import MINI, MINI_CONFIG, BenchSettings, bench_model
+from jitlab.experiments.bench.report import report, table
+from jitlab.experiments.bench.run import MINI, MINI_CONFIG, BenchSettings, bench_model
 from jitlab.errors import ConfigError
-from jitlab.generate import Parser
+from jitlab.score.generate import Parser
 
 
 def parse_model(text: str) -> str:
-    from jitlab.models import MODELS
+    from jitlab.core.models import MODELS
 
     if text != MINI and text not in MODELS:
         raise argparse.ArgumentTypeError(f"{text!r} is not {MINI!r} or a registry name such as JiT-B/16")

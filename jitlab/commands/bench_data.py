@@ -2,7 +2,7 @@
 
     jitlab bench-data --out reports/bench-data.md        (make bench-data)
 
-What is measured and how: ``jitlab.bench.data``.
+What is measured and how: ``jitlab.experiments.bench.data``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from jitlab.atomic import write_text
-from jitlab.bench.data import RESOLUTIONS, DataBenchSettings, run
+from jitlab.experiments.bench.data import RESOLUTIONS, DataBenchSettings, run
 from jitlab.errors import ArgumentParser
 
 

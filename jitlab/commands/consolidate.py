@@ -7,7 +7,7 @@ which `jitlab eval`, `sample` and `convert` read. Runs in one process on CPU.
 from __future__ import annotations
 
 from jitlab.errors import ArgumentParser
-from jitlab.strategy import consolidate
+from jitlab.train.strategy import consolidate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`jitlab convert-official CKPT --out OUT.ckpt`: a released JiT .pth as a jitlab checkpoint (``jitlab.convert``)."""
+"""`jitlab convert-official CKPT --out OUT.ckpt`: a released JiT .pth as a jitlab checkpoint (``jitlab.train.convert``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from jitlab.convert import OfficialCheckpointError, convert_official
+from jitlab.train.convert import OfficialCheckpointError, convert_official
 from jitlab.errors import ConfigError
 
 

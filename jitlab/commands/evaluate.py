@@ -17,9 +17,9 @@ import torch
 
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
-from jitlab.evaluation import best_row, evaluate, read_rows, write_rows
-from jitlab.generate import Parser, check_device, check_output, dist_info, join_processes, process_device, report_error
-from jitlab.settings import EvalSettings, SamplerSettings, ScoreSettings, message_of
+from jitlab.score.evaluation import best_row, evaluate, read_rows, write_rows
+from jitlab.score.generate import Parser, check_device, check_output, dist_info, join_processes, process_device, report_error
+from jitlab.core.settings import EvalSettings, SamplerSettings, ScoreSettings, message_of
 
 FLAGS = {"inception_score": "--is"}  # the settings fields whose flag is not --FIELD
 SWEEP_FIELDS = [f.name for f in fields(EvalSettings) if f.name not in ("score", "sampling")]

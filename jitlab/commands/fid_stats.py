@@ -1,6 +1,6 @@
 """`jitlab fid-stats`: reference statistics (mu, sigma) as .npz, of an embedded data set or of ImageNet.
 
-Under ``torchrun --nproc_per_node N -m jitlab.cli fid-stats --root ...`` the processes share the images.
+Under ``torchrun --nproc_per_node N -m jitlab.commands.cli fid-stats --root ...`` the processes share the images.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from jitlab.errors import ConfigError
-from jitlab.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, build_extractor
-from jitlab.metrics.stats import ReferenceStats, dataset_stats, join_torchrun
+from jitlab.score.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, build_extractor
+from jitlab.score.metrics.stats import ReferenceStats, dataset_stats, join_torchrun
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def imagenet(args: argparse.Namespace) -> ReferenceStats | None:
-    from jitlab.metrics.imagenet_stats import imagenet_stats
+    from jitlab.score.metrics.imagenet_stats import imagenet_stats
 
     if args.features != "inception":
         raise ConfigError("--features", "ImageNet statistics (--root) are in Inception features: use "
                                         "--features inception (refnet features belong to embedded data)")
     if args.num is not None:
         raise ConfigError("--num", "ImageNet statistics (--root) use every training image; leave --num out")
-    from jitlab.data.imagenet import dataset_classes
+    from jitlab.core.data.imagenet import dataset_classes
 
     classes = int(args.classes) if args.classes is not None and args.classes.isdigit() else args.classes
     dataset_classes(args.root, args.source, classes)  # a missing root or an unknown class fails before the weights
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         num = 2000 if args.num is None else args.num
         if num < 2:
             raise ConfigError("--num", f"needs at least 2 images, got {num}")
-        from jitlab.data.embedded import make_dataset
+        from jitlab.core.data.embedded import make_dataset
 
         extractor = build_extractor(args.features, args.kind, args.resolution, args.inception_weights,
                                     args.cache_dir)

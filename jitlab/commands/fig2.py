@@ -1,6 +1,6 @@
 """`jitlab fig2`: the toy experiment of Figure 2 (a spiral in D dims, x/eps/v prediction) -> reports/fig2.*.
 
-What is trained, cached and reported: ``jitlab.toy.fig2``.
+What is trained, cached and reported: ``jitlab.experiments.toy.fig2``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from jitlab.toy import fig2
-from jitlab.toy.cell import Settings
+from jitlab.experiments.toy import fig2
+from jitlab.experiments.toy.cell import Settings
 
 
 def steps_arg(value: str) -> int | str:

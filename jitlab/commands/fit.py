@@ -1,8 +1,8 @@
-"""`jitlab fit | validate | test | predict`: the LightningCLI verbs (the configuration is ``jitlab.fitconfig``).
+"""`jitlab fit | validate | test | predict`: the LightningCLI verbs (the configuration is ``jitlab.score.fitconfig``).
 
 `jitlab fit` with no arguments trains the built-in default (the mini preset, ``jitlab/mini.yaml``);
 ``--ckpt_path last`` resumes the newest run of the root, ``--ckpt_path auto`` resumes it if there is one;
-``--rehearse`` rehearses the run (jitlab.grid.rehearse) instead of running it.
+``--rehearse`` rehearses the run (jitlab.experiments.grid.rehearse) instead of running it.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ def run_lightning(args: list[str] | None) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    import jitlab.data  # noqa: F401  (registers the data modules as subclasses for short names)
-    from jitlab.fitconfig import lightning_cli
-    from jitlab.module import JiTModule
-    from jitlab.resume import SaveOnSignal
+    import jitlab.core.data  # noqa: F401  (registers the data modules as subclasses for short names)
+    from jitlab.score.fitconfig import lightning_cli
+    from jitlab.train.module import JiTModule
+    from jitlab.train.resume import SaveOnSignal
 
     # "Seed set to 0" would come before a config error's one line (the seed is in the saved config.yaml)
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
@@ -114,10 +114,10 @@ def pop_rehearse(args: list[str]) -> tuple[bool, list[str]]:
 
 
 def rehearse_fit_command(args: list[str]) -> int:
-    """`jitlab fit ARGS --rehearse`: the run's preflight, then its rehearsal (jitlab.grid.rehearse), not the run."""
-    from jitlab.fitconfig import check_fit_config
-    from jitlab.grid.rehearse import rehearse_fit
-    from jitlab.preflight import check_fit
+    """`jitlab fit ARGS --rehearse`: the run's preflight, then its rehearsal (jitlab.experiments.grid.rehearse), not the run."""
+    from jitlab.score.fitconfig import check_fit_config
+    from jitlab.experiments.grid.rehearse import rehearse_fit
+    from jitlab.score.preflight import check_fit
 
     wanted, rest = pop_rehearse(args)
     if not wanted:

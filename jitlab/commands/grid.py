@@ -19,8 +19,8 @@ from typing import Any, Callable
 import yaml
 
 from jitlab.errors import ArgumentParser, ConfigError
-from jitlab.grid.actions import resolve_cells, run_grid
-from jitlab.grid.spec import GRID_DIR, SCALES, list_grids, load_spec, project_root
+from jitlab.experiments.grid.actions import resolve_cells, run_grid
+from jitlab.experiments.grid.spec import GRID_DIR, SCALES, list_grids, load_spec, project_root
 
 DEFAULT_RUNS = Path("runs/grids")
 
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_command() -> int:
-    """Every grid of the project (found as `jitlab report` finds them: ``jitlab.grid.spec.project_root``)."""
+    """Every grid of the project (found as `jitlab report` finds them: ``jitlab.experiments.grid.spec.project_root``)."""
     names = list_grids()
     if not names:
         raise ConfigError("grid list", f"no grid files in {project_root() / GRID_DIR}; run from the jitlab checkout "
@@ -113,7 +113,7 @@ def list_command() -> int:
 
 
 def main(argv: list[str] | None = None, entry: Callable[[list[str]], int] | None = None) -> int:
-    """``entry``: the `jitlab` dispatcher a SLURM task runs in-process (``jitlab.cli`` passes itself)."""
+    """``entry``: the `jitlab` dispatcher a SLURM task runs in-process (``jitlab.commands.cli`` passes itself)."""
     args = build_parser().parse_args(argv)
     try:
         return _main(args, entry)
@@ -128,7 +128,7 @@ def _main(args: argparse.Namespace, entry: Callable[[list[str]], int] | None) ->
         if args.action == "list":
             return list_command()
         if args.action == "plan":
-            from jitlab.grid.plan import plan_rows, plan_table
+            from jitlab.experiments.grid.plan import plan_rows, plan_table
 
             spec, cells = resolve_cells(args)
             gpus = args.nodes * args.gpus_per_node

@@ -1,5 +1,5 @@
 """`jitlab info`: parameters and multiply-adds of a named model, counted on the meta device; with ``--memory``
-its memory per GPU in training (activations counted from the tensors saved for backward: ``jitlab.fitplan``).
+its memory per GPU in training (activations counted from the tensors saved for backward: ``jitlab.train.fitplan``).
 
     jitlab info --model JiT-G/16 --img_size 256 --batch_size 128 --memory [--strategy fsdp2 --world_size 8]
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 from jitlab.errors import ArgumentParser
-from jitlab.models import MODELS
-from jitlab.models.flops import describe
+from jitlab.core.models import MODELS
+from jitlab.core.models.flops import describe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def memory_row(args) -> dict:
-    from jitlab.fitplan import fixed_bytes, fixed_bytes_per_param
-    from jitlab.models.memory import count_activations
-    from jitlab.models.registry import model_kwargs
+    from jitlab.train.fitplan import fixed_bytes, fixed_bytes_per_param
+    from jitlab.core.models.memory import count_activations
+    from jitlab.core.models.registry import model_kwargs
 
     init_args = model_kwargs(args.model) | {"img_size": args.img_size, "num_classes": args.num_classes,
                                             "proj_drop": args.proj_drop}
-    count = count_activations({"class_path": "jitlab.models.JiT", "init_args": init_args})
+    count = count_activations({"class_path": "jitlab.core.models.JiT", "init_args": init_args})
     per_param = fixed_bytes_per_param(args.strategy, args.world_size)
     fixed = fixed_bytes(count, args.strategy, args.world_size)
     return {

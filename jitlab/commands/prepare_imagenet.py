@@ -2,7 +2,7 @@
 
     jitlab prepare-imagenet --src /data/imagenet --out /data/imagenet-256 --resolution 256
 
-What is written, resumed and skipped: ``jitlab.data.prepare``.
+What is written, resumed and skipped: ``jitlab.core.data.prepare``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from jitlab.data import prepare
-from jitlab.data.imagenet import SPLITS
+from jitlab.core.data import prepare
+from jitlab.core.data.imagenet import SPLITS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

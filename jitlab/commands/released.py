@@ -1,6 +1,6 @@
 """`jitlab released`: convert and score the authors' released checkpoints -> reports/released.{csv,md}.
 
-What is converted, scored and compared: ``jitlab.grid.released``.
+What is converted, scored and compared: ``jitlab.experiments.grid.released``.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from jitlab.errors import ArgumentParser, ConfigError
-from jitlab.grid import released
-from jitlab.grid.released import GRIDS
+from jitlab.experiments.grid import released
+from jitlab.experiments.grid.released import GRIDS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from jitlab.errors import ConfigError
-from jitlab.grid.spec import SCALES, load_spec
-from jitlab.report.build import ReportError, build_report
+from jitlab.experiments.grid.spec import SCALES, load_spec
+from jitlab.experiments.report.build import ReportError, build_report
 
 DEFAULT_RUNS = Path("runs/grids")
 DEFAULT_OUT = Path("reports")

@@ -1,6 +1,6 @@
 """`jitlab sample`: images from a checkpoint as a PNG grid and/or an `.npz` of uint8 images.
 
-Run under `torchrun --nproc_per_node N -m jitlab.cli sample ...` to split the work: each process makes a
+Run under `torchrun --nproc_per_node N -m jitlab.commands.cli sample ...` to split the work: each process makes a
 disjoint slice of the global indices and rank 0 assembles the result, identical to a one-process run. With
 ``--shards DIR`` the images are kept as shards while they are made, and a rerun resumes from them. Every input
 is checked before the first forward; a bad one is one `jitlab: error:` line and exit code 2.
@@ -17,10 +17,10 @@ import torch
 
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
-from jitlab.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info, join_processes,
+from jitlab.score.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info, join_processes,
                              labels_for, process_device, read_jitlab_checkpoint, report_error)
-from jitlab.images import class_rows, image_grid, save_png, write_npz
-from jitlab.settings import SamplerSettings, SampleSettings
+from jitlab.core.images import class_rows, image_grid, save_png, write_npz
+from jitlab.core.settings import SamplerSettings, SampleSettings
 
 FLAGS = {"cfg_scale": "--cfg"}  # the settings fields whose flag is not --FIELD
 SAMPLE_FIELDS = [f.name for f in fields(SampleSettings) if f.name != "sampling"]
@@ -61,8 +61,8 @@ def check_args(args: argparse.Namespace) -> SampleSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jitlab.checkpoint import load_module
-    from jitlab.shards import sample_images
+    from jitlab.train.checkpoint import load_module
+    from jitlab.score.shards import sample_images
 
     args = build_parser().parse_args(argv)
     if args.png is None and args.npz is None:

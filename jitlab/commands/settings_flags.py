@@ -1,4 +1,4 @@
-"""The flags of `jitlab sample` and `jitlab eval`, made from the typed settings (``jitlab.settings``): one flag per
+"""The flags of `jitlab sample` and `jitlab eval`, made from the typed settings (``jitlab.core.settings``): one flag per
 settings field, its type from the field's annotation, its default the field's, its help the class docstring's
 ``Args:`` line; nothing is repeated here.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Union, get_args, get_origin, get_type_hints
 
 from jitlab.errors import ConfigError
-from jitlab.settings import message_of
+from jitlab.core.settings import message_of
 
 
 def add_settings_flags(p: argparse.ArgumentParser, settings: type, names: Iterable[str],

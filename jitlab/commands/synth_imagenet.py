@@ -1,11 +1,11 @@
 """`jitlab synth-imagenet ROOT`: write a small ImageNet-like folder tree (crops of bundled photographs).
 
-To try `jitlab prepare-imagenet` and `jitlab fid-stats --root` on; ``jitlab.data.synth_imagenet`` describes it.
+To try `jitlab prepare-imagenet` and `jitlab fid-stats --root` on; ``jitlab.core.data.synth_imagenet`` describes it.
 """
 
 from __future__ import annotations
 
-from jitlab.data.synth_imagenet import write_tree
+from jitlab.core.data.synth_imagenet import write_tree
 from jitlab.errors import ArgumentParser
 
 

@@ -1,6 +1,6 @@
 """`jitlab train-ref`: rebuild a reference classifier (FD-ref features) and compare it with the shipped one.
 
-A shipped classifier (``jitlab.metrics.shipped``) is what FD-ref reads on every machine; this verb trains it
+A shipped classifier (``jitlab.score.metrics.shipped``) is what FD-ref reads on every machine; this verb trains it
 again from its config and says whether the rebuilt weights' digest matches the shipped digest. Training on
 another CPU (other vector units, other torch) may give other weights: FD-ref keeps reading the shipped ones.
 A config that is not shipped is trained once and cached (what FD-ref then reads on this machine only).
@@ -13,8 +13,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from jitlab.metrics import shipped
-from jitlab.metrics.refnet import (RefNetConfig, cache_path, default_cache_dir, load_refnet, save_refnet,
+from jitlab.score.metrics import shipped
+from jitlab.score.metrics.refnet import (RefNetConfig, cache_path, default_cache_dir, load_refnet, save_refnet,
                                    train_refnet, weights_digest)
 
 

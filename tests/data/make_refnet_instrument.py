@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jitlab.data.embedded import make_dataset
+from jitlab.core.data.embedded import make_dataset
 
 COUNT = 200
 FILE = Path(__file__).with_name("refnet_instrument.npz")

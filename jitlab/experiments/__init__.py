@@ -1,0 +1,1 @@
+"""Layer experiments: grids of runs, their reports, the Figure 2 toy and the benchmarks."""

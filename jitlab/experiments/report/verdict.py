@@ -1,0 +1,185 @@
+"""Does our grid say what the paper says? Each verdict is computed from the numbers by the grid file's rules.
+
+``verdict(spec, frame)`` reads the grid file's declared ``rules:`` (``jitlab.experiments.report.rules``),
+folds the tidy frame's training seeds into one value per cell (``evidence.cell_stats``) and judges each
+rule (``kinds``) with a margin from the spread of the cells that rule reads (``judge_rule``): one Markdown
+line per rule, stating the rule, the test (t, degrees of freedom, level) or declared margin a difference had
+to exceed and where it comes from, and how many trainings per cell it rests on, then an overall line. Each
+claim is judged on its own at ``evidence.LEVEL`` (``level_note`` says so in the report). Outcomes:
+"reproduces (N seeds)" (holds with N >= 2 trainings per cell), "consistent, 1 seed" (holds on one
+training), "inconclusive" (a tie decides it), "does not reproduce", "cannot be judged" (cells lack
+results). A diverged cell counts as worse than any number; a failed or not-run one is missing evidence.
+A grid without rules gets no verdict.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+from jitlab.experiments.grid.spec import GridSpec
+from jitlab.experiments.report.evidence import LEVEL, Margin, Stat, cell_stats, measure_spread, stat
+from jitlab.experiments.report.kinds import Finding, Order, judge, pick
+from jitlab.experiments.report.layout import axis_values
+from jitlab.experiments.report.rules import Rule, Selector, parse_rules
+
+
+def verdict(spec: GridSpec, frame: pd.DataFrame) -> list[str]:
+    """The verdict's Markdown lines."""
+    rules = parse_rules(spec)
+    if not rules or frame.empty:
+        return []
+    scale = "/".join(map(str, dict.fromkeys(frame["scale"])))
+    stats = cell_stats(frame, [axis.name for axis in spec.axes])
+    order = {axis.name: axis_values(spec, axis.name, scale if scale in spec.scales else None) for axis in spec.axes}
+    lines, outcomes = [], []
+    for rule in rules:
+        finding, margin = judge_rule(rule, stats, order)
+        line = rule_line(rule, finding, margin, stats, order, scale, spec.paper_metric)
+        outcomes.append((rule.name, finding))
+        lines.append(line)
+    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale)]
+
+
+def judge_rule(rule: Rule, stats: list[Stat], order: Order) -> tuple[Finding, Margin]:
+    """(the rule's finding, its margin): the margin's training-seed spread is pooled over the cells this rule
+    reads only (the cells its kind compares, over every group), so a noisy cell elsewhere in the table does not
+    decide it. Which cells a rule reads does not depend on the margin, so a first pass with the declared one
+    finds them."""
+    read, _ = evaluate(rule, stats, Margin(rule.margin), order)
+    cells = list({c.cell: c for c in read.used}.values())
+    margin = Margin(rule.margin, measure_spread(cells))
+    finding, _ = evaluate(rule, stats, margin, order)
+    return finding, margin
+
+
+def level_note(claims: int, measured: bool) -> str:
+    """At what level each of a table's ``claims`` is judged, and why no correction across them."""
+    if not measured:
+        return ("How the claims are judged: every cell rests on one training, so each rule's declared margin "
+                "decides; there is no measured spread, no test and no level.")
+    several = (f" No correction across this table's {claims} claims: its overall \"reproduces\" needs every claim "
+               f"to hold, so its error stays at most {LEVEL:.1%}; one \"does not reproduce\" among {claims} claims "
+               f"can arise by chance in up to {claims} x {LEVEL:.1%} = {min(claims * LEVEL, 1):.1%} of tables with "
+               f"no real effect." if claims > 1 else "")
+    return (f"How the claims are judged: each claim on its own, by a one-sided t test at {LEVEL:.1%} in each "
+            f"direction (two-sided {1 - 2 * LEVEL:.0%}): \"reproduces\" and \"does not reproduce\" each have at "
+            f"most a {LEVEL:.1%} chance under no real difference; Student-t quantiles on the degrees of freedom of "
+            f"the spread pooled over the rule's own cells. Within a rule every comparison must hold (no correction "
+            f"needed); where a rule takes the best of several cells, that test is at {LEVEL:.1%} / their number "
+            f"(Bonferroni)." + several)
+
+
+def evaluate(rule: Rule, stats: list[Stat], margin: Margin, order: Order) -> tuple[Finding, list[str]]:
+    """The rule over every group of its ``per`` axes: (the combined finding, one evidence text per group)."""
+    scope = pick(rule.where, stats, order)
+    groups = [[]] if not rule.per else [list(key) for key in itertools.product(*(order[a] for a in rule.per))]
+    findings, texts = [], []
+    for key in groups:
+        cells = [c for c in scope if all(c.labels.get(a) == v for a, v in zip(rule.per, key))]
+        if rule.per and not cells:
+            continue
+        finding = judge(rule, cells, margin, order)
+        findings.append(finding)
+        where = ", ".join(f"{a} {v}" for a, v in zip(rule.per, key))
+        texts.append(f"at {where}: {finding.text}" if where else finding.text)
+    if not findings:
+        return Finding("unjudged", "no cell matches the rule"), ["no cell matches the rule"]
+    kinds = [f.outcome for f in findings]
+    outcome = next(o for o in ("fails", "unjudged", "tie", "holds") if o in kinds)
+    return Finding(outcome, "; ".join(texts), [c for f in findings for c in f.used],
+                   max(f.tests for f in findings)), texts
+
+
+def trainings(finding: Finding) -> int:
+    """The fewest trainings any compared cell rests on."""
+    return min((c.n for c in finding.used), default=0)
+
+
+def outcome_word(finding: Finding) -> str:
+    if finding.outcome == "holds":
+        n = trainings(finding)
+        return f"reproduces ({n} seeds)" if n >= 2 else "consistent, 1 seed"
+    return {"tie": "inconclusive", "fails": "does not reproduce", "unjudged": "cannot be judged"}[finding.outcome]
+
+
+def rule_line(rule: Rule, finding: Finding, margin: Margin, stats: list[Stat], order: Order, scale: str,
+              paper_metric: str | None) -> str:
+    """The verdict line of one rule judged as ``finding`` under ``margin``."""
+    word = outcome_word(finding)
+    counts = sorted({c.n for c in finding.used})
+    rests = ("no training" if not counts else f"{counts[0]} training{'s' if counts[0] != 1 else ''} per cell"
+             if len(counts) == 1 else f"{counts[0]}-{counts[-1]} trainings per cell")
+    line = (f"**{rule.name}** {rule.claim} [rule `{rule.kind}`: {describe(rule, order)}]: {finding.text}. "
+            f"**{word[0].upper() + word[1:]}** at {scale} scale. Margin: {margin.describe(finding.tests)}. "
+            f"Rests on {rests}.")
+    return line + paper_check(rule, stats, order, paper_metric) + missing_note(pick(rule.where, stats, order))
+
+
+def paper_check(rule: Rule, stats: list[Stat], order: Order, paper_metric: str | None) -> str:
+    """The same rule on the paper's numbers for these cells, without a margin (omitted when it lacks them)."""
+    paper = [stat(c.labels, [c.paper], cell=c.cell) for c in stats]
+    finding, _ = evaluate(rule, paper, Margin(0.0), order)
+    if finding.outcome == "unjudged":
+        return ""
+    says = {"holds": "holds", "fails": "fails", "tie": "is a tie"}[finding.outcome]
+    return f" (The paper's {paper_metric or 'numbers'} under the same rule: {says}; {finding.text}.)"
+
+
+def missing_note(cells: list[Stat]) -> str:
+    """Cells the rule looks at that lack a result for some training (failed, not run)."""
+    lacking = [c for c in cells if c.missing or not c.known]
+    if not lacking:
+        return ""
+    listed = ", ".join(f"{c.cell} ({c.status if not c.known else f'{c.missing} training(s) without a result'})"
+                       for c in lacking[:3]) + (f", and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+    return f" Provisional: {len(lacking)} of {len(cells)} cells lack a result ({listed})."
+
+
+def selector_text(selector: Selector | None, order: Order) -> str:
+    if not selector:
+        return "every cell"
+    return ", ".join(f"{axis} {'/'.join(choice.resolve(order.get(axis, [])))}" for axis, choice in selector)
+
+
+def describe(rule: Rule, order: Order) -> str:
+    """The rule in words: which cells, compared how."""
+    if rule.kind == "below":
+        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
+        text = f"every cell of a ({a}) below every cell of b ({b})"
+    elif rule.kind == "beats":
+        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
+        text = f"the best of a ({a}) below the best of b ({b})"
+    elif rule.kind == "within_factor":
+        cells = selector_text(rule.cells, order)
+        text = (f"max/min of {cells} at most {rule.factor:g}" if rule.of is None else
+                f"every cell of {cells} at most {rule.factor:g}x the best of {selector_text(rule.of, order)}")
+    elif rule.kind == "ladder":
+        steps = order.get(str(rule.axis), [])
+        for axis, choice in rule.where:  # a `where` on the ladder's own axis shortens it
+            steps = choice.resolve(steps) if axis == rule.axis else steps
+        text = f"each step along {rule.axis} ({' -> '.join(steps)}) lowers the metric"
+    else:
+        text = f"the lowest value along {rule.axis} is at {' or '.join(rule.values)}, below every other {rule.axis}"
+    scope = f"; cells: {selector_text(rule.where, order)}" if rule.where else ""
+    per = f"; judged per {', '.join(rule.per)}" if rule.per else ""
+    return text + scope + per
+
+
+def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str) -> str:
+    words = [outcome_word(f) for _, f in outcomes]
+    failing = [n for n, f in outcomes if f.outcome == "fails"]
+    if failing:
+        return f"**Overall**: {name}'s claim does not reproduce at {scale} scale ({', '.join(failing)} fails)."
+    if all(w == "cannot be judged" for w in words):
+        return f"**Overall**: {name}'s claim cannot be judged yet at {scale} scale."
+    if "cannot be judged" in words:
+        return f"**Overall**: {name}'s claim cannot be fully judged at {scale} scale (a part lacks cells)."
+    if "inconclusive" in words:
+        return f"**Overall**: {name}'s claim is inconclusive at {scale} scale (a difference within the margin)."
+    if "consistent, 1 seed" in words:
+        return f"**Overall**: {name}'s claim is consistent, 1 seed, at {scale} scale (one training per cell)."
+    seeds = min(trainings(f) for _, f in outcomes)
+    return f"**Overall**: {name}'s claim reproduces ({seeds} seeds) at {scale} scale."
+
