@@ -14,7 +14,7 @@ GRIDS  := $(basename $(notdir $(wildcard experiments/grids/*.yaml)))
 FIGURES := table2 table3 fig4 table4 table5 table6
 SEEDS_ARG := $(if $(TRAIN_SEEDS),--train_seeds $(TRAIN_SEEDS),)
 
-.PHONY: help install test bench bench-data $(GRIDS) figures fig2 clean-venv
+.PHONY: help install test bench bench-data $(GRIDS) figures clean-venv
 
 help:
 	@echo "make test     install (first time) and run the test suite"
@@ -22,7 +22,7 @@ help:
 	@echo "make figures  every grid: table2 table3 fig4 table4 table5 table6"
 	@echo "make bench    training/sampling speed (mini, JiT-B/16) -> reports/bench.md, then bench-data"
 	@echo "make bench-data  data-loading throughput -> reports/bench-data.md"
-	@echo "make fig2     install (first time) and run the Figure 2 toy (spiral in D dims) -> reports/fig2.*"
+	@echo "make fig2     install (first time) and run the Figure 2 toy grid (spiral in D dims) -> reports/fig2.*"
 	@echo "make install  create .venv and install jitlab with its dependencies"
 
 $(STAMP): pyproject.toml
@@ -53,9 +53,6 @@ bench: $(STAMP)
 
 bench-data: $(STAMP)
 	$(BIN)/jitlab bench-data --out reports/bench-data.md
-
-fig2: $(STAMP)
-	$(BIN)/jitlab fig2 --out reports
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,8 +1,4 @@
-"""Atomic file writes: write a temporary file beside the target, then rename it into place.
-
-A reader (or a run interrupted mid-write) never sees half a file: the target holds either its old
-content or the complete new one. One helper for every result file jitlab writes.
-"""
+"""Atomic file writes (a temporary file beside the target, renamed into place): no reader sees half a file."""
 
 from __future__ import annotations
 
@@ -15,10 +11,8 @@ from typing import Any, Iterator
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it is renamed to ``path``, on error removed.
-
-    ``suffix`` ends the temporary name, for writers that insist on an extension (``np.savez``: ``.npz``).
-    """
+    """A temporary path to write to, renamed to ``path`` on success; ``suffix`` for writers that insist on an
+    extension (``np.savez``: ``.npz``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")

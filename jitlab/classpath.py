@@ -1,8 +1,5 @@
-"""The object a config's ``class_path`` names: one importer for the configs, the checkpoints and the grid.
-
-jsonargparse resolves ``class_path`` only while parsing (its importer is private); a checkpoint's recorded
-backbone, the preflight and the grid's cost table read ``class_path`` from plain dicts, so they import here.
-"""
+"""The object a ``class_path`` in a plain dict names (jsonargparse's importer is private and works only while
+parsing): one importer for checkpoints, the preflight and the grid."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The one error type for bad configuration: it names the field and says what is valid.
+"""The one error type for bad configuration, shown as one line ``jitlab: error: FIELD: what is wrong`` (exit 2).
 
-Every mistake a user can make ends as one line ``jitlab: error: FIELD: what is wrong and what is valid``
-with exit code 2 (``jitlab.commands.cli.main`` prints it). ``ArgumentParser`` gives jitlab's own verbs the same
-one line for argparse's errors (argparse prints the whole usage first); ``one_line`` and
-``find_config_error`` turn the errors of the libraries in between (jsonargparse, Lightning) into it.
+``ArgumentParser``, ``one_line`` and ``find_config_error`` bring argparse's, jsonargparse's and Lightning's errors
+to that one line.
 """
 
 from __future__ import annotations
@@ -22,10 +20,7 @@ class ConfigError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one error line (``jitlab VERB: error: ...``, exit 2) instead of the usage and the line.
-
-    ``--help`` still shows the usage. Sub-parsers (``add_subparsers``) are of the same class.
-    """
+    """argparse with one error line (``jitlab VERB: error: ...``, exit 2) instead of the usage and the line."""
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)", file=sys.stderr)
@@ -44,10 +39,9 @@ def find_config_error(error: BaseException) -> ConfigError | None:
     stack: list[BaseException | None] = [error]
     while stack:
         current = stack.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
         if isinstance(current, ConfigError):
             return current
-        stack += [current.__cause__, current.__context__]
+        if current is not None and id(current) not in seen:
+            seen.add(id(current))
+            stack += [current.__cause__, current.__context__]
     return None

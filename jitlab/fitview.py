@@ -1,8 +1,5 @@
-"""One typed view of a resolved `jitlab fit` config (a dict), built once, instead of chained ``.get`` lookups.
-
-``FitView.of(config)`` reads the sections every consumer needs (the data's and the network's class and arguments,
-the model, the trainer); ``net_args`` is the one derivation of the network's shape from the data.
-"""
+"""One typed view of a resolved `jitlab fit` config (a dict) instead of chained ``.get`` lookups; ``net_args`` is
+the one derivation of the network's shape from the data."""
 
 from __future__ import annotations
 
@@ -54,11 +51,11 @@ class FitView:
     def net_args(self, wanted: dict[str, Any] | None = None) -> dict[str, Any]:
         """The network's arguments with what the data decide filled in where unset and the class takes them.
 
-        ``wanted``: the data module's answer (its ``net_defaults``); without it (a dry run, no data read) the
-        data's resolution (else 256) and ``DRY_CLASSES``. `jitlab fit` itself checks set values against the data
-        (``fitconfig.fill_net_from_data``).
+        ``wanted``: the data module's ``net_defaults``; without it (a dry run) the data's resolution (else 256),
+        ``DRY_CLASSES`` and the data's ``dim``.
         """
         if wanted is None:
-            wanted = {"img_size": self.data.get("resolution", 256), "num_classes": DRY_CLASSES}
+            wanted = {"img_size": self.data.get("resolution", 256), "num_classes": DRY_CLASSES,
+                      "dim": self.data.get("dim")}  # a toy's ambient dimension (FILLED_FROM_DATA)
         params = inspect.signature(import_path(self.net_class)).parameters if self.net_class else wanted
         return {**self.net, **{k: v for k, v in wanted.items() if self.net.get(k) is None and k in params}}

@@ -1,11 +1,6 @@
-"""What a run is, apart from where its files live.
-
-A run is identified by its content: the network, the flow, the optimiser, the trainer and what the data
-are (kind, resolution, classes, source kind, seed). Where the data live (``root``, ``cache_dir``) is not
-part of it: moving ImageNet, or naming the same data by another path, must not orphan a run. Nor is the
-module a jitlab class is written in (``jitlab.core.models.JiT`` and ``jitlab.core.models.JiT`` are one network):
-moving code between folders must not orphan a run either. The grid's cell hash and the checks of a resumed
-run both use this one definition.
+"""What a run is, apart from where its files live: the grid's cell hash and a resumed run's checks use this one
+definition. Neither the data's location (``root``, ``cache_dir``) nor the module a jitlab class is written in is
+part of it: moving ImageNet or moving code between folders must not orphan a run.
 """
 
 from __future__ import annotations
@@ -24,14 +19,12 @@ def content_config(config: dict[str, Any]) -> dict[str, Any]:
     """A `jitlab fit` config (as a dict) without the data's location and the network's memory levers, its jitlab
     classes named by class alone (a copy; the input is left alone)."""
     config = _class_names(copy.deepcopy(config))
-    args = (config.get("data") or {}).get("init_args")
-    if isinstance(args, dict):
-        for key in DATA_LOCATION_KEYS:
-            args.pop(key, None)
+    data_args = (config.get("data") or {}).get("init_args")
     net_args = ((config.get("model") or {}).get("net") or {}).get("init_args")
-    if isinstance(net_args, dict):
-        for key in NET_LEVER_KEYS:
-            net_args.pop(key, None)
+    for args, keys in ((data_args, DATA_LOCATION_KEYS), (net_args, NET_LEVER_KEYS)):
+        if isinstance(args, dict):
+            for key in keys:
+                args.pop(key, None)
     return config
 
 

@@ -1,12 +1,9 @@
 """One runner per cell: a lock file in the cell's directory naming its holder (host, pid, SLURM job id).
 
-A holder is alive while its process or the subprocess it runs for the cell (``child_pid``: the trainer,
-which outlives a runner killed by ``kill -9`` until it has saved and stopped) runs (same host: the pid
-exists) or its SLURM job is queued or
-running (another host: asked of the scheduler with ``squeue``). A lock whose holder is gone is stale and
-is taken over; a lock whose holder cannot be judged (another host, no job id) is respected, and the
-message says which file to delete if that process is known to be gone. Taking, checking and taking over
-happen under an ``flock`` of a guard file beside the lock, so two runners never both win.
+A holder is alive while its process or its cell's subprocess (``child_pid``: a trainer outlives a runner killed by
+``kill -9`` until it has saved) runs on this host, or while its SLURM job is queued or running (``squeue``). A stale
+lock is taken over; one whose holder cannot be judged (another host, no job id) is respected. All of it happens
+under an ``flock`` of a guard file beside the lock, so two runners never both win.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -30,19 +26,13 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", 
 
 def job_state(job_id: str) -> str | None:
     """The scheduler's state of a SLURM job (``squeue``), or None when it is not queued or running (or unknown)."""
-    if shutil.which("squeue") is None:
-        return None
-    try:
+    try:  # no squeue here: FileNotFoundError
         out = subprocess.run(["squeue", "--noheader", "--jobs", str(job_id), "--format", "%T"],
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     states = [line.strip() for line in out.stdout.splitlines() if line.strip()]
     return states[0] if out.returncode == 0 and states else None
-
-
-def job_active(job_id: str | None) -> bool:
-    return bool(job_id) and job_state(str(job_id)) in ACTIVE_STATES
 
 
 def this_holder() -> dict[str, Any]:
@@ -72,7 +62,7 @@ def holder_alive(holder: dict[str, Any]) -> bool | None:
         child = holder.get("child_pid")
         return _pid_alive(int(holder.get("pid", -1))) or (child is not None and _pid_alive(int(child)))
     if holder.get("job_id"):
-        return job_active(holder["job_id"])
+        return job_state(str(holder["job_id"])) in ACTIVE_STATES
     return None
 
 
@@ -87,10 +77,8 @@ def _guard(directory: Path) -> Iterator[None]:
     import fcntl
 
     with open(directory / f".{LOCK_NAME}.guard", "a") as handle:
-        try:
+        with contextlib.suppress(OSError):  # a file system without flock (some parallel ones): the check mostly holds
             fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:  # a file system without flock (some parallel ones): the check below still mostly holds
-            pass
         yield
 
 
@@ -130,12 +118,16 @@ class CellLock:
     def drop_child(self, pid: int) -> None:
         self._update({"child_pid": None})
 
+    def _mine(self) -> dict[str, Any] | None:
+        """The lock file's content if it still names this process (call under the guard)."""
+        current = self.read() or {}
+        return current if current.get("pid") == os.getpid() and current.get("host") == self.holder["host"] else None
+
     def _update(self, fields: dict[str, Any]) -> None:
         if not self.held:
             return
         with _guard(self.directory):
-            current = self.read()
-            if current is not None and current.get("pid") == os.getpid() and current.get("host") == self.holder["host"]:
+            if (current := self._mine()) is not None:
                 self.holder = {**current, **fields}
                 write_json(self.path, self.holder)
 
@@ -143,8 +135,7 @@ class CellLock:
         if not self.held:
             return
         with _guard(self.directory):
-            current = self.read()
-            if current is not None and current.get("pid") == os.getpid() and current.get("host") == self.holder["host"]:
+            if self._mine() is not None:
                 self.path.unlink(missing_ok=True)
         self.held = False
 
@@ -157,6 +148,5 @@ class CellLock:
 
     def busy_message(self) -> str:
         holder = self.holder or {}
-        alive = holder_alive(holder)
-        unsure = "" if alive else f" (if that process is gone, delete {self.path})"
+        unsure = "" if holder_alive(holder) else f" (if that process is gone, delete {self.path})"
         return f"another runner holds it: {describe(holder)}{unsure}"

@@ -1,7 +1,5 @@
-"""A metrics row: one metric of one sweep point, as `jitlab eval` writes it to metrics.json and reports read it.
-
-The one owner of the row's fields: evaluation merges and skips points by ``point_key``, the run directory picks a
-best point's rows by ``Point``, the report's CSV has the columns ``REPORT_FIELDS`` in this order.
+"""A metrics row (one metric of one sweep point in metrics.json) and the one owner of its fields: evaluation skips
+points by ``point_key``, the run directory picks a best point by ``Point``, the report's CSV has ``REPORT_FIELDS``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""experiments/recipes/: the release's 600-epoch commands as small diffs over the paper scale; grids table7/table8."""
+"""experiments/recipes/: the release's 600-epoch commands as small diffs over the paper scale; grids table7/table8.
+
+Each value lives once: what the recipes share (600 epochs, the release's evaluation) is in recipes/common/, the
+scales' scoring defaults in experiments/scales/, and no recipe, common file or grid says again what it includes.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "experiments" / "recipes"
+COMMON = RECIPES / "common"  # what the recipes at one resolution share: release-256.yaml, release-512.yaml
 # The release's training commands (its README: B/16, B/32, H/16) and the paper's per-model CFG ranges
 # (B 2.9-3.0, L 2.4-2.5, H 2.2-2.3); "assumed" names the values neither states exactly.
-COMMON = dict(P_mean=-0.8, P_std=0.8, batch_size=128, gpus=8, blr=5e-5, epochs=600, warmup_epochs=5,
+RELEASED = dict(P_mean=-0.8, P_std=0.8, batch_size=128, gpus=8, blr=5e-5, epochs=600, warmup_epochs=5,
               interval=[0.1, 1.0], num_images=50000, steps=50, sampler="heun")
 RELEASE = {
     "jit-b-16-256": dict(model="JiT-B/16", img_size=256, noise_scale=1.0, proj_dropout=0.0, cfg=2.9, assumed=()),
@@ -61,7 +66,7 @@ def test_there_is_one_recipe_per_model_and_resolution():
 
 @pytest.mark.parametrize("name", sorted(RELEASE))
 def test_recipe_resolves_to_the_releases_command(name, capsys):
-    want = {**COMMON, **RELEASE[name]}
+    want = {**RELEASED, **RELEASE[name]}
     config = printed(capsys, "--config", str(RECIPES / f"{name}.yaml"), "--data.root", "/data/imagenet",
                      "--trainer.devices", "8")
     net, flow, optim = config["model"]["net"]["init_args"], config["model"]["flow"], config["model"]["optim"]
@@ -102,10 +107,43 @@ def test_a_recipe_is_a_small_diff_that_keeps_every_other_value_of_the_paper_scal
     assert changed and all(MAY_DIFFER.match(k) for k in changed), [k for k in changed if not MAY_DIFFER.match(k)]
     assert config["model.net.init_args.patch_size"] == 32 and config["trainer.precision"] == base["trainer.precision"]
     keys = [x for x in (RECIPES / "jit-h-32-512.yaml").read_text().splitlines() if x and not x.startswith("#")]
-    assert len(keys) <= 25 and keys[0] == "config: ../scales/paper.yaml"
+    assert len(keys) <= 12 and keys[0] == "config: common/release-512.yaml"
     # the grid loader reads a recipe as `jitlab fit` does
     resolved = flat(load_config(RECIPES / "jit-h-32-512.yaml"))
     assert all(config[k] == v for k, v in resolved.items() if k in config)
+
+
+def includes(path: Path) -> list[Path]:
+    """The chain of files ``path`` includes (``config: FILE``), its own first."""
+    chain = [path]
+    while (include := yaml.safe_load(chain[-1].read_text()).get("config")) is not None:
+        chain.append((chain[-1].parent / include).resolve())
+    return chain
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")) + sorted(COMMON.glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_no_recipe_says_again_what_it_includes(path):
+    """Each dotted key changes what the included file resolves to, and the scoring lives in common/ alone."""
+    chain = includes(path)
+    assert chain[-1] == (REPO / "experiments" / "scales" / "paper.yaml").resolve()
+    base = flat(load_config(chain[1]))
+    own = {k: v for k, v in yaml.safe_load(path.read_text()).items() if k != "config"}
+    assert own and not [k for k, v in own.items() if base.get(k) == v], "repeats its include"
+    if path.parent == RECIPES:  # a model's recipe: its network, dropout, run folder and CFG scale only
+        assert [k for k in own if k.startswith("evaluation.")] == ["evaluation.cfg_scale"]
+        assert own.get("samples.cfg_scale", base["samples.cfg_scale"]) == own["evaluation.cfg_scale"]
+
+
+@pytest.mark.parametrize("grid", ["table7", "table8"])
+def test_the_grids_eval_holds_only_differences_from_the_paper_scale(grid):
+    defaults = yaml.safe_load((REPO / "experiments" / "scales" / "eval.yaml").read_text())["paper"]
+    raw = yaml.safe_load((REPO / "experiments" / "grids" / f"{grid}.yaml").read_text())
+    values = raw["axes"]["model"]["values"].values()
+    differences = [*raw["scales"]["paper"]["eval"].items(),
+                   *((k[len("eval."):], v) for value in values for k, v in value["paper"].items()
+                     if k.startswith("eval."))]
+    assert len(differences) > 4 and not [(k, v) for k, v in differences if defaults.get(k) == v]
 
 
 def test_an_include_needs_dotted_keys_and_resolves_relative_to_its_file(tmp_path):
@@ -129,7 +167,7 @@ def test_grid_cells_are_the_recipes_with_their_evaluation(grid):
         name = f"jit-{size.lower()}-{16 if grid == 'table7' else 32}-{resolution}"
         recipe = load_config(RECIPES / f"{name}.yaml")
         assert cell.config == recipe, name
-        evaluation, want = recipe["evaluation"], {**COMMON, **RELEASE[name]}
+        evaluation, want = recipe["evaluation"], {**RELEASED, **RELEASE[name]}
         assert cell.eval["cfg"] == [evaluation["cfg_scale"]] == [want["cfg"]]
         assert cell.eval["cfg_interval"] == [evaluation["cfg_interval"]] == [want["interval"]]
         for key in ("num_images", "steps", "sampler", "ref_stats", "precision", "final_step"):

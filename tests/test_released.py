@@ -1,9 +1,10 @@
-"""`jitlab released`: release-layout checkpoints (random weights, tiny models) found, converted, scored, reported."""
+"""`jitlab grid run --released DIR`: release-layout checkpoints (random weights, tiny models) found, converted into
+their grid cells instead of trained, scored by the grid runner, reported by `jitlab report`, never taken for a
+training."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -11,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from jitlab.commands.cli import main
 from jitlab.errors import ConfigError
-from jitlab.commands.released import build_parser
-from jitlab.experiments.grid import released
+from jitlab.experiments.grid import converted, runner
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.rundir import cell_dir, is_finished, read_result
+from tests.conftest import run_cli
 from tests.test_convert import WEIGHT_SETS, random_net, release_args, release_layout
 from tests.test_metrics import random_inception_weights
 
@@ -32,17 +34,22 @@ data:
 # Three models of the registry at 16 px stand in for table7's four: P/4 and P/8 get checkpoints, T/4 has none.
 TINY_GRID = """\
 name: tiny
+title: "Tiny: the released models at 16 px"
+paper_metric: FID-50K
+layout: {kind: points, x: model}
 axes:
   model:
     values:
-      P4: {paper: {}}
-      P8: {paper: {model.net.init_args.patch_size: 8}}
-      T4: {paper: {model.net.init_args.hidden_size: 192, model.net.init_args.depth: 6}}
+      P4: {label: JiT-P/4, paper: {}}
+      P8: {label: JiT-P/8, paper: {model.net.init_args.patch_size: 8}}
+      T4: {label: JiT-T/4, paper: {model.net.init_args.hidden_size: 192, model.net.init_args.depth: 6}}
 scales:
   paper:
     config: BASE
     eval: {features: inception, num_images: 4, sampler: heun, steps: 1, ema: [0], cfg: [2.0],
            cfg_interval: [[0.1, 1.0]], inception_score: true, batch_size: 4, ref_stats: STATS}
+paper:
+  - {model: P4, value: 3.66}
 """
 
 
@@ -62,9 +69,10 @@ def kit(tmp_path_factory):
     ckpts = root / "release"
     (ckpts / "JiT-P-8").mkdir(parents=True)
     nets = {key: random_net(seed) for seed, key in enumerate(WEIGHT_SETS)}
-    torch.save(release_layout(nets, release_args(cfg=1.5)), ckpts / "jit-p-4.pth")  # args say JiT-P/4, cfg 1.5
+    args = release_args(cfg=1.5, num_sampling_steps=2)  # says JiT-P/4, cfg 1.5, 2 steps
+    torch.save(release_layout(nets, args), ckpts / "jit-p-4.pth")
     nets8 = {key: random_net(seed, patch_size=8) for seed, key in enumerate(WEIGHT_SETS)}
-    bare = vars(release_args())
+    bare = vars(release_args(num_sampling_steps=2))
     for unknown in ("model", "cfg", "interval_min", "interval_max"):  # named by its folder only; CFG from the grid
         bare.pop(unknown)
     torch.save(release_layout(nets8, argparse.Namespace(**bare)), ckpts / "JiT-P-8" / "checkpoint-last.pth")
@@ -72,107 +80,145 @@ def kit(tmp_path_factory):
     return {"root": root, "grid": grid, "ckpts": ckpts, "weights": weights}
 
 
-def options(kit, tmp_path, *extra: str):
-    return build_parser().parse_args([
-        "--checkpoints", str(kit["ckpts"]), "--grids", str(kit["grid"]), "--inception_weights", str(kit["weights"]),
-        "--steps", "2", "--device", "cpu", "--devices", "1", "--work", str(tmp_path / "work"),
-        "--out", str(tmp_path / "reports"), *extra])
+def options(kit, runs: Path, **extra) -> argparse.Namespace:
+    """What `jitlab grid run GRID --scale paper --released DIR --runs RUNS` parses to."""
+    fields = dict(name=str(kit["grid"]), scale="paper", released=kit["ckpts"], runs=runs, launcher="local",
+                  rehearse=False, dry_run=False, skip_preflight=False)
+    return argparse.Namespace(**(fields | extra))
 
 
-def in_process(calls: list, code: int | None = None):
-    """Run `jitlab eval` in this process (``code``: pretend it exited so, running nothing)."""
-    def run(args: list[str], log: Path) -> int:
+def in_process(calls: list):
+    """The runner's subprocess, `python -m jitlab.commands.cli ARGS`, in this process (the CPU is shared)."""
+    from jitlab.commands.cli import main
+
+    def run(args: list[str], log: Path, env: dict[str, str]) -> int:
         calls.append(args)
-        return main(args) if code is None else code
+        return main(args)
     return run
+
+
+def cells_of(kit):
+    return load_spec(str(kit["grid"])).cells("paper")
 
 
 @pytest.fixture(scope="module")
 def measured(kit, tmp_path_factory):
-    """One whole run over the tiny grid (the evaluations cost most of this file's time: each is done once)."""
-    out, calls = tmp_path_factory.mktemp("measured"), []
-    rows = {r["model"]: r for r in released.run(options(kit, out), in_process(calls))}
-    return rows, calls, out
+    """One run of the tiny grid through the grid runner (its two evaluations cost most of this file's time)."""
+    runs, calls = tmp_path_factory.mktemp("runs"), []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JITLAB_INCEPTION_WEIGHTS", str(kit["weights"]))
+        code = converted.run_released(options(kit, runs), cells_of(kit), in_process(calls))
+    assert [c[0] for c in calls] == ["eval", "eval"]  # no `jitlab fit`
+    return code, runs
 
 
-def test_release_layout_checkpoints_are_converted_scored_and_reported(kit, measured):
-    rows, calls, out = measured
-    assert [r["status"] for r in rows.values()] == ["done", "done", "missing"]
-    p4, p8 = rows["JiT-P/4"], rows["JiT-P/8"]
-    for row in (p4, p8):
-        assert row["fid_metric"] == "FID-4" and row["is_metric"] == "IS-4"  # named by its count, not FID-50K
-        assert row["fid"] > 0 and row["is"] >= 1 and row["n_samples"] == 4 and row["steps"] == 2  # --steps wins
-        assert row["ema"] == 0.999  # the first EMA: the file's ema_decay1, i.e. model_ema1
-        assert row["sampler"] == "heun" and row["cfg_interval"] == [0.1, 1.0]
-    assert (p4["cfg_scale"], p4["cfg_from"]) == (1.5, "checkpoint args")  # what the file records wins
-    assert (p8["cfg_scale"], p8["cfg_from"]) == (2.0, "tiny grid")  # no cfg in its args: the grid's
-    assert p4["fid"] != p8["fid"]
-    handed = [json.loads(Path(c[c.index("--settings") + 1]).read_text()) for c in calls]  # the eval settings file
-    assert len(calls) == 2 and all(h["ref_stats"] and h["inception_score"] and h["ema"] for h in handed)
-    assert not (out / "work" / "jit-p-4" / "checkpoints" / "last.ckpt").exists()  # converted copy removed
+def test_release_checkpoints_become_converted_cells_scored_by_the_runner(kit, measured):
+    code, runs = measured
+    assert code == 0
+    p4, p8, t4 = (cell_dir(runs, cell) for cell in cells_of(kit))
+    for directory, cfg, source in ((p4, 1.5, "jit-p-4.pth"), (p8, 2.0, "JiT-P-8/checkpoint-last.pth")):
+        result = read_result(directory)
+        assert result["status"] == "done", (directory / "eval.log").read_text()[-3000:]
+        weights = result["weights"]  # the release's file, never a training
+        assert weights["label"] == "released weights, converted"
+        assert weights["path"] == str((kit["ckpts"] / source).resolve())
+        assert weights["bytes"] == (kit["ckpts"] / source).stat().st_size and weights["mtime"] > 0
+        assert json.loads((directory / "cell.json").read_text())["weights"] == {
+            k: v for k, v in weights.items() if k != "notes"}
+        fid, inception = result["rows"]
+        assert (fid["metric"], inception["metric"]) == ("FID-4", "IS-4")  # named by its count, not FID-50K
+        assert fid["value"] > 0 and inception["value"] >= 1 and fid["ema"] == 0.999  # model_ema1: ema_decay1
+        assert fid["cfg_scale"] == cfg and fid["steps"] == 2  # the file's args win over the grid (cfg 2.0, 1 step)
+        assert result["train_seconds"] is None and "convert-official" in result["commands"][0]
+        assert not (directory / "checkpoints" / "last.ckpt").exists()  # the converted copy removed once scored
+    notes = read_result(p8)["weights"]["notes"]  # what the conversion assumed (P/8's args name no model)
+    assert any("args.model is missing: in_context_start=1 is the default of size P" in n for n in notes)
+    assert read_result(p4)["rows"][0]["value"] != read_result(p8)["rows"][0]["value"]
+    assert not t4.exists()  # no checkpoint: not run
 
-    with open(out / "reports" / "released.csv") as f:
-        table = list(csv.DictReader(f))
-    assert [(r["model"], r["status"]) for r in table] == [("JiT-P/4", "done"), ("JiT-P/8", "done"),
-                                                          ("JiT-T/4", "missing")]
-    assert float(table[0]["fid"]) == pytest.approx(p4["fid"], rel=1e-5) and table[2]["fid"] == ""
-    md = (out / "reports" / "released.md").read_text()
-    assert "| JiT-T/4 | 16 | missing |" in md and "1.5 (checkpoint args)" in md
-    assert f"ignored {kit['weights'].name}" in md and "in_context_start=1 is the default of size P" in md
+
+def test_jitlab_report_reports_the_converted_cells_labelled_as_such(kit, measured, capsys):
+    _, runs = measured
+    out = runs.parent / "reports"
+    code, printed = run_cli(["report", str(kit["grid"]), "--scale", "paper", "--runs", str(runs), "--out", str(out)],
+                            capsys)
+    assert code == 0, printed
+    md = (out / "tiny-paper.md").read_text()
+    assert "| `model-T4` | not run |" in md and "3.66" in md
+    done = [line for line in md.splitlines() if line.startswith(("| `model-P4` | done", "| `model-P8` | done"))]
+    assert len(done) == 2 and all("released weights, converted" in line for line in done)
 
 
-def test_a_model_measured_with_the_same_file_and_settings_is_not_measured_again(kit, measured):
-    rows, _, out = measured
+def test_a_missing_checkpoint_is_one_line_and_finished_cells_are_never_rerun(kit, measured, capsys):
+    code, runs = measured
+    before = {c.id: read_result(cell_dir(runs, c)) for c in cells_of(kit)}
     calls: list = []
-    again = released.run(options(kit, out), in_process(calls, code=1))
-    assert calls == [] and [r["fid"] for r in again[:2]] == [rows["JiT-P/4"]["fid"], rows["JiT-P/8"]["fid"]]
-    other = released.run(options(kit, out, "--only", "JiT-P/8", "--num_images", "6"), in_process(calls, code=1))
-    settings = json.loads(Path(calls[0][calls[0].index("--settings") + 1]).read_text())
-    assert len(calls) == 1 and settings["num_images"] == 6  # other settings: measured
-    assert other[0]["status"] == "failed" and "exited 1" in other[0]["note"]
+    assert converted.run_released(options(kit, runs), cells_of(kit), in_process(calls)) == 0  # nothing to preflight
+    assert calls == []
+    printed = capsys.readouterr().out
+    assert f"model-T4: no JiT-T/4 checkpoint in {kit['ckpts']}; not run" in printed
+    assert f"ignored {kit['weights'].name}" in printed
+    assert printed.count(": skipped (done earlier") == 2 and "2 skipped" in printed
+    assert {c.id: read_result(cell_dir(runs, c)) for c in cells_of(kit)} == before
 
 
-def test_all_processes_give_the_numbers_of_one(kit, measured, tmp_path):
-    """--devices 2 runs `jitlab eval` under torchrun (gloo on CPU): each image by global index, metrics synced."""
-    one = measured[0]["JiT-P/4"]
-    two = released.run(options(kit, tmp_path, "--only", "JiT-P/4", "--devices", "2"))[0]
-    log = (tmp_path / "work" / "jit-p-4" / "eval.log").read_text()
-    assert two["status"] == "done", log[-3000:]
-    assert two["fid"] == pytest.approx(one["fid"], rel=1e-4) and two["is"] == pytest.approx(one["is"], rel=1e-4)
-    assert "torch.distributed.run" in log and "--nproc_per_node=2" in log
+def test_a_converted_cell_is_never_taken_for_a_trained_one_nor_the_reverse(kit, measured, tmp_path):
+    _, runs = measured
+    cells = cells_of(kit)
+    p4 = cells[0]
+    assert is_finished(read_result(cell_dir(runs, p4)), p4)  # finished, yet no training may skip, reuse or resume it
+    with pytest.raises(ConfigError, match=r"model-P4: holds the release's weights, converted \(--released\), done"):
+        runner.run_local(cells[:1], runs, runner=lambda *a: pytest.fail("nothing may run"))
+    twin = runs / "other" / "paper" / p4.id
+    assert runner.find_twin(runs, p4, twin) is None  # no other grid reuses it as a training of its config
+
+    trained = tmp_path / "runs"
+    runner.prepare_cell(p4, cell_dir(trained, p4))  # a training's directory (not finished: it would resume)
+    (cell_dir(trained, p4) / "checkpoints").mkdir()
+    (cell_dir(trained, p4) / "checkpoints" / "last.ckpt").write_bytes(b"a training's state")
+    with pytest.raises(ConfigError, match=r"model-P4: holds a training of the cell, unfinished; .* --runs DIR"):
+        converted.run_released(options(kit, trained, skip_preflight=True), cells)
+    assert (cell_dir(trained, p4) / "checkpoints" / "last.ckpt").read_bytes() == b"a training's state"
+    assert "weights" not in json.loads((cell_dir(trained, p4) / "cell.json").read_text())
 
 
-def test_the_paper_grids_list_eight_models_and_a_missing_checkpoint_is_a_row(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(REPO)
-    empty = tmp_path / "none"
-    empty.mkdir()
-    assert main(["released", "--checkpoints", str(empty), "--out", str(tmp_path)]) == 0
-    with open(tmp_path / "released.csv") as f:
-        table = {r["model"]: r for r in csv.DictReader(f)}
-    assert list(table) == [f"JiT-{s}/{p}" for p in (16, 32) for s in "BLHG"]
-    assert {r["status"] for r in table.values()} == {"missing"}
-    assert (table["JiT-B/16"]["paper_fid"], table["JiT-B/16"]["paper_is"]) == ("3.66", "275.1")
-    assert (table["JiT-G/16"]["paper_fid"], table["JiT-G/16"]["paper_is"]) == ("1.82", "292.6")
-    assert (table["JiT-G/32"]["paper_fid"], table["JiT-G/32"]["paper_is"]) == ("1.78", "")  # no IS at 512
-    assert "gives no IS at 512" in (tmp_path / "released.md").read_text()
-
-
-def test_wrong_resolution_two_files_of_one_model_and_missing_statistics(kit, tmp_path):
+def test_wrong_resolution_two_files_of_one_model_and_missing_statistics(kit, tmp_path, capsys):
     at32 = tmp_path / "at32.yaml"
-    at32.write_text(kit["grid"].read_text().replace("P4: {paper: {}}", "P4: {paper: {data.init_args.resolution: 32}}"))
-    opts = options(kit, tmp_path, "--only", "JiT-P/4")
-    opts.grids = [str(at32)]
-    row = released.run(opts, in_process(calls := []))[0]
-    assert row["status"] == "failed" and "16px model" in row["note"] and calls == []
+    at32.write_text(kit["grid"].read_text().replace("P4: {label: JiT-P/4, paper: {}}",
+                                                    "P4: {label: JiT-P/4, paper: {data.init_args.resolution: 32}}"))
+    cell = load_spec(str(at32)).cells("paper")[0]
+    calls: list = []
+    assert converted.run_released(options(kit, tmp_path / "runs", skip_preflight=True), [cell], in_process(calls)) == 1
+    result = read_result(cell_dir(tmp_path / "runs", cell))
+    assert result["status"] == "failed" and "holds a 16px model; the cell is 32px" in result["error"]
+    assert result["weights"]["label"] == "released weights, converted" and calls == []  # nothing evaluated
 
     twice = tmp_path / "twice"
     twice.mkdir()
     for name in ("jit-p-4.pth", "copy-of-jit-p-4.pth"):
         (twice / name).write_bytes((kit["ckpts"] / "jit-p-4.pth").read_bytes())
     with pytest.raises(ConfigError, match="2 files hold JiT-P/4"):
-        released.find_checkpoints(twice, ["JiT-P/4"])
+        converted.find_released(twice, {"JiT-P/4"})
 
-    opts = options(kit, tmp_path, "--fid_stats", str(tmp_path / "nowhere"))
-    with pytest.raises(ConfigError, match=r"--fid_stats: .*nowhere/jit_in16_stats.npz .* not found"):
-        released.run(opts, in_process(calls))
-    assert calls == [] and not (tmp_path / "work").exists()  # failed before converting anything
+    nowhere = tmp_path / "nowhere.yaml"
+    nowhere.write_text(kit["grid"].read_text().replace(str(kit["root"] / "jit_in16_stats.npz"), "nowhere/x.npz"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JITLAB_INCEPTION_WEIGHTS", str(kit["weights"]))
+        with pytest.raises(ConfigError, match=r"nowhere/x.npz \(reference statistics of model-P4\) not found"):
+            converted.run_released(options(kit, tmp_path / "none"), load_spec(str(nowhere)).cells("paper"))
+    assert not (tmp_path / "none").exists()  # failed before converting anything
+
+
+def test_the_paper_grids_cells_are_the_eight_released_models(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    empty = tmp_path / "none"
+    empty.mkdir()
+    names = []
+    for grid in ("table7", "table8"):
+        cells = load_spec(grid).cells("paper")
+        names += [converted.model_name(c.config) for c in cells]
+        assert converted.run_released(options({"grid": grid, "ckpts": empty}, tmp_path / "runs"), cells) == 0
+    assert names == [f"JiT-{s}/{p}" for p in (16, 32) for s in "BLHG"]
+    printed = capsys.readouterr().out
+    assert printed.count("checkpoint in") == 8 and "model-G: no JiT-G/32 checkpoint in" in printed
+    assert not (tmp_path / "runs").exists()

@@ -184,6 +184,8 @@ def test_every_mini_grid_has_rules_and_each_rule_has_its_false_and_tie_cases():
     for grid in list_grids(ROOT):
         spec = load_spec(grid, root=ROOT)
         names = [rule.name for rule in parse_rules(spec)]  # every grid file's rules parse
+        if grid == "fig2":  # its rules read two metrics per cell: tests/test_toy.py gives each its false case
+            continue
         if "mini" in spec.scales or names:  # (paper-only grids of the released models may have none)
             _, false, tie = GRIDS[grid]
             assert names and set(false) == set(names) and set(tie) == set(names), grid

@@ -380,8 +380,11 @@ def test_grid_list_and_plan_find_the_grids_outside_the_repository(tmp_path, monk
     assert main(["grid", "list"]) == 0 and capsys.readouterr().out.split()[0] == "tiny"
 
 
-def test_grid_list_into_a_closed_pipe_exits_quietly(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "jitlab.commands.cli", "grid", "list"], cwd=REPO, env=ENV,
+@pytest.mark.parametrize("verb", [["grid", "list"], ["--help"]])
+def test_a_listing_into_a_closed_pipe_exits_quietly(verb):
+    """`jitlab grid list | head`, `jitlab | head`: the dispatcher ends quietly for every verb."""
+    buffered = {k: v for k, v in ENV.items() if k != "PYTHONUNBUFFERED"}  # as in a shell: the pipe fails at the flush
+    proc = subprocess.Popen([sys.executable, "-m", "jitlab.commands.cli", *verb], cwd=REPO, env=buffered,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # `| head -0`: the reader is gone before anything is written
     err = proc.stderr.read().decode()

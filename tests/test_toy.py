@@ -1,12 +1,15 @@
-"""The Figure 2 toy: spiral data, ToyMLP through JiTModule, the metrics and the fig2 runner."""
+"""The Figure 2 toy: spiral data, ToyMLP through JiTModule, its scoring (``features: spiral``), a fig2 cell through
+the grid runner and the verdict's rule kinds for it (under, over, far_below)."""
 
 from __future__ import annotations
 
-import csv
 import json
+import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 
@@ -17,12 +20,12 @@ from jitlab.core.flow import FlowConfig
 from jitlab.core.models.mlp import ToyMLP
 from jitlab.core.models.spec import build_net, net_spec
 from jitlab.train.module import JiTModule, OptimConfig
-from jitlab.commands import fig2
-from jitlab.experiments.toy import probe
-from jitlab.experiments.toy.fig2 import settings_of
-from jitlab.experiments.toy.metrics import chamfer, off_manifold_residual, to_plane
-from jitlab.experiments.toy.stats import summarise
-from jitlab.experiments.toy.verdict import RECOVERED_FRACTION, verdict
+from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.report.rules import parse_rules
+from jitlab.experiments.report.verdict import verdict
+from jitlab.score.metrics.spiral import chamfer, off_manifold_residual, spiral_scores
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def trainer(root, max_steps: int, **kwargs) -> L.Trainer:
@@ -97,7 +100,8 @@ def fixed_loss(module: JiTModule, x: torch.Tensor) -> float:
     module.eval()
     with torch.no_grad():
         losses = [module.loss_per_sample(xb, torch.zeros(len(xb), dtype=torch.long),
-                                         torch.Generator().manual_seed(i))[0].mean() for i, xb in enumerate(x.split(256))]
+                                         torch.Generator().manual_seed(i))[0].mean()
+                  for i, xb in enumerate(x.split(256))]
     module.train()
     return float(torch.stack(losses).mean())
 
@@ -142,190 +146,128 @@ def test_fit_compatible_with_validation_ema_and_cli_net_defaults(tmp_path, one_t
 
 def test_chamfer_of_identical_and_shifted_sets():
     a = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [3.0, 3.0]])
-    assert float(chamfer(a, a)) == 0.0
+    assert chamfer(a, a) == 0.0
     shift = torch.tensor([0.1, 0.0])
-    assert float(chamfer(a, a + shift)) == pytest.approx(0.1, abs=1e-6)
+    assert chamfer(a, a + shift) == pytest.approx(0.1, abs=1e-6)
     # hand-computed: a single point against two: (1 + (1 + 3) / 2) / 2 = 1.5
-    assert float(chamfer(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0], [-3.0, 0.0]]))) == pytest.approx(1.5)
+    assert chamfer(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0], [-3.0, 0.0]])) == pytest.approx(1.5)
 
 
 def test_residual_and_plane_coordinates():
     p = column_orthogonal(6, 0)  # (6, 2)
     s = torch.randn(50, 2)
     x = s @ p.T  # (50, 6) on the plane
-    assert float(off_manifold_residual(x, p)) == pytest.approx(0.0, abs=1e-5)
-    torch.testing.assert_close(to_plane(x, p), s, atol=1e-5, rtol=0)
+    assert off_manifold_residual(x, p) == pytest.approx(0.0, abs=1e-5)
     w = torch.randn(50, 6)
     w = w - (w @ p) @ p.T  # orthogonal to the plane
     w = 3 * w / w.norm(dim=1, keepdim=True)  # norm 3 per point
-    assert float(off_manifold_residual(x + w, p)) == pytest.approx(3.0, rel=1e-5)
-    torch.testing.assert_close(to_plane(x + w, p), s, atol=1e-5, rtol=0)
+    assert off_manifold_residual(x + w, p) == pytest.approx(3.0, rel=1e-5)
+    dm = SpiralDataModule(dim=6, num_points=512, global_batch_size=64)
+    truth = dm.embed(dm.spiral_2d(400, seed=12345))  # (400, 6): the very sample the scoring compares with
+    values, plane = spiral_scores(truth + w[:1], dm)  # one shift off the plane, the same for every point
+    torch.testing.assert_close(plane, dm.spiral_2d(400, seed=12345), atol=1e-5, rtol=0)
+    assert values["chamfer"] == pytest.approx(0.0, abs=1e-5) and values["residual"] == pytest.approx(3.0, rel=1e-5)
+    far, _ = spiral_scores(dm.embed(dm.spiral_2d(400, seed=1) * 3), dm)  # a spiral three times too large
+    assert far["chamfer"] > 0.5 and far["residual"] == pytest.approx(0.0, abs=1e-5)
 
 
-# -- the runner ------------------------------------------------------------------------------
+# -- a fig2 cell through the grid runner ------------------------------------------------------
 
-def test_runner_writes_reports_and_skips_finished_cells(tmp_path, capsys, one_thread):
-    out, cache = tmp_path / "reports", tmp_path / "cache"
-    argv = ["--dims", "2", "8", "--seeds", "1", "--steps", "8", "--samples", "64", "--sample_steps", "4",
-            "--workers", "1", "--out", str(out), "--cache", str(cache)]
-    assert fig2.main(argv) == 0
-    first = capsys.readouterr().out
-    assert "6 to run" in first and "cell 6/6" in first and "ETA" in first
-    with open(out / "fig2.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert {"D", "pred", "loss", "train_seed", "metric", "value"} <= set(rows[0])
-    assert len(rows) == 2 * 3 * 1 * 2  # dims x preds x seeds x metrics
-    assert {r["metric"] for r in rows} == {"chamfer", "residual"}
-    md = (out / "fig2.md").read_text()
-    assert "jitlab fig2" in md and "Verdict" in md and "| x-pred |" in md
-    assert (out / "fig2.png").stat().st_size > 10_000
-    assert len(list(cache.glob("*.json"))) == 6
-    stamps = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
+def test_a_fig2_cell_trains_through_jitlab_fit_and_is_scored_by_the_spiral_evaluation(tmp_path, monkeypatch):
+    """The grid's own path: `jitlab fit` of the cell's config, `jitlab eval` with features spiral, the report."""
+    from jitlab.experiments.grid.runner import run_local
+    from jitlab.experiments.report.build import build_report
 
-    assert fig2.main(argv[:-4] + ["--workers", "2"] + argv[-4:]) == 0  # nothing to run: no pool is started
-    second = capsys.readouterr().out
-    assert "6 cached" in second and "0 to run" in second and "cell 1/" not in second
-    assert stamps == {p.name: p.stat().st_mtime_ns for p in cache.glob("*.json")}
-
-    assert fig2.main(argv[:5] + ["--steps", "9"] + argv[7:]) == 0  # other settings: nothing is reused
-    third = capsys.readouterr().out
-    assert "0 cached" in third and "probe" not in third  # an explicit --steps N skips the length probe
-    assert not list(cache.glob("probe-*.json"))
+    monkeypatch.chdir(ROOT)
+    spec = load_spec("fig2", root=ROOT)
+    cells = [c for c in spec.cells("mini", extra={"trainer.max_steps": 4, "eval.num_images": 64, "eval.steps": 3,
+                                                  "data.init_args.num_points": 4096}, train_seeds=1)
+             if c.id in ("D-2_pred-x", "D-512_pred-eps")]
+    assert [c.config["data"]["init_args"]["dim"] for c in cells] == [2, 512]
+    outcomes = run_local(cells, tmp_path / "runs", jobs=1, threads=1)
+    assert [o.status for o in outcomes] == ["done", "done"], outcomes
+    result = json.loads((tmp_path / "runs/fig2/mini/D-2_pred-x/result.json").read_text())
+    assert [r["metric"] for r in result["rows"]] == ["Chamfer-64", "residual-64"] and result["step"] == 4
+    assert len(result["rows"][0]["points"]) == 64 and result["rows"][0]["ema"] == "none"
+    assert result["rows"][1]["value"] == pytest.approx(0.0, abs=1e-4)  # D=2: P is square, nothing is off the plane
+    paths = build_report(spec, "mini", tmp_path / "runs", tmp_path / "out")
+    md = paths["md"].read_text()
+    assert "**D=2**" in md and "[rule `under`:" in md and "metric residual" in md
+    assert paths["png-points"].stat().st_size > 10_000
 
 
-def test_runner_trains_in_worker_processes(tmp_path, capsys):
-    argv = ["--dims", "2", "--preds", "x", "--seeds", "2", "--steps", "4", "--samples", "32", "--sample_steps", "2",
-            "--workers", "2", "--out", str(tmp_path / "reports"), "--cache", str(tmp_path / "cache")]
-    assert fig2.main(argv) == 0
-    assert "cell 2/2" in capsys.readouterr().out
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
-    assert (tmp_path / "reports" / "fig2.md").exists()
+# -- the rule kinds of the verdict ------------------------------------------------------------
+
+CHAMFER = {"2": {"x": 0.05, "eps": 0.06, "v": 0.07}, "8": {"x": 0.05, "eps": 0.2, "v": 0.1},
+           "16": {"x": 0.05, "eps": 0.3, "v": 0.1}, "512": {"x": 0.033, "eps": 26.5, "v": 0.161}}
+RESIDUAL = {"2": {"x": 0.0, "eps": 0.0, "v": 0.0}, "8": {"x": 0.03, "eps": 0.2, "v": 0.07},
+            "16": {"x": 0.05, "eps": 0.5, "v": 0.16}, "512": {"x": 0.326, "eps": 917.0, "v": 19.3}}
 
 
-def test_runner_auto_length_probes_once_and_caches_it(tmp_path, capsys, monkeypatch, one_thread):
-    monkeypatch.setattr(probe, "WINDOW", 4)
-    monkeypatch.setattr(probe, "MAX_STEPS", 12)
-    out, cache = tmp_path / "reports", tmp_path / "cache"
-    argv = ["--dims", "2", "8", "16", "--preds", "x", "--seeds", "2", "--seeds_mid", "1", "--samples", "32",
-            "--sample_steps", "2", "--workers", "1", "--out", str(out), "--cache", str(cache)]  # --steps auto: default
-    assert fig2.main(argv) == 0
-    first = capsys.readouterr().out
-    assert "length probe (D=2 x-pred" in first
-    (found,) = cache.glob("probe-*.json")
-    result = json.loads(found.read_text())
-    steps = result["steps"]
-    assert 8 <= steps <= 12 and steps % 4 == 0 and len(result["window_means"]) == steps // 4
-    assert f"trainings of {steps} steps" in first
-    assert "5 trainings" in first  # D=2 and D=16 (the ends) 2 seeds each, D=8 1 seed
-    cells = [json.loads(p.read_text()) for p in cache.glob("D*.json")]
-    assert {c["settings"]["steps"] for c in cells} == {steps}
-    assert {(c["cell"]["D"], c["cell"]["seed"]) for c in cells} == {(2, 0), (2, 1), (8, 0), (16, 0), (16, 1)}
-    md = (out / "fig2.md").read_text()
-    assert "Training length (`--steps auto`" in md and "cap 12 steps" in md and "Budget" in md
-
-    assert fig2.main(argv) == 0  # the probe and the cells are cached
-    second = capsys.readouterr().out
-    assert f"length probe cached in {found}: {steps} steps" in second and "0 to run" in second
-
-
-def test_steps_and_seeds_flags_fail_at_parse_time(capsys):
-    for bad in (["--steps", "many"], ["--steps", "0"], ["--seeds_mid", "0"]):
-        with pytest.raises(SystemExit):
-            fig2.parse_args(bad)
-        err = capsys.readouterr().err
-        assert "jitlab fig2: error:" in err and bad[0] in err
-    assert fig2.parse_args([]).steps == "auto" and fig2.parse_args(["--steps", "300"]).steps == 300
-
-
-# -- the length probe ---------------------------------------------------------------------------
-
-def test_plateau_step_stops_where_the_window_mean_stops_falling_by_the_fraction():
-    w = 10
-    falling = [1.0 * 0.9 ** (i // w) for i in range(6 * w)]  # every window 10% below the previous one
-    assert probe.plateau_step(falling, w, 0.02) is None
-    flat_after_3 = [max(0.9 ** (i // w), 0.9 ** 2) for i in range(6 * w)]  # windows 1, 0.9, 0.81, 0.81, ...
-    assert probe.plateau_step(flat_after_3, w, 0.02) == 4 * w
-    small_gain = [1.0] * w + [0.97] * w + [0.96] * w  # 3% then 1.03%: stopped improving by 2% at window 3
-    assert probe.plateau_step(small_gain, w, 0.02) == 3 * w
-    assert probe.plateau_step(small_gain, w, 0.005) is None
-    assert probe.plateau_step(small_gain[: w + 5], w, 0.02) is None  # one complete window: nothing to compare
-    assert probe.window_means([1, 2, 3, 4, 5], 2) == [1.5, 3.5]
-
-
-def test_run_probe_stops_the_training_where_its_recorded_loss_plateaus(one_thread):
-    settings = settings_of(fig2.parse_args(["--samples", "16"]), steps=1)
-    result = probe.run_probe("v", settings, window=3, fraction=0.5, max_steps=30)  # 50%: stops after two windows
-    assert result["converged"] and result["steps"] == 6 and len(result["window_means"]) == 2
-    assert result["probe"]["settings"]["schedule"] == "constant" and result["probe"]["settings"]["steps"] == 30
-    capped = probe.run_probe("v", settings, window=3, fraction=-10.0, max_steps=9)  # never "stopped improving"
-    assert not capped["converged"] and capped["steps"] == 9 and len(capped["window_means"]) == 3
-
-
-# -- the verdict: the paper's claims as rules, fed numbers where they hold and where they do not ----------------
-
-GAP = 1.0  # arm gap: the recovery threshold is RECOVERED_FRACTION * GAP
-
-
-def fake_results(chamfer_means: dict, residual_means: dict | None = None, seeds: int = 3,
-                 spread: float = 0.002) -> list[dict]:
-    """Results whose seeds scatter by +-spread around the given (D, pred) means."""
+def fig2_frame(spec, chamfer: dict, residual: dict, seeds: int = 3) -> pd.DataFrame:
+    """A tidy report frame of the fig2 grid: each cell's Chamfer and residual rows, spread 1% over ``seeds``."""
     rows = []
-    for (d, p), c in chamfer_means.items():
-        r = (residual_means or {}).get((d, p), 0.0)
-        for s in range(seeds):
-            jitter = spread * (s - (seeds - 1) / 2)
-            rows.append({"cell": {"D": d, "pred": p, "loss": "v", "seed": s},
-                         "metrics": {"chamfer": c + jitter, "residual": r + jitter}})
-    return rows
+    for cell in spec.cells("mini", train_seeds=1):
+        d, pred = cell.labels["D"], cell.labels["pred"]
+        for seed in range(seeds):
+            spread = 1 + 0.01 * (seed - (seeds - 1) / 2)
+            for metric, value in (("Chamfer-2000", chamfer[d][pred]), ("residual-2000", residual[d][pred])):
+                rows.append({"grid": "fig2", "scale": "mini", "cell": cell.id, "train_seed": seed, **cell.labels,
+                             "status": "done", "metric": metric, "value": value * spread, "paper_value": math.nan,
+                             "feature_space": "spiral"})
+    return pd.DataFrame(rows)
 
 
-PAPER_LIKE = {(2, "x"): 0.03, (2, "eps"): 0.075, (2, "v"): 0.05,  # all below 0.1, but 2.5x apart
-              (512, "x"): 0.03, (512, "eps"): 20.0, (512, "v"): 0.2}
-RESIDUALS = {(512, "x"): 0.3, (512, "eps"): 900.0, (512, "v"): 19.0}
+def fig2_verdict(chamfer: dict = CHAMFER, residual: dict = RESIDUAL, seeds: int = 3) -> dict[str, str]:
+    """Rule name -> its outcome word ("Reproduces (3 seeds)", "Does not reproduce", ...)."""
+    spec = load_spec("fig2", root=ROOT)
+    lines = verdict(spec, fig2_frame(spec, chamfer, residual, seeds))[:-1]
+    return {line.split("**")[1]: line.split("**")[3] for line in lines}
 
 
-def judge(chamfers: dict, residuals: dict = RESIDUALS, **kwargs) -> list[str]:
-    return verdict(summarise(fake_results(chamfers, residuals, **kwargs)), [2, 512], ["x", "eps", "v"], GAP)
+def changed(table: dict, d: str, pred: str, value: float) -> dict:
+    return {k: {**v, **({pred: value} if k == d else {})} for k, v in table.items()}
 
 
-def claim(lines: list[str], d: int) -> str:
-    (line,) = [ln for ln in lines if ln.startswith(f"**Claim at D={d}**")]
-    return line
+def test_the_fig2_rules_reproduce_when_the_claim_holds():
+    assert set(fig2_verdict().values()) == {"Reproduces (3 seeds)"}
+    assert set(fig2_verdict(seeds=1).values()) == {"Consistent, 1 seed"}
 
 
-def test_verdict_reproduces_when_every_space_recovers_at_d2_even_if_more_than_2x_apart():
-    lines = judge(PAPER_LIKE)
-    assert "reproduces (3 seeds per cell)" in claim(lines, 2)
-    assert "reproduces (3 seeds per cell)" in claim(lines, 512)
-    spread = [ln for ln in lines if "spread (information, not a rule)" in ln]
-    assert spread and "2.5x" in spread[0] and "more than 2x apart" in spread[0]
-    eps = [ln for ln in lines if ln.startswith("**D=2: eps-pred recovers the spiral**")][0]
-    assert "YES" in eps and "< 0.1" in eps and "margin 0.025" in eps and "rests on 3 training seeds" in eps
-    assert RECOVERED_FRACTION == 0.1
+@pytest.mark.parametrize("kind,rule,chamfer,residual", [
+    ("under", "D=2", changed(CHAMFER, "2", "eps", 0.129), RESIDUAL),  # the committed run: eps-pred 0.129
+    ("under", "D=512 x-pred recovers", changed(changed(CHAMFER, "512", "x", 0.1), "512", "v", 1.0), RESIDUAL),
+    ("over", "D=512 eps/v fail", changed(changed(CHAMFER, "512", "v", 0.05), "512", "x", 0.01), RESIDUAL),
+    ("far_below", "D=512 far apart", changed(changed(CHAMFER, "512", "v", 0.1), "512", "x", 0.045),
+     RESIDUAL),  # 2.2x, not 3x
+    ("far_below", "D=512 off the plane", CHAMFER, changed(RESIDUAL, "512", "v", 0.5)),  # residual metric
+])
+def test_each_new_rule_kind_fails_when_its_claim_is_false(kind, rule, chamfer, residual):
+    assert {r.name: r.kind for r in parse_rules(load_spec("fig2", root=ROOT))}[rule] == kind
+    outcomes = fig2_verdict(chamfer, residual)
+    assert outcomes[rule] == "Does not reproduce", outcomes
+    assert {o for name, o in outcomes.items() if name != rule} == {"Reproduces (3 seeds)"}, outcomes
 
 
-def test_verdict_says_so_when_eps_does_not_recover_at_d2():
-    lines = judge({**PAPER_LIKE, (2, "eps"): 0.12})
-    assert "does NOT reproduce" in claim(lines, 2) and "eps-pred does not recover the spiral" in claim(lines, 2)
-    eps = [ln for ln in lines if ln.startswith("**D=2: eps-pred recovers the spiral**")][0]
-    assert "NO" in eps and "not below the threshold 0.1: margin 0.02" in eps
-    assert "reproduces (3 seeds per cell)" in claim(lines, 512)  # the other claim is judged on its own
+def test_a_threshold_within_the_margin_is_a_tie_and_the_new_kinds_parse_strictly(tmp_path):
+    outcomes = fig2_verdict(changed(CHAMFER, "512", "x", 0.0922))  # 0.1% below 0.0923 with a 1% spread
+    assert outcomes["D=512 x-pred recovers"] == "Inconclusive"
+    kinds = {rule.name: rule.kind for rule in parse_rules(load_spec("fig2", root=ROOT))}
+    assert set(kinds.values()) == {"under", "over", "far_below"}
+    text = (ROOT / "experiments/grids/fig2.yaml").read_text()
+    path = tmp_path / "fig2.yaml"
+    path.write_text(text.replace("    threshold: 0.0923\n    per: [pred]", "    per: [pred]"))
+    with pytest.raises(ConfigError, match=r"rules\[0\] \(D=2\): missing key\(s\) threshold"):
+        parse_rules(load_spec(path, root=ROOT))
+    path.write_text(text.replace("    metric: residual", "    metric: ''"))
+    with pytest.raises(ConfigError, match=r"\.metric: must name a metric"):
+        parse_rules(load_spec(path, root=ROOT))
 
 
-def test_verdict_says_so_when_x_is_not_far_below_at_d512():
-    lines = judge({**PAPER_LIKE, (512, "v"): 0.06})  # only 2x above x-pred (and still recovering)
-    high = claim(lines, 512)
-    assert "does NOT reproduce" in high and "x-pred's Chamfer is not far below v-pred's" in high
-    assert "v-pred still recovers the spiral" in high and "eps-pred" not in high
-    v = [ln for ln in lines if ln.startswith("**D=512: x-pred's Chamfer far below v-pred's**")][0]
-    assert "NO" in v and "2x (need >= 3x)" in v
-    # 4x apart in the means, but seeds scattered so widely that their ranges overlap: not "far"
-    lines = judge({**PAPER_LIKE, (512, "v"): 0.12}, spread=0.05)
-    assert "not far below v-pred's" in claim(lines, 512) and "overlap" in "".join(lines)
+def test_the_fig2_grid_is_planned_like_every_grid(capsys):
+    """`jitlab grid plan fig2`: the toy network is built with the data's dimension and named by its size."""
+    from jitlab.commands.cli import main
 
-
-def test_verdict_says_so_when_residuals_are_not_larger_and_counts_single_seeds():
-    lines = judge(PAPER_LIKE, {**RESIDUALS, (512, "eps"): 0.5})
-    assert "eps-pred's residual is not far larger" in claim(lines, 512)
-    lines = judge(PAPER_LIKE, seeds=1)
-    assert "consistent, 1 seed per cell" in claim(lines, 2) and "rests on 1 training seed." in lines[0]
+    assert main(["grid", "plan", "fig2", "--scale", "mini"]) == 0
+    out = capsys.readouterr().out
+    assert "| D-512_pred-eps | ToyMLP " in out and "sample (512,)" in out and "sample (2,)" in out

@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows = [bench_model(model, args.img_size if args.img_size or model == MINI else 256, settings)
             for model in args.model]
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        print(table(rows))
+    print("\n".join(map(json.dumps, rows)) if args.json else table(rows))
     if args.out is not None:
         load = (load_before, os.getloadavg()[0])
         write_text(args.out, report(rows, argv, torch.device(settings.device), load))

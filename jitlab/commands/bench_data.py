@@ -1,8 +1,6 @@
 """`jitlab bench-data`: data-loading throughput, the ImageNet folder source against prepared shards.
 
-    jitlab bench-data --out reports/bench-data.md        (make bench-data)
-
-What is measured and how: ``jitlab.experiments.bench.data``.
+    jitlab bench-data --out reports/bench-data.md        (make bench-data; what is measured: experiments.bench.data)
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     text = run(DataBenchSettings(**args, argv=argv))
     if out is None:
         print(text)
-        return 0
-    write_text(out, text)
-    print(f"jitlab bench-data: wrote {out}", file=sys.stderr)
+    else:
+        write_text(out, text)
+        print(f"jitlab bench-data: wrote {out}", file=sys.stderr)
     return 0

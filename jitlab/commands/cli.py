@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from jitlab.commands.fit import VERBS as LIGHTNING_VERBS
@@ -26,7 +27,6 @@ VERBS: dict[str, tuple[str, str]] = {
                   "rebuild a shipped reference classifier (FD-ref) and compare its digest; train others"),
     "fid-stats": ("jitlab.commands.fid_stats",
                   "reference statistics (mu, sigma) .npz of ImageNet (--root) or embedded data"),
-    "fig2": ("jitlab.commands.fig2", "the toy of Figure 2: spiral in D dims, x/eps/v prediction -> reports/fig2.*"),
     "convert-official": ("jitlab.commands.convert_official",
                          "convert a released JiT .pth (model, model_ema1/2, args) to a jitlab checkpoint"),
     "prepare-imagenet": ("jitlab.commands.prepare_imagenet",
@@ -35,8 +35,6 @@ VERBS: dict[str, tuple[str, str]] = {
                        "write a small ImageNet-like folder tree of photo crops (to try prepare-imagenet on)"),
     "grid": ("jitlab.commands.grid", "run / plan a paper grid (experiments/grids/NAME.yaml), locally or on SLURM"),
     "report": ("jitlab.commands.report", "turn a grid's run directories into reports/NAME.{csv,md,tex,png}"),
-    "released": ("jitlab.commands.released",
-                 "convert and score the authors' released checkpoints -> reports/released.*"),
     "bench": ("jitlab.commands.bench", "training and sampling images/s, MFU and peak memory of a model"),
     "bench-data": ("jitlab.commands.bench_data",
                    "data-loading images/s: the ImageNet folder source vs. prepared shards -> reports/bench-data.md"),
@@ -77,7 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     explicit = argv is not None
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return dispatch(argv, explicit)
+        code = dispatch(argv, explicit)
+        sys.stdout.flush()  # a reader gone shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:  # `jitlab grid list | head`: the reader has what it wants; no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+        return 0
     except ConfigError as error:
         print(f"jitlab: error: {one_line(error)}", file=sys.stderr)
         return 2

@@ -1,7 +1,6 @@
 """`jitlab consolidate CKPT_DIR OUT.ckpt`: a sharded checkpoint (``--trainer.strategy`` fsdp2) as one file.
 
-The file has jitlab's one-file layout (``net.*`` weights, both EMAs, hyper-parameters, step; no optimizer state),
-which `jitlab eval`, `sample` and `convert` read. Runs in one process on CPU.
+jitlab's one-file layout (weights, both EMAs, hyper-parameters, step; no optimizer state), made on CPU.
 """
 
 from __future__ import annotations

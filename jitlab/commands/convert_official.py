@@ -1,4 +1,4 @@
-"""`jitlab convert-official CKPT --out OUT.ckpt`: a released JiT .pth as a jitlab checkpoint (``jitlab.train.convert``)."""
+"""`jitlab convert-official CKPT --out OUT.ckpt`: a released JiT .pth as a jitlab checkpoint (jitlab.train.convert)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,8 @@ from jitlab.errors import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jitlab convert-official",
-        description="Convert an authors' JiT checkpoint (.pth) to a jitlab checkpoint that `jitlab sample` reads.",
-    )
+    parser = argparse.ArgumentParser(prog="jitlab convert-official", description="Convert an authors' JiT checkpoint "
+                                     "(.pth) to a jitlab checkpoint that `jitlab sample` reads.")
     parser.add_argument("ckpt", type=Path,
                         help="the release checkpoint (dict with model, model_ema1, model_ema2, args)")
     parser.add_argument("--out", type=Path, required=True, help="the jitlab checkpoint to write (e.g. jit-b16.ckpt)")

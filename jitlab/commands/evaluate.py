@@ -1,10 +1,7 @@
 """`jitlab eval`: score a checkpoint over a sweep of EMA x CFG scale x CFG interval; write metrics.json.
 
-The settings come from the flags, or from ``--settings FILE`` (the JSON a grid writes: ``EvalSettings.to_dict``,
-keys named as these flags), flags given as well overriding it. Every input is checked before the first
-forward; ``metrics.json`` is written (atomically) after each finished point, and a rerun with the same ``--out``
-skips the points already in it; with ``--shards DIR`` a point interrupted half-way resumes from its shards.
-Under ``torchrun`` each process generates a disjoint slice of the global indices.
+Every input is checked before the first forward; ``metrics.json`` is written after each finished point, and a
+rerun with the same ``--out`` skips the points in it. Under ``torchrun`` the processes share the images.
 """
 
 from __future__ import annotations
@@ -18,7 +15,8 @@ import torch
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
 from jitlab.score.evaluation import best_row, evaluate, read_rows, write_rows
-from jitlab.score.generate import Parser, check_device, check_output, dist_info, join_processes, process_device, report_error
+from jitlab.score.generate import (Parser, check_device, check_output, dist_info, join_processes, process_device,
+                                   report_error)
 from jitlab.core.settings import EvalSettings, SamplerSettings, ScoreSettings, message_of
 
 FLAGS = {"inception_score": "--is"}  # the settings fields whose flag is not --FIELD

@@ -65,16 +65,9 @@ def run_lightning(args: list[str] | None) -> int:
     parser_kwargs["fit"]["description"] = ("Train one cell (defaults: the mini preset). --ckpt_path last resumes "
                                            "the newest run of the root, --ckpt_path auto resumes it if there is one.")
     try:
-        cli = cli_cls(
-            JiTModule,
-            data_base,
-            subclass_mode_data=True,
-            args=args,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs=parser_kwargs,
-            trainer_defaults={"callbacks": [on_signal]},
-            auto_configure_optimizers=False,
-        )
+        cli = cli_cls(JiTModule, data_base, subclass_mode_data=True, args=args, save_config_kwargs={"overwrite": True},
+                      parser_kwargs=parser_kwargs, trainer_defaults={"callbacks": [on_signal]},
+                      auto_configure_optimizers=False)
     except SIGTERMException:  # stopped by SIGINT / SIGTERM / SIGHUP after saving last.ckpt: not a finished run
         return 128 + int(on_signal.signum or signal.SIGTERM)
     except MisconfigurationException as error:  # the Trainer's own checks of its arguments (max_steps=-5, ...)
@@ -114,7 +107,7 @@ def pop_rehearse(args: list[str]) -> tuple[bool, list[str]]:
 
 
 def rehearse_fit_command(args: list[str]) -> int:
-    """`jitlab fit ARGS --rehearse`: the run's preflight, then its rehearsal (jitlab.experiments.grid.rehearse), not the run."""
+    """`jitlab fit ARGS --rehearse`: the run's preflight, then its rehearsal instead of the run."""
     from jitlab.score.fitconfig import check_fit_config
     from jitlab.experiments.grid.rehearse import rehearse_fit
     from jitlab.score.preflight import check_fit
@@ -128,10 +121,7 @@ def rehearse_fit_command(args: list[str]) -> int:
 
 
 def main(argv: list[str], explicit: bool = True) -> int:
-    """``argv`` starts with the verb (or a LightningCLI option such as ``--print_config``).
-
-    ``explicit=False``: LightningCLI reads ``sys.argv`` itself (its ``args=None``), as the console script.
-    """
+    """``argv`` starts with the verb (or a LightningCLI option); ``explicit=False``: LightningCLI reads ``sys.argv``."""
     if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
         return rehearse_fit_command(argv[1:])
     check_config_files(argv)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -71,6 +70,9 @@ def add_run(sub: Any) -> None:
                      help="make missing reference statistics (jitlab fid-stats on the cells' data) before starting")
     run.add_argument("--jobs", type=positive_int, default=None,
                      help="cells at a time (local; default: one per CPU core at mini scale, 1 at paper scale)")
+    run.add_argument("--released", type=Path, default=None, metavar="DIR",
+                     help="instead of training, give each cell the authors' released weights (the *.pth under DIR "
+                          "naming its model), converted, then score and record it; a model without a file is not run")
     slurm = run.add_argument_group("slurm (with --launcher slurm)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--nodes", type=int, default=1)
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_command() -> int:
-    """Every grid of the project (found as `jitlab report` finds them: ``jitlab.experiments.grid.spec.project_root``)."""
+    """Every grid of the project (found as `jitlab report` finds them: ``spec.project_root``)."""
     names = list_grids()
     if not names:
         raise ConfigError("grid list", f"no grid files in {project_root() / GRID_DIR}; run from the jitlab checkout "
@@ -116,15 +118,6 @@ def main(argv: list[str] | None = None, entry: Callable[[list[str]], int] | None
     """``entry``: the `jitlab` dispatcher a SLURM task runs in-process (``jitlab.commands.cli`` passes itself)."""
     args = build_parser().parse_args(argv)
     try:
-        return _main(args, entry)
-    except BrokenPipeError:  # `jitlab grid list | head`: the reader has what it wants; no traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
-        return 0
-
-
-def _main(args: argparse.Namespace, entry: Callable[[list[str]], int] | None) -> int:
-    try:
         if args.action == "list":
             return list_command()
         if args.action == "plan":
@@ -135,9 +128,9 @@ def _main(args: argparse.Namespace, entry: Callable[[list[str]], int] | None) ->
             if args.json:
                 rows = plan_rows(cells, args.peak_tflops, args.utilisation, gpus, args.gpu_memory)
                 print(json.dumps([r.as_dict() for r in rows], indent=1))
-                return 0
-            print(f"# {spec.title} at {args.scale} scale")
-            print(plan_table(cells, args.peak_tflops, args.utilisation, gpus, args.time, args.gpu_memory))
+            else:
+                print(f"# {spec.title} at {args.scale} scale")
+                print(plan_table(cells, args.peak_tflops, args.utilisation, gpus, args.time, args.gpu_memory))
             return 0
         return run_grid(args, entry)
     except ConfigError as error:

@@ -81,10 +81,11 @@ def print_memory(row: dict) -> None:
     gib, mib = 2 ** 30, 2 ** 20
     print(f"\nmemory per GPU in training, {row['strategy']} on {row['world_size']} GPU(s) "
           "(predicted from counts on CPU; not measured on a GPU):")
-    for part, value in row["fixed_bytes"].items():
-        per = row["fixed_bytes_per_param_parts"].get(part)
-        print(f"  {part.replace('_', ' '):<22}{value / gib:8.2f} GiB" + (f"  ({per:g} B/param)" if per is not None else ""))
-    print(f"  {'fixed':<22}{sum(row['fixed_bytes'].values()) / gib:8.2f} GiB  ({row['fixed_bytes_per_param']:g} B/param)")
+    parts = [*row["fixed_bytes"].items(), ("fixed", sum(row["fixed_bytes"].values()))]
+    per_param = {**row["fixed_bytes_per_param_parts"], "fixed": row["fixed_bytes_per_param"]}
+    for part, value in parts:
+        per = f"  ({per_param[part]:g} B/param)" if per_param.get(part) is not None else ""
+        print(f"  {part.replace('_', ' '):<22}{value / gib:8.2f} GiB{per}")
     print(f"  activations / sample  eager {row['activation_bytes_per_sample'] / mib:.0f} MiB (attention "
           f"probabilities {row['attention_bytes_per_sample'] / mib:.0f}), compiled "
           f"{row['activation_bytes_per_sample_compiled'] / mib:.0f} MiB")

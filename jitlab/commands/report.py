@@ -4,10 +4,7 @@
     jitlab report table2 --scale paper       # runs/grids/table2/paper/* -> reports/table2-paper.*
     jitlab report table2 --runs /scratch/runs --out /tmp/reports
 
-Every training seed of a cell (``CELL``, ``CELL_seed-K``) is read: the CSV has one row per cell, metric
-and training seed, the tables the mean ± sd over the trainings, and the verdict follows the grid
-file's ``rules:``. Cells without a result yet are listed as "not run"; failed and diverged cells are
-kept with their status. Every file is written atomically (a reader never sees half a report).
+What is read and how it is tabulated: ``jitlab.experiments.report``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """`jitlab sample`: images from a checkpoint as a PNG grid and/or an `.npz` of uint8 images.
 
-Run under `torchrun --nproc_per_node N -m jitlab.commands.cli sample ...` to split the work: each process makes a
-disjoint slice of the global indices and rank 0 assembles the result, identical to a one-process run. With
-``--shards DIR`` the images are kept as shards while they are made, and a rerun resumes from them. Every input
-is checked before the first forward; a bad one is one `jitlab: error:` line and exit code 2.
+Under `torchrun --nproc_per_node N -m jitlab.commands.cli sample ...` the processes share the images (the result is
+a one-process run's). Every input is checked before the first forward.
 """
 
 from __future__ import annotations
@@ -17,8 +15,8 @@ import torch
 
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
 from jitlab.errors import ConfigError
-from jitlab.score.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info, join_processes,
-                             labels_for, process_device, read_jitlab_checkpoint, report_error)
+from jitlab.score.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info,
+                                   join_processes, labels_for, process_device, read_jitlab_checkpoint, report_error)
 from jitlab.core.images import class_rows, image_grid, save_png, write_npz
 from jitlab.core.settings import SamplerSettings, SampleSettings
 
@@ -40,17 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def sample_settings(args: argparse.Namespace) -> SampleSettings:
-    """The settings the flags give (the settings' defaults for the others); errors name the flag."""
+def check_args(args: argparse.Namespace) -> SampleSettings:
+    """Everything that needs no checkpoint: the settings (a bad one names its flag), outputs, device."""
     try:
-        return SampleSettings(**given(args, SAMPLE_FIELDS), sampling=SamplerSettings(**given(args, SAMPLER_FIELDS)))
+        settings = SampleSettings(**given(args, SAMPLE_FIELDS), sampling=SamplerSettings(**given(args, SAMPLER_FIELDS)))
     except ConfigError as error:
         raise as_flag(error, FLAGS) from None
-
-
-def check_args(args: argparse.Namespace) -> SampleSettings:
-    """Everything that needs no checkpoint: the settings, outputs, device."""
-    settings = sample_settings(args)
     if args.nrow is not None and args.nrow < 1:
         raise ConfigError("--nrow", f"must be >= 1, got {args.nrow}")
     check_shard_size(args.shard_size)
@@ -73,11 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = check_args(args)
         ckpt = read_jitlab_checkpoint(args.ckpt)
         check_ema(ckpt, [settings.ema], args.ckpt)
-    except ConfigError as error:
-        return report_error(error)
-    join_processes(args.device, world)
-    module = load_module(args.ckpt, ema=settings.ema, device=args.device, ckpt=ckpt)
-    try:
+        join_processes(args.device, world)
+        module = load_module(args.ckpt, ema=settings.ema, device=args.device, ckpt=ckpt)
         check_classes(settings.classes, module.null_class)
     except ConfigError as error:
         return report_error(error)

@@ -1,22 +1,19 @@
-"""The flags of `jitlab sample` and `jitlab eval`, made from the typed settings (``jitlab.core.settings``): one flag per
-settings field, its type from the field's annotation, its default the field's, its help the class docstring's
-``Args:`` line; nothing is repeated here.
-
-A flag not given is left out of the parsed arguments (``argparse.SUPPRESS``), so the settings object supplies
-the default (``--help`` shows it) and checks the value; a bad value's ``ConfigError`` names the field, and
-``as_flag`` renames it to the flag a user typed.
+"""The flags of `jitlab sample` and `jitlab eval`, one per field of the typed settings (``jitlab.core.settings``):
+its type from the annotation, its help from the class docstring's ``Args:`` line. A flag not given is left out
+(``argparse.SUPPRESS``), so the settings supply the default and check the value; ``as_flag`` names a bad one's flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import re
 import types
 from dataclasses import MISSING, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Collection, Iterable, Union, get_args, get_origin, get_type_hints
+
+import docstring_parser
 
 from jitlab.errors import ConfigError
 from jitlab.core.settings import message_of
@@ -54,15 +51,8 @@ def _parsing(kind: Any) -> dict[str, Any]:
 
 def field_docs(settings: type) -> dict[str, str]:
     """Field -> its description in the class docstring's ``Args:`` section (continuation lines joined)."""
-    docs: dict[str, str] = {}
-    name = None
-    for line in (inspect.getdoc(settings) or "").partition("Args:")[2].splitlines():
-        match = re.match(r"^ {4}(\w+): (.*)$", line)
-        if match:
-            name, docs[match[1]] = match[1], match[2]
-        elif name and line.startswith(" " * 8):
-            docs[name] += " " + line.strip()
-    return docs
+    parsed = docstring_parser.parse(inspect.getdoc(settings) or "", docstring_parser.DocstringStyle.GOOGLE)
+    return {param.arg_name: " ".join((param.description or "").split()) for param in parsed.params}
 
 
 def add_shard_flags(p: argparse.ArgumentParser) -> None:

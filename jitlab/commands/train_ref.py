@@ -1,9 +1,7 @@
 """`jitlab train-ref`: rebuild a reference classifier (FD-ref features) and compare it with the shipped one.
 
-A shipped classifier (``jitlab.score.metrics.shipped``) is what FD-ref reads on every machine; this verb trains it
-again from its config and says whether the rebuilt weights' digest matches the shipped digest. Training on
-another CPU (other vector units, other torch) may give other weights: FD-ref keeps reading the shipped ones.
-A config that is not shipped is trained once and cached (what FD-ref then reads on this machine only).
+FD-ref reads the shipped weights (``jitlab.score.metrics.shipped``) on every machine, even where a rebuild differs
+(another CPU or torch); a config that is not shipped is trained once and cached (read on this machine only).
 """
 
 from __future__ import annotations
@@ -15,17 +13,17 @@ from pathlib import Path
 
 from jitlab.score.metrics import shipped
 from jitlab.score.metrics.refnet import (RefNetConfig, cache_path, default_cache_dir, load_refnet, save_refnet,
-                                   train_refnet, weights_digest)
+                                         train_refnet, weights_digest)
+
+CONFIG_FIELDS = ("kind", "resolution", "train_size", "epochs", "seed")  # the flags that make a RefNetConfig
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = RefNetConfig()
     p = argparse.ArgumentParser(prog="jitlab train-ref", description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=["shapes", "photos"], default=defaults.kind)
-    p.add_argument("--resolution", type=int, default=defaults.resolution)
-    p.add_argument("--train_size", type=int, default=defaults.train_size)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    for name in CONFIG_FIELDS[1:]:
+        p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
     p.add_argument("--cache_dir", type=Path, default=None, help=f"default {default_cache_dir()}")
     p.add_argument("--force", action="store_true", help="a config that is not shipped: retrain even if cached")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default 1; 0: torch's)")
@@ -40,8 +38,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    config = RefNetConfig(kind=args.kind, resolution=args.resolution, train_size=args.train_size,
-                          epochs=args.epochs, seed=args.seed)
+    config = RefNetConfig(**{name: getattr(args, name) for name in CONFIG_FIELDS})
     name = f"{config.kind}-{config.resolution}"
     entry = shipped.find(config.kind, config.resolution, config.key())
     threads = args.threads or None

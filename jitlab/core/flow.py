@@ -21,28 +21,27 @@ import torch
 from torch import Tensor
 
 from jitlab.errors import ConfigError
-from jitlab.core.precond import EDMTarget, LambdaTarget, Target
+from jitlab.core.precond import EDMTarget, LambdaTarget, Target, bcast
 
 
-class Space(str, Enum):
+class ValueEnum(str, Enum):
+    """A string enum that prints as its value (flags, records and messages show `x`, not `Space.x`)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Space(ValueEnum):
     """A prediction or loss space of Table 1."""
 
     x = "x"
     eps = "eps"
     v = "v"
 
-    def __str__(self) -> str:
-        return self.value
-
-
-def _bcast(t: Tensor, like: Tensor) -> Tensor:
-    """(N,) -> (N, 1, ..., 1) so that ``t`` broadcasts against a batch shaped like ``like``."""
-    return t.reshape(t.shape[0], *([1] * (like.ndim - 1)))
-
 
 def noisy_sample(x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
     """``z_t = t * x + (1 - t) * eps``; x, eps: (N, ...), t: (N,)."""
-    t = _bcast(t, x)  # (N, 1, ...)
+    t = bcast(t, x)  # (N, 1, ...)
     return t * x + (1 - t) * eps  # (N, ...)
 
 
@@ -55,7 +54,7 @@ def convert(out: Tensor, src: Space, dst: Space, z: Tensor, t: Tensor, t_eps: fl
     """
     if src == dst:
         return out
-    t = _bcast(t, z)  # (N, 1, ...)
+    t = bcast(t, z)  # (N, 1, ...)
     one_minus_t = (1 - t).clamp_min(t_eps)  # (N, 1, ...)
     t_safe = t.clamp_min(t_eps)  # (N, 1, ...)
     if dst == Space.x:
@@ -148,7 +147,6 @@ class FlowConfig:
             if not 0 < value < 1:
                 raise ConfigError(f"flow.{name}", f"must lie in (0, 1), got {value}")
 
-
     def _check_precond(self) -> None:
         if self.precond not in PRECONDS:
             raise ConfigError("flow.precond", f"unknown choice {self.precond!r}; valid: {', '.join(PRECONDS)}")
@@ -231,7 +229,7 @@ class Flow:
         """What the network is fed: ``z`` itself, or EDM's ``c_in x_noisy = z / R`` under ``precond: edm``: (N, ...)."""
         if not isinstance(self.precond, EDMTarget):
             return z
-        return z * self.precond.input_scale(t).reshape(-1, *([1] * (z.ndim - 1))).to(z.dtype)  # (N, ...)
+        return z * bcast(self.precond.input_scale(t), z).to(z.dtype)  # (N, ...)
 
     def velocity(self, out: Tensor, z: Tensor, t: Tensor) -> Tensor:
         """Convert a network output to ``v`` for the ODE ``dz/dt = v`` (sampling guard ``sample_t_eps``)."""

@@ -29,9 +29,7 @@ def save_png(grid: Tensor, path: Path) -> None:
 
 def class_rows(labels: Tensor | None, n: int) -> Tensor:
     """The order (stable sort by label) that makes each grid row show one class; identity without labels."""
-    if labels is None:
-        return torch.arange(n)
-    return torch.sort(labels, stable=True).indices
+    return torch.arange(n) if labels is None else torch.sort(labels, stable=True).indices
 
 
 def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None, meta: dict) -> None:

@@ -21,8 +21,8 @@ and ``v_p = x_p - eps_p``. The two families below write that solution in a form 
   ``R = sqrt(s^2 (1 - t)^2 + sd^2 t^2) = t sqrt(sigma^2 + sd^2)`` (the std of z when x has std sd):
   ``x_p = D = (sd^2 t / R^2) z + (s sd (1 - t) / R) F``, ``eps_p = (s^2 (1 - t) / R^2) z - (s sd t / R) F``, and the
   network's target ``F = (x - c_skip x_noisy) / c_out = (s (1 - t) / (sd R)) x - (sd t / (s R)) eps`` (unit variance
-  when x has std sd). ``det = -R / (s sd)`` never vanishes. EDM's input scaling ``c_in x_noisy = z / R`` is ``input_scale``,
-  applied by ``Flow.net_input`` in training and sampling; the time condition stays the flow's ``t`` (not EDM's
+  when x has std sd). ``det = -R / (s sd)`` never vanishes. EDM's input scaling ``c_in x_noisy = z / R`` is
+  ``input_scale``, applied by ``Flow.net_input``; the time condition stays the flow's ``t`` (not EDM's
   ``c_noise = ln(sigma) / 4``: the backbone's time embedding is part of what is held fixed).
 """
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 
-def _bcast(t: Tensor, like: Tensor) -> Tensor:
-    """(N,) -> (N, 1, ..., 1) to broadcast against a batch shaped like ``like``."""
+def bcast(t: Tensor, like: Tensor) -> Tensor:
+    """(N,) -> (N, 1, ..., 1) so that ``t`` broadcasts against a batch shaped like ``like``."""
     return t.reshape(t.shape[0], *([1] * (like.ndim - 1)))
 
 
@@ -59,12 +59,8 @@ class LambdaTarget:
         return x - self.lam * eps  # (N, ...)
 
     def spaces(self, out: Tensor, z: Tensor, t: Tensor, t_eps: float) -> tuple[Tensor, Tensor, Tensor]:
-        """``(x_p, eps_p, v_p)`` of an output; the divisor ``1 - t + lambda t`` is clamped from below by ``t_eps``.
-
-        ``v_p = (out - (1 - lambda) z) / (1 - t + lambda t)`` (= x_p - eps_p): at lambda 0 and 1 every cell, clamp
-        included, is Table 1's x- and v-column.
-        """
-        t = _bcast(t, z)  # (N, 1, ...)
+        """``(x_p, eps_p, v_p)`` of an output; the divisor ``1 - t + lambda t`` is clamped from below by ``t_eps``."""
+        t = bcast(t, z)  # (N, 1, ...)
         divisor = (1 - t + self.lam * t).clamp_min(t_eps)  # (N, 1, ...)
         eps_p = (z - t * out) / divisor  # (N, ...)
         v_p = (out - (1 - self.lam) * z) / divisor  # (N, ...)
@@ -84,14 +80,14 @@ class EDMTarget:
 
     def truth(self, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         s, sd = self.noise_scale, self.sigma_data
-        t = _bcast(t, x)  # (N, 1, ...)
+        t = bcast(t, x)  # (N, 1, ...)
         r = self._r(t)
         return (s * (1 - t) / (sd * r)) * x - (sd * t / (s * r)) * eps  # (N, ...)
 
     def spaces(self, out: Tensor, z: Tensor, t: Tensor, t_eps: float) -> tuple[Tensor, Tensor, Tensor]:
         """``(x_p, eps_p, v_p)``; no clamp is needed (``R >= min(s, sd) / sqrt(2)``), ``t_eps`` is unused."""
         s, sd = self.noise_scale, self.sigma_data
-        t = _bcast(t, z)  # (N, 1, ...)
+        t = bcast(t, z)  # (N, 1, ...)
         r = self._r(t)
         x_p = (sd ** 2 * t / r ** 2) * z + (s * sd * (1 - t) / r) * out  # (N, ...)
         eps_p = (s ** 2 * (1 - t) / r ** 2) * z - (s * sd * t / r) * out  # (N, ...)

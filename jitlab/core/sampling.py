@@ -1,60 +1,46 @@
 """Sampling (paper.md, Algorithm 2): pure ODE integrators over a velocity function, and CFG.
 
-``dz/dt = v(z, t)`` from ``t = 0`` (``z = noise_scale * randn``) to ``t = 1`` on
-``linspace(0, 1, steps + 1)``. Heun's last step is plain Euler, as in the release.
-
-The last step and the noise it leaves (``final_step``). For x-prediction ``v = (x_p - z) / max(1 - t,
-sample_t_eps)``: once ``1 - t < sample_t_eps`` the clamp shrinks ``v`` and the path no longer reaches ``x_p``.
-With a perfect denoiser of one fixed target (``x_p = x`` at every t) and ``sample_t_eps = 0.05``, Heun ends at
-``z_1 = a x + (1 - a) eps`` with ``a`` = 1 at 13 steps (no grid time above 0.95), about 0.991 at 25 steps
-(0.9% of the noise left) and about 0.983 at 50 steps (1.7%); the residual grows with ``noise_scale``.
-``FinalStep.euler`` keeps this (the release); ``FinalStep.x`` makes the last step land on the network's
-(guided) x-prediction at the last t, so a perfect denoiser ends exactly at ``x``.
+``dz/dt = v(z, t)`` from ``t = 0`` (``z = noise_scale * randn``) to ``t = 1`` on ``linspace(0, 1, steps + 1)``;
+Heun's last step is plain Euler, as in the release. For x-prediction ``v = (x_p - z) / max(1 - t, sample_t_eps)``:
+once ``1 - t < sample_t_eps`` the clamp shrinks ``v``, so even a perfect denoiser (``sample_t_eps = 0.05``) ends at
+``a x + (1 - a) eps`` with ``a`` = 1 at 13 steps, about 0.991 at 25 and 0.983 at 50 (more with ``noise_scale``).
+``FinalStep.euler`` keeps this (the release); ``FinalStep.x`` lands the last step on the (guided) x-prediction.
 """
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from jitlab.core.flow import Flow, Space, shift_rate, shift_time
+from jitlab.core.flow import Flow, Space, ValueEnum, shift_rate, shift_time
+from jitlab.core.precond import bcast
 
 # f(z (N, ...), t (N,), t_grid ()) -> (N, ...): t is what the network sees; t_grid the same grid time as the
 # release's float32 linspace holds it, on which the CFG interval is decided
 StepFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
-class Sampler(str, Enum):
+class Sampler(ValueEnum):
     euler = "euler"
     heun = "heun"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class FinalStep(str, Enum):
+class FinalStep(ValueEnum):
     """The last step, from ``t_{n-1}`` to 1: ``euler`` (the release; the sample_t_eps clamp leaves noise) or
     ``x`` (land on the x-prediction at ``t_{n-1}``: exact for a perfect denoiser)."""
 
     euler = "euler"
     x = "x"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Precision(str, Enum):
+class Precision(ValueEnum):
     """The precision of the network's forward while sampling: ``fp32``, or ``bf16`` autocast (the release on GPU)."""
 
     fp32 = "fp32"
     bf16 = "bf16"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def nfe(method: Sampler, steps: int) -> int:
@@ -63,10 +49,8 @@ def nfe(method: Sampler, steps: int) -> int:
 
 
 def cfg_mask(t: Tensor, cfg_interval: tuple[float, float]) -> Tensor:
-    """Where the release guides: ``(t < high) & ((low == 0) | (t > low))``, compared in t's dtype (float32).
-
-    An interval starting at 0 includes t = 0 (the first step); otherwise both ends are open.
-    """
+    """Where the release guides: ``(t < high) & ((low == 0) | (t > low))``, compared in t's dtype (float32): an
+    interval starting at 0 includes t = 0 (the first step); otherwise both ends are open."""
     low, high = cfg_interval
     return (t < high) & ((low == 0) | (t > low))
 
@@ -74,11 +58,8 @@ def cfg_mask(t: Tensor, cfg_interval: tuple[float, float]) -> Tensor:
 @torch.no_grad()
 def integrate(velocity: StepFn, z: Tensor, steps: int, method: Sampler = Sampler.heun,
               final_step: FinalStep = FinalStep.euler, denoise: StepFn | None = None) -> Tensor:
-    """Integrate from t = 0 to 1; z: (N, ...) initial noise. Returns (N, ...).
-
-    ``velocity`` gives v, ``denoise`` the x-prediction (needed for ``final_step=x``). The network's times come
-    from a float64 grid (cast to float32); the CFG decision uses the release's float32 ``linspace``.
-    """
+    """Integrate from t = 0 to 1; z: (N, ...) initial noise; ``denoise`` gives the x-prediction for ``final_step=x``.
+    The network's times come from a float64 grid (cast to float32); the CFG decision uses the release's float32 one."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     method, final_step = Sampler(method), FinalStep(final_step)
@@ -106,13 +87,10 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tenso
            cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.0, 1.0), space: Space = Space.v) -> StepFn:
     """The prediction of ``net`` in ``space`` (``v`` for the ODE, ``x`` for the final step) with CFG.
 
-    Where ``cfg_mask`` holds and ``cfg_scale != 1`` the conditional and unconditional branches run as one
-    batched forward: ``p = p_u + w (p_c - p_u)`` on the full prediction (every channel). Elsewhere only the
-    conditional branch runs (the release's ``w = 1`` there, without the unconditional forward).
-
-    RAE's time shift (``flow.config.time_shift`` = alpha != 1): the integrator's uniform grid ``s`` becomes the clock
-    of ``t = shift_time(s)``: the network is asked at the shifted grid times, the CFG interval is decided there, and
-    ``v`` is returned as ``dz/ds = v dt/ds`` (the same ODE; at alpha = 1 nothing changes).
+    Where ``cfg_mask`` holds and ``cfg_scale != 1`` both branches run as one batched forward, ``p = p_u + w (p_c -
+    p_u)`` on every channel; elsewhere only the conditional one (the release's ``w = 1``). RAE's time shift (alpha =
+    ``flow.config.time_shift``): the network and the CFG interval see ``t = shift_time(s)`` of the integrator's grid
+    ``s``, and ``v`` is returned as ``dz/ds = v dt/ds`` (the same ODE).
     """
     space = Space(space)
     alpha = flow.config.time_shift
@@ -136,7 +114,7 @@ def guided(net: Callable[[Tensor, Tensor, Tensor], Tensor], flow: Flow, y: Tenso
         p = at(z, shift_time(s, alpha), shift_time(s_grid, alpha))  # (N, ...)
         if space != Space.v:
             return p
-        return p * shift_rate(s, alpha).reshape(-1, *([1] * (p.ndim - 1))).to(p.dtype)  # (N, ...): dz/ds
+        return p * bcast(shift_rate(s, alpha), p).to(p.dtype)  # (N, ...): dz/ds
 
     return predict
 

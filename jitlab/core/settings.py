@@ -1,15 +1,9 @@
 """The typed settings of sampling and evaluation: one source for `jitlab sample`, `jitlab eval`, the periodic
-evaluation, the sample grids and the grid runner.
+evaluation, the sample grids and the grid runner (``jitlab.commands.settings_flags`` makes the flags from them).
 
-- ``SamplerSettings``: everything that decides a generated image besides the weights (one sweep point).
-- ``PreviewSettings``: the same, with the few steps of the images made during training.
-- ``ScoreSettings``: how generated images are scored (count, feature space, reference statistics).
-- ``SampleSettings`` / ``EvalSettings``: what `jitlab sample` and `jitlab eval` take; ``EvalSettings`` sweeps
-  EMA x CFG scale x CFG interval. Its flat dict (``to_dict``/``from_dict``: the keys are the flags' names and
-  a grid file's ``eval:`` keys) is the JSON file a grid hands to the `jitlab eval` subprocess (``--settings``).
-
-Every value is checked at construction: a bad one raises one ``ConfigError`` naming the field and what is valid.
-Only core modules are imported here, so every layer above may hold these settings.
+``EvalSettings`` sweeps EMA x CFG scale x CFG interval; its flat dict (``to_dict``/``from_dict``, keyed by the flags'
+names) is the JSON file a grid hands to the `jitlab eval` subprocess (``--settings``). Every value is checked at
+construction: a bad one raises a ``ConfigError`` naming the field and what is valid.
 """
 
 from __future__ import annotations
@@ -22,20 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from jitlab.errors import ConfigError
+from jitlab.core.flow import ValueEnum
 from jitlab.core.sampling import FinalStep, Precision, Sampler, nfe
 
 
-class Features(str, Enum):
-    """The feature space of a Frechet distance: refnet (FD-ref, embedded data) or inception (FID)."""
+class Features(ValueEnum):
+    """The feature space of a Frechet distance: refnet (FD-ref, embedded data) or inception (FID); or spiral:
+    Figure 2's toy, its Chamfer distance and off-plane residual (jitlab.score.metrics.spiral)."""
 
     refnet = "refnet"
     inception = "inception"
+    spiral = "spiral"
 
-    def __str__(self) -> str:
-        return self.value
-
-
-# -- checks of one value --------------------------------------------------------------------------------------
 
 def _choice(name: str, enum: type[Enum], value: Any) -> Enum:
     try:
@@ -52,17 +44,13 @@ def _whole(name: str, value: Any, minimum: int, what: str = "") -> int:
     return int(value)
 
 
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(name, f"must be a number, got {value!r}")
-    return float(value)
-
-
 MAX_CFG_SCALE = 100.0  # the paper sweeps 1-3; far above, the guided velocity overflows: saturated, non-finite images
 
 
 def cfg_scale_of(name: str, value: Any) -> float:
-    scale = _number(name, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(name, f"must be a number, got {value!r}")
+    scale = float(value)
     if not (math.isfinite(scale) and scale >= 0):
         raise ConfigError(name, f"a CFG scale is a number >= 0 (1 = no guidance, 0 = unconditional), got {scale:g}")
     if scale > MAX_CFG_SCALE:  # such images are grey or NaN and could be scored "best" among bad points
@@ -107,8 +95,6 @@ def _set(obj: Any, **values: Any) -> None:
     for name, value in values.items():  # frozen dataclasses: the checked, typed values replace the given ones
         object.__setattr__(obj, name, value)
 
-
-# -- one sweep point ------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -161,8 +147,6 @@ class PreviewSettings(SamplerSettings):
     steps: int = 25
 
 
-# -- scoring ----------------------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class ScoreSettings:
     """How generated images are scored.
@@ -189,9 +173,6 @@ class ScoreSettings:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        self._check_score()
-
-    def _check_score(self) -> None:
         if not isinstance(self.inception_score, bool):
             raise ConfigError("inception_score", f"must be true or false, got {self.inception_score!r}")
         _set(self, num_images=_whole("num_images", self.num_images, 2, " (a Frechet distance needs two images)"),
@@ -212,7 +193,7 @@ class PeriodicSettings(ScoreSettings, PreviewSettings):
 
     def __post_init__(self) -> None:
         SamplerSettings.__post_init__(self)
-        self._check_score()
+        ScoreSettings.__post_init__(self)
 
     def sampling(self) -> SamplerSettings:
         return SamplerSettings(**{f.name: getattr(self, f.name) for f in fields(SamplerSettings)})
@@ -221,10 +202,7 @@ class PeriodicSettings(ScoreSettings, PreviewSettings):
         return ScoreSettings(**{f.name: getattr(self, f.name) for f in fields(ScoreSettings)})
 
 
-# -- the verbs' settings ----------------------------------------------------------------------------------------
-
-# the sweep's names for the sampler fields it varies (the flags `--cfg` and `--cfg_interval` of `jitlab eval`)
-_SWEPT = {"cfg_scale": "cfg", "cfg_interval": "cfg_interval"}
+_SWEPT = {"cfg_scale", "cfg_interval"}  # the sampler fields the sweep varies (`jitlab eval --cfg`, `--cfg_interval`)
 
 
 def _sequence(value: Any) -> list:
@@ -270,11 +248,8 @@ class EvalSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """Flat and JSON-ready: the keys are `jitlab eval`'s flags (and a grid file's ``eval:`` keys)."""
-        flat: dict[str, Any] = {}
-        for part in (self.score, self.sampling):
-            for f in fields(part):
-                if f.name not in _SWEPT:
-                    flat[f.name] = _plain(getattr(part, f.name))
+        flat = {f.name: _plain(getattr(part, f.name)) for part in (self.score, self.sampling) for f in fields(part)
+                if f.name not in _SWEPT}
         return {**flat, "ema": list(self.ema), "cfg": list(self.cfg),
                 "cfg_interval": [list(i) for i in self.cfg_interval], "device": self.device}
 
@@ -283,7 +258,7 @@ class EvalSettings:
         """From the flat keys (unknown ones refused); a bad value's error names ``where`` (a file) and the key."""
         prefix = f"{where}: " if where else ""
         score_keys = {f.name for f in fields(ScoreSettings)}
-        sampler_keys = {f.name for f in fields(SamplerSettings)} - set(_SWEPT)
+        sampler_keys = {f.name for f in fields(SamplerSettings)} - _SWEPT
         own = {"ema", "cfg", "cfg_interval", "device"}
         unknown = sorted(set(flat) - score_keys - sampler_keys - own)
         if unknown:

@@ -1,1 +1,1 @@
-"""Layer experiments: grids of runs, their reports, the Figure 2 toy and the benchmarks."""
+"""Layer experiments: grids of runs (the Figure 2 toy is one), their reports and the benchmarks."""

@@ -1,14 +1,10 @@
 """The run-directory format: what a finished grid cell leaves on disk, and how it is read back.
 
-The experiments layer's one shared format: the grid (``jitlab.experiments.grid``) writes run directories, the
-reports (``jitlab.experiments.report``) read them, and both import this module instead of each other. One
+The grid writes run directories, the reports read them; both import this module instead of each other. One
 directory per cell, ``RUNS/NAME/SCALE/CELL``::
 
     result.json           the cell's outcome: status (done | failed | diverged), the best point's rows
     metrics.json          every point `jitlab eval` measured and the one it named best (lowest Frechet distance)
-
-A cell that reused another grid's identical run records ``reused_from``: its checkpoint is in that
-directory. Durations in progress lines and reports are printed by ``clock``.
 """
 
 from __future__ import annotations
@@ -31,12 +27,8 @@ def cell_dir(runs: Path, cell: Cell) -> Path:
 
 
 def is_finished(result: dict[str, Any] | None, cell: Cell) -> bool:
-    """The one test of "this cell needs no more work", used by the runner, SLURM and the preflight.
-
-    Its result is done or diverged, of this cell's settings (``config_hash``: a finished run of other settings
-    is not this cell's result), and a done cell was scored at the step its training ends at (``max_steps``):
-    a result scored on the checkpoint of an interruption is not done.
-    """
+    """The one test of "this cell needs no more work" (runner, SLURM, preflight): its result is done or diverged,
+    of this cell's ``config_hash``, and a done one was scored at the step its training ends at (``max_steps``)."""
     if result is None or result.get("status") not in FINISHED or result.get("config_hash") != cell.config_hash:
         return False
     return not short_of_target(result, cell.config)
@@ -59,16 +51,13 @@ def short_of_target(result: dict[str, Any], config: dict[str, Any]) -> bool:
 
 
 def read_result(directory: Path) -> dict[str, Any] | None:
-    """result.json of a cell directory; None when absent or unreadable (a cell still running has none; a
-    hand-edited file that is no JSON object is not trusted)."""
+    """result.json of a cell directory; None when absent, unreadable or not a JSON object."""
     try:
         payload = json.loads((Path(directory) / "result.json").read_text())
     except (OSError, ValueError):
         return None
     return payload if isinstance(payload, dict) else None
 
-
-# -- the rows of an evaluation ------------------------------------------------------------------
 
 def best_point(path: Path) -> dict[str, Any] | None:
     """The row `jitlab eval` named best in a metrics.json (metric, value, reference statistics, ...), or None."""
@@ -79,26 +68,19 @@ def best_rows(path: Path) -> list[dict[str, Any]]:
     """Every row of a metrics.json's best point: its Frechet distance and any other metric measured with it."""
     payload = json.loads(Path(path).read_text())
     best = payload.get("best")
-    if best is None:
-        return []
-    return [r for r in payload["rows"] if Point.of(r) == Point.of(best)]
+    return [] if best is None else [r for r in payload["rows"] if Point.of(r) == Point.of(best)]
 
 
 def primary_index(rows: list[dict]) -> int:
     """The row of a point a cell is judged by: its (first) Frechet distance, else its first row."""
-    for i, row in enumerate(rows):
-        if is_frechet(row.get("metric")):
-            return i
-    return 0
+    return next((i for i, row in enumerate(rows) if is_frechet(row.get("metric"))), 0)
 
 
 def stats_name(row: dict) -> str | None:
-    """The name of the reference statistics a metric row was scored against: it carries the classifier's key and
-    weights digest, so it identifies them wherever the cache folder is (None when the row names none)."""
+    """The file name of the reference statistics a row was scored against (it carries the classifier's key and
+    weights digest, so it identifies them wherever the cache is), or None."""
     return Path(row["reference"]).name if row.get("reference") else None
 
-
-# -- durations ------------------------------------------------------------------------------------
 
 def clock(seconds: float) -> str:
     """A duration as ``12m05s``, or ``3h07m`` from an hour on (rounded to the second)."""

@@ -139,8 +139,9 @@ def merge_rows(path: Path, rows: list[dict]) -> list[dict]:
 
 
 def best_row(rows: list[dict]) -> dict | None:
-    """The lowest Frechet distance among the rows of the newest row's Frechet metric (same name, same count)."""
-    frechet = [r for r in rows if is_frechet(r["metric"])]
+    """The lowest Frechet distance among the rows of the newest row's Frechet metric (same name, same count);
+    without a Frechet distance (``features: spiral``) the lowest of the first row's metric."""
+    frechet = [r for r in rows if is_frechet(r["metric"])] or [r for r in rows if r["metric"] == rows[0]["metric"]]
     if not frechet:
         return None
     same = [r for r in frechet if r["metric"] == frechet[-1]["metric"]]
@@ -154,7 +155,8 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def score_samples(module, indices: list[int], settings: SamplerSettings, extractor, ref, batch_size: int,
-                  inception_score: bool = False, progress: bool = False, shards: ShardStore | None = None) -> list[dict]:
+                  inception_score: bool = False, progress: bool = False,
+                  shards: ShardStore | None = None) -> list[dict]:
     """Generate this process's slice of images (or load it from ``shards``), score them (synced over processes)
     and record the settings."""
     from jitlab.score.metrics.scores import SampleScores
@@ -188,6 +190,8 @@ def evaluate(ckpt_path: str | Path, settings: EvalSettings, on_point: Callable[[
     from jitlab.train.checkpoint import load_module
     from jitlab.score.metrics.scores import metric_name
 
+    if str(settings.score.features) == "spiral":
+        return evaluate_spiral(ckpt_path, settings, on_point, done)
     rank, world = dist_info()
     device = settings.device or "cpu"
     score = settings.score
@@ -235,4 +239,40 @@ def evaluate(ckpt_path: str | Path, settings: EvalSettings, on_point: Callable[[
             elapsed = time.time() - started
             print(f"jitlab eval: {where}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in results)
                   + f"  [{elapsed:.0f}s, at most ~{elapsed / count * (len(points) - number):.0f}s left]", flush=True)
+    return rows
+
+
+def evaluate_spiral(ckpt_path: str | Path, settings: EvalSettings, on_point: Callable[[list[dict]], None] | None = None,
+                    done: list[dict] | None = None) -> list[dict]:
+    """Figure 2's scoring (``features: spiral``): per point, ``num_images`` generated vectors against fresh true
+    spiral points after ``P^T`` (``Chamfer-N``) and their mean distance from the plane (``residual-N``). The
+    Chamfer row keeps the points on the plane for the report's scatter panels."""
+    from jitlab.core.data.toy import SpiralDataModule
+    from jitlab.score.metrics.spiral import spiral_scores
+    from jitlab.train.checkpoint import load_module
+
+    ckpt = read_jitlab_checkpoint(ckpt_path)
+    decays = check_ema(ckpt, settings.ema, ckpt_path)
+    hparams = ckpt.get("datamodule_hyper_parameters") or {}
+    data = SpiralDataModule(**{k: v for k, v in hparams.items() if not k.startswith("_")})  # not _class_path
+    n = settings.score.num_images
+    finished = {same_measurement(r) for r in done or []}
+    rows: list[dict] = []
+    for ema, sampling in settings.points():
+        module = load_module(ckpt_path, ema=ema, device=settings.device or "cpu", ckpt=ckpt)
+        common = {"ema": "none" if ema is None else decays[ema], **sampling.record(), "n_samples": n,
+                  "step": module.checkpoint_step, "checkpoint": str(ckpt_path), "score_resolution": None,
+                  "feature_space": "spiral", "reference": None}
+        if same_measurement({"metric": f"Chamfer-{n}", **common}) in finished:
+            continue
+        x = module.generate(range(n), None, **sampling.generate_kwargs())  # (n, D)
+        values, plane = spiral_scores(x, data)  # plane: (n, 2)
+        point = [{"metric": f"Chamfer-{n}", "value": values["chamfer"], **common,
+                  "points": [[round(a, 4), round(b, 4)] for a, b in plane.tolist()]},
+                 {"metric": f"residual-{n}", "value": values["residual"], **common}]
+        rows += point
+        if on_point is not None:
+            on_point(point)
+        print(f"jitlab eval: ema {common['ema']}: " + ", ".join(f"{r['metric']} {r['value']:.4g}" for r in point),
+              flush=True)
     return rows

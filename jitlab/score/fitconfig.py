@@ -1,11 +1,8 @@
 """The configuration of `jitlab fit`: the LightningCLI with jitlab's callbacks, defaults and checks.
 
-`jitlab fit` with no arguments trains the built-in default, the mini preset (a small JiT on the embedded
-shapes, CPU, offline, a few minutes). Its one source is ``jitlab/mini.yaml``, read as package data so an
-installed jitlab trains it from any directory; ``experiments/mini.yaml`` is a link to the same file.
-
-The fit verb, `jitlab grid run --dry_run` (``check_fit_config``) and `jitlab bench` (``instantiate_fit``)
-build the configuration here, so they parse it exactly alike.
+With no arguments `jitlab fit` trains the mini preset, ``jitlab/mini.yaml`` (read as package data, so an installed
+jitlab trains it from any directory; ``experiments/mini.yaml`` links to it). The fit verb, `jitlab grid run
+--dry_run` (``check_fit_config``) and `jitlab bench` (``instantiate_fit``) parse the configuration alike, here.
 """
 
 from __future__ import annotations
@@ -26,12 +23,6 @@ import yaml
 from jitlab.classpath import import_path
 from jitlab.errors import ConfigError
 
-# settings of the command rather than of the preset (not in mini.yaml; a --config file may still set them)
-COMMAND_DEFAULTS: dict[str, Any] = {
-    "timer.interval": "step",  # Lightning's default is an enum member, which the saved config.yaml can't hold
-}
-
-
 @lru_cache(maxsize=1)
 def builtin_defaults() -> dict[str, Any]:
     """``jitlab/mini.yaml`` as flat parser defaults: ``{"trainer.max_steps": 1000, "model.net": {...}, ...}``.
@@ -49,7 +40,9 @@ def builtin_defaults() -> dict[str, Any]:
             flat[prefix] = value
 
     walk("", preset)
-    return {**flat, **COMMAND_DEFAULTS}
+    # a setting of the command rather than of the preset: Lightning's default is an enum member, which the saved
+    # config.yaml can't hold
+    return {**flat, "timer.interval": "step"}
 
 
 def lightning_cli() -> tuple[type, type]:
@@ -58,6 +51,7 @@ def lightning_cli() -> tuple[type, type]:
     from lightning.pytorch.callbacks import Timer
     from lightning.pytorch.cli import LightningCLI
 
+    import jitlab.core.data  # noqa: F401  (registers the data modules as subclasses for short names)
     from jitlab.train.callbacks import SampleGrid
     from jitlab.train.checkpoint import RunCheckpoint
     from jitlab.train.ema import MultiEMA
@@ -119,8 +113,8 @@ def lightning_cli() -> tuple[type, type]:
 
 
 def plan_memory(config: Any) -> None:
-    """Fit the GPUs: apply ``jitlab.train.fitplan``'s plan (given ``gpu_memory`` or on a GPU) to the config, which the
-    run's config.yaml then records; print it in one line. A config predicted not to fit is refused here."""
+    """Apply ``jitlab.train.fitplan``'s plan (given ``gpu_memory`` or on a GPU) to the config (its config.yaml
+    records it) and print it in one line; a config predicted not to fit is refused here."""
     from jsonargparse import dict_to_namespace
 
     from jitlab.train.fitplan import device_memory_gib, plan_fit
@@ -145,10 +139,7 @@ def plan_memory(config: Any) -> None:
 
 
 def fill_net_from_data(config: Any) -> None:
-    """Give the network what the data decide (image size, classes, channels) unless the config sets it.
-
-    A value set in both places must agree; a disagreement names both fields.
-    """
+    """Give the network what the data decide (image size, classes, channels); a value set in both must agree."""
     data_cls = import_path(config.data.class_path)
     net_defaults: Callable[..., dict] | None = getattr(data_cls, "net_defaults", None)
     if net_defaults is None:
@@ -156,23 +147,16 @@ def fill_net_from_data(config: Any) -> None:
     wanted = net_defaults(**dict(config.data.init_args or {}))
     net_args = config.model.net.init_args
     for key, value in wanted.items():
-        if key not in net_args:
-            continue
-        current = net_args[key]
-        if current is None:
+        if key in net_args and net_args[key] is None:
             net_args[key] = value
-        elif current != value:
+        elif key in net_args and net_args[key] != value:
             raise ConfigError(f"model.net.init_args.{key}",
-                              f"is {current} but the data module ({config.data.class_path}) gives {value}; "
+                              f"is {net_args[key]} but the data module ({config.data.class_path}) gives {value}; "
                               f"leave it unset (null) to follow the data")
 
 
 def instantiate_fit(args: list[str]) -> Any:
-    """The LightningCLI of `jitlab fit ARGS` (no verb) with its model, data and Trainer built, nothing run.
-
-    ``.trainer`` carries the callbacks, logger and precision `fit` would use; `jitlab bench` times it.
-    """
-    import jitlab.core.data  # noqa: F401  (registers the data modules as subclasses for short names)
+    """The LightningCLI of `jitlab fit ARGS` (no verb) with its model, data and Trainer built, nothing run."""
     from jitlab.train.module import JiTModule
 
     cli_cls, data_base = lightning_cli()
@@ -181,12 +165,10 @@ def instantiate_fit(args: list[str]) -> Any:
 
 
 def check_fit_config(args: list[str]) -> dict[str, Any]:
-    """Parse `jitlab fit` arguments exactly as `fit` would, building nothing; returns the resolved config.
+    """The resolved config of `jitlab fit` arguments, parsed exactly as `fit` would, building nothing.
 
-    Types, choices and unknown keys fail here (jsonargparse); values that need the data on disk
-    (e.g. an ImageNet root) are not checked. Used by `jitlab grid run --dry_run`.
+    Types, choices and unknown keys fail here (jsonargparse); values that need the data on disk are not checked.
     """
-    import jitlab.core.data  # noqa: F401
     from jitlab.train.module import JiTModule
 
     cli_cls, data_base = lightning_cli()

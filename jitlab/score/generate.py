@@ -1,12 +1,8 @@
 """Generate images by global index, in batches, on one process or a slice per process; and the checks before it.
 
-Every image's initial noise comes from (seed, global index) and its label from the index too, so
-``N`` images are the same whether one process makes them all or each of ``W`` processes makes the
-indices ``rank, rank + W, ...``.
-
-The checks (``check_*``) are what `jitlab sample` and `jitlab eval` validate before their first forward (the
-settings, ``jitlab.core.settings``, check their own values at construction): each bad value raises one
-``ConfigError`` naming the flag (or file) and what is valid.
+An image's noise and label come from (seed, global index): ``N`` images are the same whether one process makes them
+all or each of ``W`` processes makes ``rank, rank + W, ...``. The checks (``check_*``) are what `jitlab sample` and
+`jitlab eval` validate before their first forward: each bad value raises one ``ConfigError`` naming the flag.
 """
 
 from __future__ import annotations
@@ -40,9 +36,8 @@ def rank_indices(total: int, rank: int, world: int) -> list[int]:
 
 
 def process_device(device: str | None, world: int) -> str:
-    """Where this process runs: ``device`` (None: cuda if available, else cpu); with several processes plain
-    ``cuda`` becomes the process's own GPU on its node (``jitlab.devices.local_device_index``: torchrun's
-    LOCAL_RANK, SLURM's SLURM_LOCALID, or the process group's rank)."""
+    """``device`` (None: cuda if available, else cpu); with several processes plain ``cuda`` becomes the process's
+    own GPU on its node (``jitlab.devices.local_device_index``)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return f"cuda:{local_device_index()}" if device == "cuda" and world > 1 else device
 
@@ -79,8 +74,7 @@ def generate_uint8(module, indices: Sequence[int], labels: Tensor | None, settin
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the defaults in ``--help`` and usage errors as one ``jitlab: error:`` line, exit code 2
-    (the verbs' parser; `jitlab bench` uses it too)."""
+    """The verbs' argparse: defaults in ``--help``, a usage error as one ``jitlab: error:`` line, exit code 2."""
 
     def __init__(self, **kwargs: Any):
         super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
@@ -89,15 +83,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"jitlab: error: {message} (see `{self.prog} --help`)\n")
 
 
-# -- checks before the first forward ----------------------------------------------------------------------------
-
 def check_output(flag: str, path: Path | None) -> None:
     """A result file about to be written: not a directory, inside a directory this process can write in."""
     if path is None:
         return
     path = Path(path).absolute()
     if path.is_dir():
-        raise ConfigError(flag, f"{path} is a directory; give a file name (e.g. {path / _example(flag)})")
+        example = {"--npz": "samples.npz", "--png": "samples.png", "--out": "metrics.json"}.get(flag, "out")
+        raise ConfigError(flag, f"{path} is a directory; give a file name (e.g. {path / example})")
     ancestor = path.parent
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -105,10 +98,6 @@ def check_output(flag: str, path: Path | None) -> None:
         raise ConfigError(flag, f"cannot write {path}: {ancestor} is a file, not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(flag, f"cannot write {path}: no write permission in {ancestor}")
-
-
-def _example(flag: str) -> str:
-    return {"--npz": "samples.npz", "--png": "samples.png", "--out": "metrics.json"}.get(flag, "out")
 
 
 def check_device(device: str) -> torch.device:

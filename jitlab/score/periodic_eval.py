@@ -1,8 +1,7 @@
 """Optional evaluation during `fit`: every N steps, score samples of the first EMA (FD-ref or FID).
 
-Each process generates a disjoint slice of the global indices; the torchmetrics states sync, so
-every process logs the same value. Rows go to ``metrics.json`` in the run directory (atomically),
-with the same fields as `jitlab eval` (the scoring is ``jitlab.score.evaluation``'s).
+Each process generates a slice; the torchmetrics states sync, so every process logs the same value. Rows go to the
+run's ``metrics.json`` with the fields of `jitlab eval` (the scoring is ``jitlab.score.evaluation``'s).
 """
 
 from __future__ import annotations

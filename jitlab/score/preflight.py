@@ -1,15 +1,9 @@
-"""Preflight: before the first training step, check everything a run needs up to its last step.
+"""Preflight: before the first training step, check everything a run needs up to its last step, in seconds.
 
-A paper-scale run trains for days; missing reference statistics, an absent Inception file or a full disk would
-otherwise be found at its end. Checked in seconds from the resolved config (only a meta-device network is built):
-
-- the data: the root and its classes (and the training images, when they decide the run's length);
-- every evaluation the run will do: the reference statistics (present, readable, ``mu`` (F,) and
-  ``sigma`` (F, F), F the feature extractor's width, made at the run's resolution when the file says),
-  the Inception weights file when the metric needs it;
-- the output directory: writable, with the free space of the kept checkpoints (fp32 weights, two EMAs and
-  AdamW's two moments per parameter, times the checkpoints kept); the global batch dividing world x accumulation;
-  the network's local files (``FILE_ARGS``). Run by `jitlab fit` and `jitlab grid run` (``--skip_preflight``: off).
+A paper-scale run trains for days: missing reference statistics, an absent Inception file or a full disk would
+otherwise be found at its end. Checked from the resolved config (only a meta-device network is built): the data,
+every evaluation's reference statistics and weights, the network's local files (``FILE_ARGS``), the global batch
+split, and the output directory's room for the kept checkpoints. Run by `jitlab fit` and `jitlab grid run`.
 """
 
 from __future__ import annotations
@@ -35,8 +29,6 @@ LIGHTNING_MAX_EPOCHS = 1000  # Lightning's default when neither max_epochs nor m
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation a run will do: where it is configured, its feature space and its reference."""
-
     where: str  # the config section a user edits: "evaluation" (jitlab fit) or "eval" (a grid cell)
     features: str  # refnet | inception
     ref_stats: str | None = None
@@ -49,7 +41,6 @@ class Report:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    bytes_needed: int = 0
 
     def problem(self, where: str, message: str) -> None:
         line = f"{where}: {message}"
@@ -68,31 +59,23 @@ class Report:
                                            + "; ".join(f"({i}) {line}" for i, line in enumerate(self.problems, 1)))
 
 
-# -- the data ----------------------------------------------------------------------------------------
-
-
 def _is_imagenet(data: dict) -> bool:
     return str(data.get("class_path", "")).endswith("ImageNetDataModule")
 
 
 def count_train_images(root: str, source: str = "auto") -> int:
     """Training images of a folder tree (file names only, nothing decoded) or of shards (their meta file)."""
-    from jitlab.core.data.imagenet import IMG_EXTENSIONS, folder_classes, resolve_source
+    from jitlab.core.data.imagenet import folder_classes, resolve_source, scan_split
 
     if resolve_source(root, source) == "shards":  # type: ignore[arg-type]
         from jitlab.core.data.shards import read_meta
 
         return int(read_meta(root).get("splits", {}).get("train", {}).get("images", 0))
-    total = 0
-    for name in folder_classes(root):
-        with os.scandir(Path(root) / "train" / name) as entries:
-            total += sum(1 for e in entries if e.name.lower().endswith(IMG_EXTENSIONS) and not e.name.startswith("."))
-    return total
+    return len(scan_split(Path(root) / "train", folder_classes(root))[0])
 
 
 def check_data(config: dict, report: Report) -> tuple[dict[str, Any] | None, int | None]:
-    """The data module's answer for the network (image size, classes; None: the data are unusable) and the
-    training images (None: unknown)."""
+    """The data module's ``net_defaults`` (None: the data are unusable) and the training images (None: unknown)."""
     data = config.get("data") or {}
     args = dict(data.get("init_args") or {})
     try:
@@ -117,9 +100,6 @@ def check_data(config: dict, report: Report) -> tuple[dict[str, Any] | None, int
         report.problem("model.net.init_args.num_classes", f"is {net_classes} but {root} has "
                                                           f"{wanted.get('num_classes')} classes")
     return wanted, images
-
-
-# -- evaluations -------------------------------------------------------------------------------------
 
 
 def fid_stats_command(data: dict, resolution: int, out: str) -> str:
@@ -178,31 +158,13 @@ def check_inception(ev: Evaluation, report: Report) -> None:
         report.problem(f"{ev.where}.inception_weights", str(error)[len(error.field) + 2:])
         return
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        fc = state["fc.weight"]  # (1008, 2048): torch-fidelity's InceptionV3 head
+        fc = torch.load(path, map_location="cpu", weights_only=True)["fc.weight"]  # (1008, 2048): the head
         ok = tuple(fc.shape) == (1008, INCEPTION_FEATURES)
     except Exception:  # noqa: BLE001 -- any unreadable or foreign file is the same problem to the user
         ok = False
     if not ok:
         report.problem(f"{ev.where}.inception_weights", f"{path} is not torch-fidelity's InceptionV3 state dict "
                                                         "(weights-inception-2015-12-05-6726825d.pth)")
-
-
-def fit_evaluations(config: dict) -> list[Evaluation]:
-    """The evaluations `jitlab fit` does itself: the periodic evaluation when it is on."""
-    section = config.get("evaluation") or {}
-    if int(section.get("every_n_steps") or 0) <= 0:
-        return []
-    return [Evaluation("evaluation", str(section.get("features", "refnet")), section.get("ref_stats"),
-                       section.get("inception_weights"))]
-
-
-def cell_evaluation(settings: dict) -> Evaluation:
-    """The evaluation of a grid cell (its ``eval`` section); the weights come from $JITLAB_INCEPTION_WEIGHTS."""
-    return Evaluation("eval", str(settings.get("features", "refnet")), settings.get("ref_stats"))
-
-
-# -- the output and the world ------------------------------------------------------------------------
 
 
 def parameter_count(config: dict, wanted: dict[str, Any]) -> int:
@@ -238,11 +200,6 @@ def kept_checkpoints(config: dict, steps: int | None) -> int | None:
         epochs = FitView.of(config).trainer.get("max_epochs") or LIGHTNING_MAX_EPOCHS
         saved = math.ceil(int(epochs) / int(ck.get("every_n_epochs") or 1))
     return saved + last + 1
-
-
-def output_dir(config: dict) -> Path:
-    ck = config.get("checkpoint") or {}
-    return Path(ck.get("dirpath") or FitView.of(config).trainer.get("default_root_dir") or ".")
 
 
 def check_output(directory: Path, bytes_needed: int, report: Report, what: str = "trainer.default_root_dir") -> None:
@@ -283,25 +240,6 @@ def world_size(trainer: dict) -> int:
     return per_node * nodes
 
 
-def check_world(config: dict, world: int, report: Report) -> None:
-    fit = FitView.of(config)
-    batch, accumulate = fit.batch, fit.accumulate
-    if batch % (world * accumulate):
-        report.problem("data.init_args.global_batch_size",
-                       f"{batch} does not divide into {world} process(es) x {accumulate} accumulation step(s); "
-                       f"choose a multiple of {world * accumulate}")
-
-
-def check_devices(trainer: dict, report: Report) -> None:
-    import torch
-
-    accelerator = str(trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        report.problem("trainer.accelerator", f"is {accelerator} but no CUDA device is visible; use cpu or auto")
-
-
-# -- one run, a fit, the cells of a grid -------------------------------------------------------------
-
 def check_net_files(config: dict, report: Report) -> None:
     """The local files the network reads when built (its class's ``FILE_ARGS``, e.g. REG's encoder weights)."""
     fit = FitView.of(config)
@@ -319,16 +257,23 @@ def check_net_files(config: dict, report: Report) -> None:
 def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, report: Report,
               build_hint: str = "") -> int:
     """Every check of one run (``config``: a resolved `jitlab fit` config); returns its checkpoint bytes."""
-    data = config.get("data") or {}
-    resolution = int(FitView.of(config).data.get("resolution") or 0)
+    import torch
+
+    data, fit = config.get("data") or {}, FitView.of(config)
+    resolution = int(fit.data.get("resolution") or 0)
     wanted, images = check_data(config, report)
     check_net_files(config, report)
     for ev in evaluations:
         check_reference(ev, data, resolution, report, build_hint)
         if ev.features == "inception":
             check_inception(ev, report)
-    check_world(config, world, report)
-    check_devices(FitView.of(config).trainer, report)
+    if fit.batch % (world * fit.accumulate):
+        report.problem("data.init_args.global_batch_size",
+                       f"{fit.batch} does not divide into {world} process(es) x {fit.accumulate} accumulation "
+                       f"step(s); choose a multiple of {world * fit.accumulate}")
+    accelerator = str(fit.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        report.problem("trainer.accelerator", f"is {accelerator} but no CUDA device is visible; use cpu or auto")
     if wanted is None:  # the network's size depends on the data
         return 0
     try:
@@ -344,16 +289,17 @@ def check_run(config: dict, evaluations: Iterable[Evaluation], world: int, repor
 
 
 def check_fit(config: dict) -> None:
-    """`jitlab fit`'s preflight (``config``: the resolved config); raises one ConfigError listing every problem.
-
-    Skipped with ``skip_preflight: true``. The world size is the config's (devices x nodes) or the launcher's.
-    """
+    """`jitlab fit`'s preflight of the resolved ``config`` (off with ``skip_preflight``): one ConfigError listing
+    every problem."""
     if config.get("skip_preflight"):
         return
-    report = Report()
-    needed = check_run(config, fit_evaluations(config), world_size(FitView.of(config).trainer), report)
-    check_output(output_dir(config), needed, report, "checkpoint.dirpath" if (config.get("checkpoint") or {})
-                 .get("dirpath") else "trainer.default_root_dir")
+    report, section = Report(), config.get("evaluation") or {}
+    evaluations = [Evaluation("evaluation", str(section.get("features", "refnet")), section.get("ref_stats"),
+                              section.get("inception_weights"))] if int(section.get("every_n_steps") or 0) > 0 else []
+    needed = check_run(config, evaluations, world_size(FitView.of(config).trainer), report)
+    dirpath = (config.get("checkpoint") or {}).get("dirpath")
+    directory = Path(dirpath or FitView.of(config).trainer.get("default_root_dir") or ".")
+    check_output(directory, needed, report, "checkpoint.dirpath" if dirpath else "trainer.default_root_dir")
     report.raise_if_failed()
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         for line in report.notes:
@@ -364,9 +310,8 @@ def check_cells(cells: Iterable[Any], runs: Path, world: int | None, resolve: Ca
                 build_hint: str = "", echo: Callable[[str], None] = print) -> Report:
     """The preflight of a grid: every cell (``.id``, ``.config``, ``.eval``) before any is launched.
 
-    ``resolve`` turns a cell's config into the config `jitlab fit` would resolve (a ConfigError if it does not
-    resolve); ``world``: processes per cell (None: the cell's devices x nodes). Problems shared by several cells
-    are listed once with the cells named. Raises a ConfigError naming every problem; returns the report.
+    ``resolve``: a cell's config -> the config `jitlab fit` would resolve (or a ConfigError); ``world``: processes
+    per cell (None: the cell's devices x nodes). A problem of several cells is listed once, naming them.
     """
     report, owners, total = Report(), {}, 0
     for cell in cells:
@@ -377,7 +322,9 @@ def check_cells(cells: Iterable[Any], runs: Path, world: int | None, resolve: Ca
             own.problem("config", str(error))
         else:
             ranks = world if world is not None else world_size(FitView.of(config).trainer)
-            total += check_run(config, [cell_evaluation(cell.eval)], ranks, own, build_hint)
+            # a cell's Inception weights come from $JITLAB_INCEPTION_WEIGHTS
+            evaluation = Evaluation("eval", str(cell.eval.get("features", "refnet")), cell.eval.get("ref_stats"))
+            total += check_run(config, [evaluation], ranks, own, build_hint)
         for line in own.problems:
             owners.setdefault(line, []).append(cell.id)
         for line in own.notes:

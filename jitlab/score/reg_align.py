@@ -1,21 +1,15 @@
-"""REG's full loss: the representation token (``jitlab.core.models.reg``) plus REPA's alignment of the backbone's tokens.
+"""REG's full loss: the representation token (``jitlab.core.models.reg``) and REPA's alignment of the backbone's tokens.
 
-REG trains with the flow loss and REPA's (Yu et al. 2025) alignment loss: the image tokens after ``align_depth``
-blocks, mapped by a trainable MLP (``projector``: three linears with SiLU between them, as REPA's) to the encoder's
-feature width, are pulled toward a frozen encoder's patch features of the clean image. The loss is one minus their
-mean cosine similarity over the tokens (REPA's negative cosine, shifted to be >= 0), weight ``align_weight`` (REPA's
-lambda 0.5); an ``AuxLossBackbone`` loss named ``align``. The encoder is frozen: no gradient reaches it, and it is
-kept outside the checkpoint and the EMA (rebuilt from the arguments).
+REPA (Yu et al. 2025): the image tokens after ``align_depth`` blocks, mapped by a trainable three-linear SiLU MLP
+(``projector``) to the encoder's width, are pulled toward a frozen encoder's patch features of the clean image; the
+loss (``align``, an ``AuxLossBackbone`` loss of weight ``align_weight``, REPA's lambda 0.5) is one minus their mean
+cosine similarity. The frozen encoder is outside the checkpoint and the EMA (rebuilt from the arguments):
 
-The encoder (``align_encoder``):
-
-- ``refnet``: a reference classifier (``jitlab.score.metrics.refnet``) of the config ``align_refnet`` (RefNetConfig's
-  fields): its last convolution stage, average-pooled to the token grid (one feature vector per token). The mini
-  scale names one trained with another seed than the scoring classifier (other items, another initialisation): a
-  fixed artefact, never the instrument that scores the cells (the scoring one's config is refused).
+- ``refnet``: a reference classifier of the config ``align_refnet`` (RefNetConfig's fields), its last stage pooled
+  to the token grid; never the classifier that scores the cells (that config is refused).
 - ``token``: the token's own timm encoder (REG: DINOv2-B/14), its patch tokens pooled to the token grid.
 
-Layer: scoring (tests/test_layers.py), because it loads a reference classifier's weights.
+Layer: scoring, because it loads a reference classifier's weights.
 """
 
 from __future__ import annotations
@@ -89,9 +83,6 @@ class AlignedRegJiT(RegJiT):
         super().__init__(**{k: v for k, v in init_args.items() if k not in ALIGN_ARGS})
         self.init_args = init_args
         _validate_align(init_args)
-        if align_encoder == "token" and token != "encoder":
-            raise ConfigError("model.net.init_args.align_encoder", f"token aligns to the token's encoder, but token "
-                                                                   f"is {token!r}; use refnet or token: encoder")
         self.align_encoder, self.align_depth = align_encoder, align_depth
         self.loss_weights = {"align": float(align_weight)}  # AuxLossBackbone
         frozen, self.align_side = load_reference_encoder(align_refnet) if align_encoder == "refnet" else (None, None)
@@ -119,7 +110,7 @@ class AlignedRegJiT(RegJiT):
     def forward_losses(self, z: Tensor, t: Tensor, y: Tensor, clean: CleanBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """The prediction (as ``forward``) and the alignment loss of block ``align_depth``'s image tokens."""
         tapped: list[Tensor] = []
-        # a hook, so the trunk runs unchanged (jitlab.core.models.trunk); the first call is the forward's (a recompute
+        # a hook, so the trunk runs unchanged (JiT.trunk); the first call is the forward's (a recompute
         # under activation checkpointing calls it again, after the loss is built)
         hook = self.blocks[self.align_depth - 1].register_forward_hook(lambda _m, _i, out: tapped.append(out))
         try:
@@ -145,3 +136,5 @@ def _validate_align(args: dict[str, Any]) -> None:
          f"must be a number >= 0, got {args['align_weight']!r}")
     need(isinstance(args["align_proj_dim"], int) and args["align_proj_dim"] > 0, "align_proj_dim",
          f"must be a positive int, got {args['align_proj_dim']!r}")
+    need(args["align_encoder"] != "token" or args["token"] == "encoder", "align_encoder",
+         f"token aligns to the token's encoder, but token is {args['token']!r}; use refnet or token: encoder")

@@ -1,15 +1,10 @@
 """Generated images kept as shards, so that a large sampling (50K images) resumes after a requeue.
 
-Block ``b`` holds the global indices ``[b * size, min((b + 1) * size, total))`` and is one ``.npz`` (uint8 images
-and labels), written atomically once the whole block is generated. A process takes whole blocks (``rank``,
-``rank + world``, ...); a rerun loads the blocks on disk and generates only the others, so its images equal an
-uninterrupted run's. A store's directory is named by a digest of what decides the images (checkpoint, step,
-EMA, sampler settings, labels), and each shard repeats that record: a shard of other settings is never read.
-
-``sample_images`` is the generation of `jitlab sample` (in memory, or through the shards).
-
-Written here rather than with litdata: the shards are a resumable cache of one sampling, read back whole by
-the process that wrote them (or rank 0), not a streamed training set.
+Block ``b`` (global indices ``[b * size, (b + 1) * size)``) is one ``.npz`` of uint8 images and labels, written
+atomically when whole; a process takes blocks ``rank, rank + world, ...`` and a rerun generates only the missing
+ones. A store's directory is a digest of what decides the images (checkpoint, step, EMA, sampler settings, labels),
+which each shard repeats: a shard of other settings is never read. Not litdata: a resumable cache of one sampling,
+read back whole, rather than a streamed training set.
 """
 
 from __future__ import annotations
@@ -17,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from itertools import groupby
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -43,13 +39,7 @@ def block_size(total: int, world: int, batch_size: int, requested: int | None = 
 
 def split_blocks(indices: Sequence[int], size: int) -> list[list[int]]:
     """Consecutive runs of ``indices`` that fall in one block each."""
-    blocks: list[list[int]] = []
-    for i in indices:
-        if blocks and blocks[-1][-1] // size == i // size:
-            blocks[-1].append(i)
-        else:
-            blocks.append([i])
-    return blocks
+    return [list(run) for _, run in groupby(indices, key=lambda i: i // size)]
 
 
 @dataclass(frozen=True)
@@ -74,9 +64,8 @@ class ShardStore:
         if not path.exists():
             return None
         with np.load(path) as shard:
-            if json.loads(str(shard["meta"])) != json.loads(json.dumps(self.meta, default=str)):
-                return None
-            if shard["indices"].tolist() != list(block):
+            meta = json.loads(str(shard["meta"]))
+            if meta != json.loads(json.dumps(self.meta, default=str)) or shard["indices"].tolist() != list(block):
                 return None
             images = torch.from_numpy(shard["images"])  # (B, C, H, W) uint8
             labels = torch.from_numpy(shard["labels"]) if "labels" in shard else None
@@ -132,10 +121,8 @@ def sample_images(module, settings: SampleSettings, shards: Path | None = None, 
                   progress: bool = True) -> Tensor | None:
     """The images of `jitlab sample`: uint8 (N, C, H, W) on rank 0 (None on the other ranks).
 
-    ``module``: as ``jitlab.train.checkpoint.load_module`` returns it (its checkpoint, step and EMA name its shards).
-
-    Each process makes its slice of the global indices. In memory (``shards`` None) the slices are gathered to
-    rank 0; with ``shards`` every process writes its blocks and rank 0 reads them all back, so a rerun resumes.
+    ``module``: as ``jitlab.train.checkpoint.load_module`` returns it. Each process makes its slice, gathered to rank
+    0 in memory (``shards`` None), or written as blocks that rank 0 reads back (so a rerun resumes).
     """
     rank, world = dist_info()
     total, sampling = settings.num_images, settings.sampling

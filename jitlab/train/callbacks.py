@@ -13,6 +13,8 @@ from torch import Tensor
 from jitlab.core.data.base import to_uint8
 from jitlab.core.images import image_grid, save_png
 from jitlab.core.settings import PreviewSettings
+from jitlab.train.ema import MultiEMA
+from jitlab.train.strategy import is_sharded
 
 
 def run_dir(trainer: L.Trainer) -> Path:
@@ -24,12 +26,8 @@ def run_dir(trainer: L.Trainer) -> Path:
 
 def ema_context(trainer: L.Trainer, pl_module: L.LightningModule):
     """Swap in the first EMA if the run keeps one (and it is not swapped in already)."""
-    from jitlab.train.ema import MultiEMA
-
-    for callback in trainer.callbacks:
-        if isinstance(callback, MultiEMA):
-            return callback.swapped(pl_module, index=0)
-    return contextlib.nullcontext()
+    emas = [callback for callback in trainer.callbacks if isinstance(callback, MultiEMA)]
+    return emas[0].swapped(pl_module, index=0) if emas else contextlib.nullcontext()
 
 
 class SampleGrid(L.Callback):
@@ -74,8 +72,6 @@ class SampleGrid(L.Callback):
         self.write(trainer, pl_module, "samples.png")
 
     def write(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        from jitlab.train.strategy import is_sharded
-
         every_rank = is_sharded(pl_module.net)  # a sharded net's forward needs every process; rank 0 writes
         if len(pl_module.sample_shape) != 3 or not (trainer.is_global_zero or every_rank):
             return  # only images make a grid; the toy has its own figure

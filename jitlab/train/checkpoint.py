@@ -1,16 +1,9 @@
 """A run's checkpoints: written atomically, the final step always saved, read back for sampling and evaluation.
 
-A checkpoint is a Lightning checkpoint of ``JiTModule``: ``state_dict`` (keys ``net.*``),
-``hyper_parameters`` (``net`` spec, ``flow``, ``optim``, ...), ``callbacks`` (the MultiEMA state with
-both averages), ``global_step``. ``jitlab convert-official`` writes the same layout.
-
-One notion of "the checkpoint of this run at its final step": ``RunCheckpoint`` (the fit's ``checkpoint.*``)
-saves ``last.ckpt`` at the last step whatever ``every_n_train_steps`` is, overwrites it when a run resumes
-(never ``last-v1.ckpt``), and every save goes through ``AtomicCheckpointIO``: a temporary file in the
-destination directory renamed into place, so a kill or a full disk leaves the previous file whole.
-
-Reading uses ``weights_only=True`` (a checkpoint cannot run code), memory-mapped, and drops the optimizer and
-scheduler states, so evaluating a large checkpoint never materialises them.
+A checkpoint is a Lightning checkpoint of ``JiTModule``: ``state_dict`` (keys ``net.*``), ``hyper_parameters``
+(``net`` spec, ``flow``, ``optim``, ...), ``callbacks`` (the MultiEMA state with both averages), ``global_step``;
+``jitlab convert-official`` writes the same layout. Reading uses ``weights_only=True`` (a checkpoint cannot run
+code), memory-mapped, without the optimizer and scheduler states.
 """
 
 from __future__ import annotations
@@ -28,16 +21,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from jitlab.atomic import atomic_path
 from jitlab.train.ema import ema_state_dicts
 
-TRAINING_ONLY_KEYS = ("optimizer_states", "lr_schedulers")  # what sampling and evaluation never need
-
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` to a temporary file beside the destination, then ``os.replace`` it into place.
-
-    Lightning's own IO writes through an fsspec transaction whose temporary file is in the system's temp
-    directory and is then moved (copied across file systems) onto the final name: a full disk there leaves a
-    truncated ``last.ckpt``, and a disk check of the run directory does not see it. Here the bytes are written
-    where they stay, and the previous checkpoint is replaced only once the new one is complete.
+    """``torch.save`` to a temporary file beside the destination, then ``os.replace`` it into place: a kill or a
+    full disk leaves the previous file whole (Lightning's own IO writes in the system's temp directory and moves
+    the file onto the final name, copying across file systems: a full disk there leaves a truncated checkpoint).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike,
@@ -46,21 +34,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         if "://" in str(path):  # object storage (s3://, gs://): its own upload is all-or-nothing already
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as out:
-                torch.save(checkpoint, out)
-                out.flush()
-                os.fsync(out.fileno())
+        with atomic_path(path) as tmp, open(tmp, "wb") as out:
+            torch.save(checkpoint, out)
+            out.flush()
+            os.fsync(out.fileno())
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that always saves the final step and keeps one ``last.ckpt``.
-
-    ``every_n_train_steps`` not dividing ``max_steps`` no longer loses the last steps: the step that ends the
-    run is saved (with ``save_last``, as ``last.ckpt``). ``enable_version_counter`` defaults to False, so a
-    resumed or restarted run overwrites ``last.ckpt`` instead of writing ``last-v1.ckpt`` beside a stale one.
-    Every checkpoint of the run is written by ``AtomicCheckpointIO``.
-    """
+    """``ModelCheckpoint`` that saves the step that ends the run whatever ``every_n_train_steps`` is, overwrites
+    ``last.ckpt`` on a resume (``enable_version_counter`` False: never ``last-v1.ckpt`` beside a stale one) and
+    writes every checkpoint through ``AtomicCheckpointIO``."""
 
     def __init__(self, *args: Any, enable_version_counter: bool = False, **kwargs: Any):
         super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
@@ -109,9 +92,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # a truncated or foreign file: say which file
         raise RuntimeError(f"cannot read checkpoint {path}: {error}") from error
-    if isinstance(ckpt, dict):
-        for key in TRAINING_ONLY_KEYS:
-            ckpt.pop(key, None)
+    if isinstance(ckpt, dict):  # what sampling and evaluation never need
+        ckpt.pop("optimizer_states", None)
+        ckpt.pop("lr_schedulers", None)
     return ckpt
 
 
@@ -124,16 +107,13 @@ class CheckpointState(NamedTuple):
 def checkpoint_state(path: str | Path) -> CheckpointState:
     """Global step, finiteness and recorded training time of a Lightning checkpoint (its optimizer state unread)."""
     ckpt = read_checkpoint(path)
-    finite = all(bool(torch.isfinite(v).all()) for v in ckpt["state_dict"].values()
-                 if torch.is_tensor(v) and v.is_floating_point())
-    train_seconds = None
+    train_seconds, tensors = None, list(_tensors(ckpt["state_dict"]))
     for key, state in (ckpt.get("callbacks") or {}).items():
         if str(key).startswith("Timer"):  # Lightning's Timer keeps its elapsed time across resumes
             train_seconds = (state.get("time_elapsed") or {}).get("train")
-        if not str(key).startswith("MultiEMA"):  # e.g. ModelCheckpoint keeps kth_value = inf by design
-            continue
-        for tensor in _tensors(state):
-            finite = finite and bool(torch.isfinite(tensor).all())
+        if str(key).startswith("MultiEMA"):  # not every callback: ModelCheckpoint keeps kth_value = inf by design
+            tensors += _tensors(state)
+    finite = all(bool(torch.isfinite(t).all()) for t in tensors)
     return CheckpointState(int(ckpt.get("global_step", 0)), finite,
                            None if train_seconds is None else float(train_seconds))
 
@@ -152,27 +132,20 @@ def checkpoint_step(path: str | Path) -> int | None:
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
     if torch.is_tensor(obj) and obj.is_floating_point():
         yield obj
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _tensors(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
+    elif isinstance(obj, (dict, list, tuple)):
+        for value in obj.values() if isinstance(obj, dict) else obj:
             yield from _tensors(value)
 
 
 def load_module(path: str | Path, ema: int | None = 0, device: str | torch.device = "cpu",
                 ckpt: dict[str, Any] | None = None):
-    """A ``JiTModule`` in eval mode with EMA ``ema`` (index into the decays; ``None`` = raw weights).
-
-    ``ckpt``: the checkpoint already read from ``path`` (saves reading it again).
-    """
+    """A ``JiTModule`` in eval mode with EMA ``ema`` (index into the decays; ``None`` = raw weights); ``ckpt``: the
+    checkpoint already read from ``path`` (saves reading it again)."""
     from jitlab.train.module import JiTModule
 
     ckpt = read_checkpoint(path) if ckpt is None else ckpt
-    hparams = dict(ckpt["hyper_parameters"])
-    hparams.pop("_instantiator", None)
-    hparams.pop("_class_path", None)
-    module = JiTModule(**hparams)
+    module = JiTModule(**{k: v for k, v in ckpt["hyper_parameters"].items()
+                          if k not in ("_instantiator", "_class_path")})
     module.load_state_dict(ckpt["state_dict"])
     if ema is not None:
         averages = ema_state_dicts(ckpt)

@@ -1,13 +1,8 @@
 """Several exponential moving averages (EMAs) of the network weights, as one Lightning callback.
 
-The paper keeps two EMAs of the denoiser (decays 0.9999 and 0.9996) and samples with the first.
-:class:`MultiEMA` averages every floating-point parameter of ``pl_module.<attr>`` in float32,
-checkpoints the averages, and swaps ``decays[0]`` in for validation, test and predict.
-:func:`ema_state_dicts` reads the averages back out of a saved checkpoint for sampling.
-
-Under FSDP2 (``jitlab.train.strategy.ShardedStrategy``) the parameters are DTensors: each average is a DTensor of the
-same layout and every process updates, swaps and saves only its own shard (nothing is gathered). Under DDP only
-rank 0 copies the averages to host memory for a checkpoint (only rank 0's checkpoint is written).
+The paper keeps two EMAs of the denoiser (decays 0.9999 and 0.9996) and samples with the first. Under FSDP2
+(``jitlab.train.strategy.ShardedStrategy``) each average is a DTensor laid out as its parameter: every process
+updates, swaps and saves only its own shard. Under DDP only rank 0 copies the averages to host memory.
 """
 
 from __future__ import annotations
@@ -49,13 +44,8 @@ class MultiEMA(L.Callback):
     ``min(decay, (1 + n) / (10 + n))``. Validation, test and predict run with ``decays[0]``.
     """
 
-    def __init__(
-        self,
-        decays: Sequence[float] = (0.9999, 0.9996),
-        attr: str = "net",
-        update_every: int = 1,
-        warmup: bool = False,
-    ):
+    def __init__(self, decays: Sequence[float] = (0.9999, 0.9996), attr: str = "net", update_every: int = 1,
+                 warmup: bool = False):
         decays = [float(d) for d in decays]
         if not decays:
             raise ConfigError("ema.decays", "needs at least one decay")
@@ -84,13 +74,14 @@ class MultiEMA(L.Callback):
         return self._generate_state_key(attr=self.attr, decays=self.decays)
 
     # -- the averages ------------------------------------------------------------------------
-
     def net(self, pl_module: nn.Module) -> nn.Module:
         """The averaged module, ``pl_module.<attr>`` (a dotted path is allowed)."""
         return pl_module.get_submodule(self.attr)
 
     @staticmethod
     def _params(net: nn.Module) -> dict[str, Tensor]:
+        """The averaged parameters of ``net`` by name (FSDP2's sharded weights put back in place first)."""
+        _reshard(net)
         return {name: p for name, p in net.named_parameters() if p.is_floating_point()}
 
     def effective_decay(self, decay: float, num_updates: int | None = None) -> float:
@@ -102,9 +93,8 @@ class MultiEMA(L.Callback):
     def reset(self, pl_module: nn.Module) -> None:
         """Start every average as an fp32 copy of the current weights."""
         params = self._params(self.net(pl_module))
-        self.averages = [
-            {name: p.detach().to(torch.float32, copy=True) for name, p in params.items()} for _ in self.decays
-        ]
+        self.averages = [{name: p.detach().to(torch.float32, copy=True) for name, p in params.items()}
+                         for _ in self.decays]
         self.num_updates = 0
 
     def _align(self, params: dict[str, Tensor]) -> None:
@@ -112,9 +102,8 @@ class MultiEMA(L.Callback):
         for avg in self.averages:
             if avg.keys() != params.keys():
                 missing, extra = sorted(params.keys() - avg.keys()), sorted(avg.keys() - params.keys())
-                raise KeyError(
-                    f"MultiEMA averages do not match '{self.attr}': missing {missing[:5]}, unexpected {extra[:5]}"
-                )
+                raise KeyError(f"MultiEMA averages do not match '{self.attr}': missing {missing[:5]}, "
+                               f"unexpected {extra[:5]}")
             for name, p in params.items():
                 a = avg[name]
                 if isinstance(p, DTensor) and not isinstance(a, DTensor):  # a one-file checkpoint, now sharded
@@ -131,9 +120,7 @@ class MultiEMA(L.Callback):
         """Move every average one step towards the current weights."""
         if self._backup is not None:
             raise RuntimeError("MultiEMA.update while EMA weights are swapped in; swap back first")
-        net = self.net(pl_module)
-        _reshard(net)
-        params = self._params(net)
+        params = self._params(self.net(pl_module))
         self._align(params)
         current = [_local(p.detach()).float() for p in params.values()]  # no copy when already fp32
         for decay, avg in zip(self.decays, self.averages):
@@ -141,10 +128,8 @@ class MultiEMA(L.Callback):
         self.num_updates += 1
 
     # -- swapping ----------------------------------------------------------------------------
-
     @torch.no_grad()
     def _swap_in(self, net: nn.Module, index: int) -> None:
-        _reshard(net)
         params = self._params(net)
         self._align(params)
         if self._backup is None:  # keep the training weights only once, never an EMA (this process's shards)
@@ -156,7 +141,6 @@ class MultiEMA(L.Callback):
     @torch.no_grad()
     def _swap_out(self, net: nn.Module) -> None:
         if self._backup is not None:
-            _reshard(net)
             params = self._params(net)
             torch._foreach_copy_([_local(p) for p in params.values()], [self._backup[name] for name in params])
         self._backup = None
@@ -165,11 +149,8 @@ class MultiEMA(L.Callback):
 
     @contextmanager
     def swapped(self, pl_module: nn.Module, index: int = 0) -> Iterator[nn.Module]:
-        """Run the block with EMA ``decays[index]`` in the weights; yields the averaged module.
-
-        Re-entrant: nested or already-swapped use keeps one copy of the training weights, and the
-        previous weights come back on exit, also on an exception.
-        """
+        """Run the block with EMA ``decays[index]`` in the weights; yields the averaged module. Re-entrant (one copy
+        of the training weights is kept); the previous weights come back on exit, also on an exception."""
         if not self.averages:
             raise RuntimeError("MultiEMA has no averages yet (no fit started and no checkpoint loaded)")
         if not -len(self.decays) <= index < len(self.decays):
@@ -207,9 +188,8 @@ class MultiEMA(L.Callback):
             self.last_step = trainer.global_step
         self._restored = False
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         step = trainer.global_step
         if step == self.last_step:  # gradient accumulation: no optimizer step on this batch
             return
@@ -217,7 +197,8 @@ class MultiEMA(L.Callback):
         if step % self.update_every == 0:
             self.update(pl_module)
 
-    def _eval_start(self, pl_module: L.LightningModule) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Validation, test and predict run with ``decays[0]`` swapped in (unless an EMA already is)."""
         if self._backup is not None:  # someone already swapped an EMA in: leave it
             return
         if not self.averages:
@@ -226,45 +207,27 @@ class MultiEMA(L.Callback):
         self._swap_in(self.net(pl_module), 0)
         self._hook_swapped = True
 
-    def _eval_end(self, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._hook_swapped:
             self._swap_out(self.net(pl_module))
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_start(pl_module)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_end(pl_module)
-
-    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_start(pl_module)
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_end(pl_module)
-
-    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_start(pl_module)
-
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._eval_end(pl_module)
+    on_test_start = on_predict_start = on_validation_start
+    on_test_end = on_predict_end = on_validation_end
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self._backup is not None:
             self._swap_out(self.net(pl_module))
 
     # -- checkpointing -----------------------------------------------------------------------
-
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         """While an EMA is swapped in, put the training weights into ``checkpoint["state_dict"]``."""
         if self._backup is None or "state_dict" not in checkpoint:
             return
         net = self.net(pl_module)
-        _reshard(net)
         by_id = {id(p): (p, self._backup[name]) for name, p in self._params(net).items()}
-        prefix = f"{self.attr}."
         model_sd = checkpoint["state_dict"]
         for name, t in net.state_dict(keep_vars=True).items():  # also every alias of a tied weight
-            key = prefix + name
+            key = f"{self.attr}.{name}"
             if id(t) in by_id and key in model_sd:
                 p, local = by_id[id(t)]
                 saved = local.to(_local(model_sd[key]).device, copy=True)
@@ -273,22 +236,14 @@ class MultiEMA(L.Callback):
                 model_sd[key] = saved
 
     def state_dict(self) -> dict[str, Any]:
-        if not self.averages:
-            return {}
         sharded = any(isinstance(t, DTensor) for avg in self.averages for t in avg.values())
-        if not sharded and not self._host_copy:
+        if not self.averages or not (sharded or self._host_copy):
             return {}  # DDP: only rank 0's checkpoint is written; the other ranks copy nothing
-        if sharded:  # the strategy saves each process's shard of these DTensors (jitlab.train.strategy)
-            averages = [dict(avg) for avg in self.averages]
-        else:
-            averages = [{name: t.detach().to("cpu", copy=True) for name, t in avg.items()} for avg in self.averages]
-        return {
-            "decays": list(self.decays),
-            "attr": self.attr,
-            "num_updates": self.num_updates,
-            "last_step": self.last_step,
-            "averages": averages,
-        }
+        # sharded: the strategy saves each process's shard of these DTensors (jitlab.train.strategy)
+        averages = [dict(avg) if sharded else {name: t.detach().to("cpu", copy=True) for name, t in avg.items()}
+                    for avg in self.averages]
+        return {"decays": list(self.decays), "attr": self.attr, "num_updates": self.num_updates,
+                "last_step": self.last_step, "averages": averages}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if [float(d) for d in state_dict["decays"]] != self.decays:
@@ -300,10 +255,8 @@ class MultiEMA(L.Callback):
 
 
 def ema_state_dicts(checkpoint: dict[str, Any], attr: str = "net") -> dict[float, dict[str, Tensor]]:
-    """decay -> EMA state dict of ``<attr>`` from a loaded Lightning checkpoint dict.
-
-    Names are as in ``net.named_parameters()``; load with ``net.load_state_dict(sd, strict=False)``.
-    """
+    """decay -> EMA state dict of ``<attr>`` from a loaded Lightning checkpoint dict (names as in
+    ``net.named_parameters()``: load with ``net.load_state_dict(sd, strict=False)``)."""
     callbacks = checkpoint.get("callbacks")
     if not callbacks:
         raise KeyError(

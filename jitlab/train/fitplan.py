@@ -1,9 +1,8 @@
 """How a run fits its GPUs: fixed bytes per parameter, counted activations, and the plan a fit uses.
 
-Every GPU figure here is a prediction from counting (jitlab.core.models.memory), not a measurement on a GPU:
-allocator fragmentation, CUDA context, kernels' workspaces and the data loader's pinned memory are not in it.
-
-Peak per GPU = fixed bytes + micro-batch x activation bytes per sample, where the fixed bytes per parameter are
+Every GPU figure here is a prediction from counting (jitlab.core.models.memory), not a measurement (allocator
+fragmentation, CUDA context, workspaces and pinned memory are not in it). Peak per GPU = fixed bytes +
+micro-batch x activation bytes per sample, where the fixed bytes per parameter are
 
 - ``ddp`` (replicated): fp32 weights 4, gradients 4, DDP's buckets 0 (``gradient_as_bucket_view=True``, as
   ``jitlab.train.strategy.strategy_config("ddp")`` sets; 4 with Lightning's plain ``ddp``), AdamW's moments 8, two fp32
@@ -23,10 +22,13 @@ import inspect
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import torch
+
 from jitlab.classpath import import_path
 from jitlab.errors import ConfigError
 from jitlab.fitview import FitView
 from jitlab.core.models.memory import ActivationCount, count_activations
+from jitlab.core.models.registry import MODELS
 from jitlab.train.strategy import StrategyKind, strategy_config
 
 GiB = 2 ** 30
@@ -140,19 +142,14 @@ def choose(count: ActivationCount, model: str, gpu_memory: float, world: int, gl
         micros = micro_batches(per_gpu)
     order = [(s, ck) for s, ck in ORDER if choices.strategy in (None, s) and choices.checkpointing in (None, ck)
              and (world > 1 or s == "ddp" or choices.strategy == s)]  # one GPU: nothing to shard over
-
-    def plan(strategy: StrategyKind, checkpointing: bool, micro: int) -> Plan:
-        return Plan(model, gpu_memory, world, global_batch, micro, per_gpu // micro, checkpointing, strategy,
-                    compiled, count.per_sample(compiled, checkpointing),
-                    fixed_bytes(count, strategy, world, bf16, choices.bucket_view), given)
-
     given = choices.accumulate is not None or choices.checkpointing is not None or choices.strategy is not None
-
     tried = []
     for floor in (min(min_micro_batch, per_gpu), 1):
         for strategy, checkpointing in order:
             for micro in (m for m in micros if m >= floor or choices.accumulate is not None):
-                tried.append(plan(strategy, checkpointing, micro))
+                tried.append(Plan(model, gpu_memory, world, global_batch, micro, per_gpu // micro, checkpointing,
+                                  strategy, compiled, count.per_sample(compiled, checkpointing),
+                                  fixed_bytes(count, strategy, world, bf16, choices.bucket_view), given))
                 if tried[-1].fits:
                     return tried[-1]
     return min(tried, key=lambda p: p.peak_bytes)
@@ -160,11 +157,8 @@ def choose(count: ActivationCount, model: str, gpu_memory: float, world: int, gl
 
 # -- from a resolved `jitlab fit` config ---------------------------------------------------------------------
 
-
 def model_label(net: dict[str, Any]) -> str:
     """A registry name (``JiT-G/16 @256``) when the network is one, else its class and widths."""
-    from jitlab.core.models.registry import MODELS
-
     args = net.get("init_args") or {}
     for name, kwargs in MODELS.items():
         if str(net.get("class_path", "")).endswith(".JiT") and all(args.get(k) == v for k, v in kwargs.items()):
@@ -176,10 +170,9 @@ def model_label(net: dict[str, Any]) -> str:
 def user_choices(config: dict[str, Any]) -> Choices:
     """The memory settings a config gives explicitly (a value other than the default)."""
     fit = FitView.of(config)
-    trainer = fit.trainer
     accumulate = fit.accumulate if fit.accumulate != 1 else None
     checkpointing = fit.net.get("checkpointing")
-    strategy: Any = trainer.get("strategy")
+    strategy: Any = fit.trainer.get("strategy")
     kind, bucket_view = None, True
     if isinstance(strategy, dict) and strategy.get("class_path"):
         path = str(strategy["class_path"])
@@ -216,11 +209,8 @@ def overrides(plan: Plan, net_class: Any = None) -> dict[str, Any]:
 
 # -- at `jitlab fit` -------------------------------------------------------------------------------------------
 
-
 def device_memory_gib(accelerator: Any = "auto") -> float | None:
     """The memory of this process's GPU in GiB; None on CPU (no plan unless ``--gpu_memory`` is given)."""
-    import torch
-
     if str(accelerator) == "cpu" or not torch.cuda.is_available():
         return None
     return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / GiB

@@ -23,10 +23,8 @@ from jitlab.core.sampling import FinalStep, Precision, Sampler, guided, index_se
 
 @dataclass
 class OptimConfig:
-    """AdamW with ``lr = blr * global_batch / 256`` (or ``lr`` if set), linear warm-up, then constant or cosine.
-
-    warmup_epochs is used unless warmup_steps is set. min_lr_ratio is the floor of the cosine schedule.
-    """
+    """AdamW with ``lr = blr * global_batch / 256`` (or ``lr`` if set), linear warm-up (``warmup_steps``, else
+    ``warmup_epochs``), then constant or cosine down to ``min_lr_ratio``."""
 
     blr: float = 5e-5
     lr: float | None = None
@@ -61,11 +59,8 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
 
 
 def noisy_target(flow: FlowConfig) -> tuple[str, str] | None:
-    """(the config that makes it, what it is) of a network output that carries noise, None for a clean one.
-
-    eps and v carry eps; a pre-conditioned target does too: ``x - lambda * eps`` for lambda > 0, and EDM's F
-    (``(x - c_skip z) / c_out`` holds eps whenever c_skip > 0).
-    """
+    """(the config that makes it, what it is) of a network output that carries noise, None for a clean one: eps,
+    v, ``x - lambda * eps`` for lambda > 0 and EDM's F (``(x - c_skip z) / c_out`` holds eps when c_skip > 0)."""
     if flow.precond == "lambda" and float(flow.target_lambda or 0.0) > 0.0:
         return f"model.flow.precond=lambda (target_lambda={flow.target_lambda})", "x - lambda * eps target"
     if flow.precond == "edm":
@@ -79,13 +74,10 @@ def noisy_target(flow: FlowConfig) -> tuple[str, str] | None:
 def warn_noise_through_bottleneck(net: nn.Module, flow: FlowConfig) -> None:
     """Warn when an eps- or v-predicting net is narrower than a patch, at its input or at its output.
 
-    eps and v carry the noise of all ``patch_dim`` directions of a patch. A bottleneck of width ``d'`` passes only
-    ``d'`` linear combinations of ``z`` (the other noise directions never reach the network), and a width below
-    the patch dimension maps each token to a fixed ``hidden_size``-dimensional affine subspace of the patch (the
-    final linear layer has rank <= width): in the other directions the output is a constant for any weights, so
-    eps/v cannot be right there whatever the training (seen as saturated noise in samples). Such a cell tests
-    linear algebra, not the paper. The paper pairs the bottleneck with x-prediction only (Figure 4) and keeps the
-    width >= the patch dimension (768 = 768); the warning keeps a run valid but loud.
+    eps and v carry the noise of all ``patch_dim`` directions of a patch; a width below it passes (bottleneck) or
+    spans (output layer, rank <= width) fewer directions, so the output cannot be right in the others for any
+    weights. The paper pairs the bottleneck with x-prediction only (Figure 4) and keeps the width >= the patch
+    dimension; the warning keeps such a run valid but loud.
     """
     target = noisy_target(flow)
     if target is None or not isinstance(net, PatchBackbone):  # not patch-based: no rank argument to make
@@ -107,29 +99,21 @@ class JiTModule(L.LightningModule):
     """Training and sampling of one cell of the ablation grid.
 
     Args:
-        net: the denoiser ``net(z, t, y)`` (``class_path``/``init_args`` in YAML): ``jitlab.core.models.JiT``,
-            or any module satisfying ``jitlab.core.models.protocol.Backbone``. A ``StateBackbone`` (REG, DSD) moves
-            the flow to its state: training encodes the clean image, ``generate`` decodes; an
-            ``AuxLossBackbone`` (Table 11, DSD) adds its weighted auxiliary losses; a ``DiagnosedBackbone``'s
-            diagnostics are logged every ``log_every_n_steps``.
+        net: the denoiser ``net(z, t, y)`` (``class_path``/``init_args`` in YAML): ``jitlab.core.models.JiT`` or any
+            ``jitlab.core.models.protocol.Backbone``. A ``StateBackbone`` (REG, DSD) moves the flow to its state
+            (training encodes the clean image, ``generate`` decodes); an ``AuxLossBackbone`` (Table 11, DSD) adds its
+            weighted auxiliary losses; a ``DiagnosedBackbone``'s diagnostics are logged every ``log_every_n_steps``.
         flow: prediction space, loss space, time sampler, noise scale, t_eps (Tables 1-3).
         optim: AdamW and learning-rate schedule.
         label_drop: probability of replacing the label by the null class (enables CFG).
-        compile: ``torch.compile`` the network for training: block by block where it has ``compile_blocks`` (JiT
-            and the backbones built on it; one graph per block, so DDP's buckets and FSDP's shards never split a
-            graph), else its whole forward. Checkpoints keep plain key names; sampling and validation run eager.
+        compile: ``torch.compile`` the network for training: block by block where it has ``compile_blocks`` (so
+            DDP's buckets and FSDP's shards never split a graph), else its whole forward. Checkpoints keep plain
+            key names; sampling and validation run eager.
         t_bins: number of equal-width bins of ``t`` for the per-bin loss logs.
     """
 
-    def __init__(
-        self,
-        net: nn.Module,
-        flow: FlowConfig = FlowConfig(),
-        optim: OptimConfig = OptimConfig(),
-        label_drop: float = 0.1,
-        compile: bool = False,
-        t_bins: int = 4,
-    ):
+    def __init__(self, net: nn.Module, flow: FlowConfig = FlowConfig(), optim: OptimConfig = OptimConfig(),
+                 label_drop: float = 0.1, compile: bool = False, t_bins: int = 4):
         super().__init__()
         if isinstance(net, dict):  # rebuilt from a checkpoint's hyper-parameters
             net = build_net(net)
@@ -174,28 +158,18 @@ class JiTModule(L.LightningModule):
         if isinstance(strategy, ShardedStrategy) and not is_sharded(self.net):  # FSDP2: each block, then the net
             bf16 = strategy.root_device.type == "cuda" and str(self.trainer.precision).startswith("bf16")
             shard_net(self.net, strategy.shard_mesh, bf16=bf16)
-        self._compile_net()
-
-    def _compile_net(self) -> None:
-        """``compile``: regional compilation where the net offers it (``compile_blocks``), else a compiled view
-        of the whole forward (``_forward``, used in training only); the registered modules stay plain."""
-        if not self.compile or self._net_compiled:
-            return
-        self._net_compiled = True
-        if callable(getattr(self.net, "compile_blocks", None)):
-            self.net.compile_blocks()
-        else:
-            object.__setattr__(self, "_forward", torch.compile(self.net))
-
-    def global_batch_size(self) -> int:
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "global_batch_size"):
-            return int(dm.global_batch_size)
-        raise RuntimeError("the data module must define global_batch_size to scale the learning rate")
+        if self.compile and not self._net_compiled:  # the registered modules stay plain
+            self._net_compiled = True
+            if callable(getattr(self.net, "compile_blocks", None)):
+                self.net.compile_blocks()
+            else:  # a compiled view of the whole forward, used in training only
+                object.__setattr__(self, "_forward", torch.compile(self.net))
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optim = self.optim
-        global_batch = self.global_batch_size()
+        dm = self.trainer.datamodule
+        if not hasattr(dm, "global_batch_size"):
+            raise RuntimeError("the data module must define global_batch_size to scale the learning rate")
+        optim, global_batch = self.optim, int(dm.global_batch_size)
         lr = optim.lr if optim.lr is not None else optim.blr * global_batch / 256
         total = int(self.trainer.estimated_stepping_batches)
         if optim.warmup_steps is not None:
@@ -204,15 +178,12 @@ class JiTModule(L.LightningModule):
             batches = self.trainer.num_training_batches
             per_epoch = math.ceil(batches / self.trainer.accumulate_grad_batches) if math.isfinite(batches) else 0
             warmup = int(round(optim.warmup_epochs * per_epoch))
-        rank_zero_info(
-            f"jitlab: lr = {lr:.3g} (blr {optim.blr:g} x global batch {global_batch} / 256), warm-up {warmup} steps, "
-            f"{optim.schedule} schedule over {total} steps"
-        )
+        rank_zero_info(f"jitlab: lr = {lr:.3g} (blr {optim.blr:g} x global batch {global_batch} / 256), warm-up "
+                       f"{warmup} steps, {optim.schedule} schedule over {total} steps")
         # fused AdamW: one kernel for all parameters where torch has it (CPU, CUDA); the loop elsewhere
         fused = all(p.device.type in ("cpu", "cuda") for p in self.net.parameters()) or None
-        # two groups as the release: biases and 1-D parameters (norms) without weight decay, the rest with it.
-        # Written here rather than timm's param_groups_weight_decay, which drops frozen parameters (the fixed
-        # pos_embed) and so changes the optimizer state's layout; at weight_decay 0 one group, as before.
+        # two groups as the release: biases and 1-D parameters (norms) without weight decay, the rest with it (not
+        # timm's param_groups_weight_decay: it drops the frozen pos_embed, changing the optimizer state's layout)
         params = list(self.net.named_parameters())
         decays = [p.ndim >= 2 and not name.endswith(".bias") for name, p in params]
         groups: list[dict[str, Any]] = [{"params": [p for _, p in params], "weight_decay": 0.0}]
@@ -220,18 +191,14 @@ class JiTModule(L.LightningModule):
             groups = [{"params": [p for (_, p), d in zip(params, decays) if d == wanted], "weight_decay": wd}
                       for wanted, wd in ((False, 0.0), (True, optim.weight_decay))]
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), fused=fused)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: lr_factor(step, warmup, total, optim.schedule, optim.min_lr_ratio)
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, warmup, total,
+                                                                                    optim.schedule, optim.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- training -------------------------------------------------------------------------
     def step_generator(self, batch_idx: int) -> torch.Generator:
-        """The training noise (t, eps, label drop) of one micro-batch, drawn from (seed, rank, step, micro-batch).
-
-        A function of the position in training rather than a running state: a resumed run draws
-        exactly what an uninterrupted one would, and every process draws different noise.
-        """
+        """The training noise (t, eps, label drop) of one micro-batch, drawn from (seed, rank, step, micro-batch):
+        a resumed run draws exactly what an uninterrupted one would, and every process draws different noise."""
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         micro = batch_idx % self.trainer.accumulate_grad_batches
         key = index_seed(seed, (self.global_step * 4096 + micro) * 65536 + self.global_rank)
@@ -256,8 +223,7 @@ class JiTModule(L.LightningModule):
         """The flow loss per sample (N,), t (N,), the auxiliary losses (unweighted, by name) and the clean state.
 
         ``x``: (N, C, H, W) clean images; ``y_in``: the labels the network sees (after the label drop); ``y``: the
-        true ones. A StateBackbone's flow runs on ``encode(x, y)`` with the target from ``target_state``; an
-        image backbone's on ``x`` itself (the same draws, in the same order, as without the extension).
+        true ones. A StateBackbone's flow runs on ``encode(x, y)`` towards ``target_state``, an image backbone's on x.
         """
         net = self.net
         state = net.encode(x, y) if self._state_net else x  # (N, *state_shape)
@@ -278,16 +244,14 @@ class JiTModule(L.LightningModule):
         per_sample, t, aux, state = self.loss_terms(x, y_in, y, generator)  # (N,), (N,), {name: ()}, (N, ...)
         loss = per_sample.mean()
         if aux:
-            self.log("train/flow_loss", loss, on_step=True, on_epoch=False, batch_size=x.shape[0])
-            for name, value in aux.items():
-                self.log(f"train/{name}_loss", value, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            self.log_dict({"train/flow_loss": loss} | {f"train/{name}_loss": value for name, value in aux.items()},
+                          on_step=True, on_epoch=False, batch_size=x.shape[0])
             loss = loss + sum(self.net.loss_weights[name] * value for name, value in aux.items())
         self._note_nonfinite(loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         if self._diagnosed_net and self.global_step % self.trainer.log_every_n_steps == 0:
-            diagnostics = self.net.diagnostics(state.detach())
-            self.log_dict({f"train/{k}": v for k, v in diagnostics.items()}, on_step=True, on_epoch=False,
-                          batch_size=x.shape[0])
+            self.log_dict({f"train/{k}": v for k, v in self.net.diagnostics(state.detach()).items()},
+                          on_step=True, on_epoch=False, batch_size=x.shape[0])
         self._accumulate_bins(per_sample.detach(), t)
         return loss
 
@@ -297,12 +261,11 @@ class JiTModule(L.LightningModule):
         first = ~torch.isfinite(loss.detach()) & (self._nonfinite_step < 0)  # ()
         self._nonfinite_step.copy_(torch.where(first, self.global_step, self._nonfinite_step))
 
-    def _check_finite(self, first: Tensor) -> None:
-        """Raise if a loss since the start was not finite (``first``: the first such step or -1; read once per
-        logging step, when the host syncs anyway)."""
-        step = int(first)
-        if step >= 0:
-            raise FloatingPointError(f"training loss is not finite at step {step}: the run diverged")
+    @staticmethod
+    def _check_finite(first: Tensor) -> None:
+        """Raise if ``first`` (the first step with a non-finite loss, or -1) is a step."""
+        if int(first) >= 0:
+            raise FloatingPointError(f"training loss is not finite at step {int(first)}: the run diverged")
 
     def _accumulate_bins(self, per_sample: Tensor, t: Tensor) -> None:
         bins = self._bin_sum.numel()
@@ -325,10 +288,8 @@ class JiTModule(L.LightningModule):
         sums = self.trainer.strategy.reduce(self._bin_sum.clone(), reduce_op="sum")
         counts = self.trainer.strategy.reduce(self._bin_count.clone(), reduce_op="sum")
         bins = sums.numel()
-        metrics = {
-            f"train/loss_t{i / bins:.2f}-{(i + 1) / bins:.2f}": (sums[i] / counts[i]).float()
-            for i in range(bins) if counts[i] > 0
-        }
+        metrics = {f"train/loss_t{i / bins:.2f}-{(i + 1) / bins:.2f}": (sums[i] / counts[i]).float()
+                   for i in range(bins) if counts[i] > 0}
         metrics["train/lr"] = torch.tensor(self.optimizers().param_groups[0]["lr"])
         if self._images_per_sec is not None:
             metrics["train/images_per_sec"] = torch.tensor(self._images_per_sec)
@@ -343,16 +304,15 @@ class JiTModule(L.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
         generator = torch.Generator(device=x.device).manual_seed(1000 + batch_idx)  # the same t and eps every time
-        per_sample, _ = self.loss_per_sample(x, y, generator)
-        loss = per_sample.mean()
+        loss = self.loss_per_sample(x, y, generator)[0].mean()
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         return loss
 
     # -- sampling -------------------------------------------------------------------------
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one generated sample: the image's for a StateBackbone, else the network's sample."""
-        return tuple(self.net.image_shape) if self._state_net else tuple(self.net.sample_shape)
+        """The shape of one generated sample: the image's for a StateBackbone, else the flow's state."""
+        return tuple(self.net.image_shape) if self._state_net else self.state_shape
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -367,16 +327,15 @@ class JiTModule(L.LightningModule):
         """Generate one sample per global index (noise drawn from the index); returns (N, *sample_shape).
 
         The ODE runs on the flow's state (``state_shape``); a StateBackbone's final state is decoded to images.
-
         ``final_step``: ``euler`` (the release) or ``x`` (the last step lands on the x-prediction);
         ``precision``: ``fp32``, or ``bf16`` autocast of the network's forward (the release on GPU).
         """
         z = initial_noise(indices, self.state_shape, seed, self.flow.config.noise_scale, self.device)  # (N, ...)
         if labels is None:
             labels = torch.zeros(len(indices), dtype=torch.long)
-        labels = labels.to(self.device)
         # the plain network: sampling never runs the compiled training views (no recompile on one rank)
-        step_args = (self.net, self.flow, labels, self.null_class, cfg_scale, cfg_interval)
+        step_args = (self.net, self.flow, labels.to(self.device), self.null_class, cfg_scale, cfg_interval)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=Precision(precision) == Precision.bf16):
-            state = integrate(guided(*step_args), z, steps, method, final_step, denoise=guided(*step_args, space=Space.x))
+            state = integrate(guided(*step_args), z, steps, method, final_step,
+                              denoise=guided(*step_args, space=Space.x))
             return self.net.decode(state) if self._state_net else state  # (N, *sample_shape)

@@ -1,18 +1,9 @@
 """Resuming and interrupting `jitlab fit`.
 
-``--ckpt_path last`` resumes the newest checkpoint of the run's root: the configured
-``checkpoint.dirpath``, else every ``ROOT/lightning_logs/version_*/checkpoints/``, and the
-``ROOT/hpc_ckpt_*.ckpt`` that Lightning's SLURM auto-requeue writes; with nothing there it is an error.
-``--ckpt_path auto`` does the same but starts fresh when there is nothing (what a cluster script passes
-every time). Either says in one line what it chose.
-
-A resumed run must be the run that wrote the checkpoint: a different network (``model.net.*``) or
-flow (``model.flow.*``) is refused with the differences listed; other changes (optimiser, label drop,
-data order) are allowed with a warning. The command line's values are used (Lightning's CLI would put
-the checkpoint's model arguments in place of the command line's silently; jitlab does not).
-
-SIGINT (the first Ctrl-C), SIGTERM and SIGHUP (a closed terminal) stop training at the end of the current
-step and save ``last.ckpt`` there; the run then exits with 128 + the signal's number.
+``--ckpt_path last`` resumes the run's newest checkpoint (an error when there is none); ``--ckpt_path auto``
+starts fresh then (what a cluster script passes every time). A resumed run must be the run that wrote the
+checkpoint: another network or flow is refused, other changes are allowed with a warning, and the command
+line's values are used (Lightning's CLI would silently put the checkpoint's model arguments in their place).
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -46,7 +38,8 @@ def say(line: str) -> None:
 # -- which checkpoint ---------------------------------------------------------------------------
 
 def checkpoint_candidates(root: Path, dirpath: Path | None) -> list[Path]:
-    """Every checkpoint file a run of ``root`` (checkpoints in ``dirpath`` if set) may resume from."""
+    """Every checkpoint a run of ``root`` may resume from: in ``dirpath`` if set, else in every
+    ``root/lightning_logs/version_*/checkpoints``, and Lightning's SLURM auto-requeue's ``root/hpc_ckpt_*.ckpt``."""
     root = Path(root)
     dirs = [Path(dirpath)] if dirpath is not None else sorted(root.glob("lightning_logs/version_*/checkpoints"))
     found = [p for d in dirs for p in d.glob("*.ckpt")]
@@ -55,10 +48,8 @@ def checkpoint_candidates(root: Path, dirpath: Path | None) -> list[Path]:
 
 
 def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str | None, str]:
-    """(the checkpoint to resume from or None, one line saying so) for ``--ckpt_path last|auto``.
-
-    The newest readable file wins (a file cut short by a kill while being written is passed over).
-    """
+    """(the checkpoint to resume from or None, one line saying so) for ``--ckpt_path last|auto``: the newest
+    readable file (a file cut short by a kill while being written is passed over)."""
     where = str(dirpath) if dirpath is not None else f"{root}/lightning_logs/version_*/checkpoints"
     skipped = []
     for path in sorted(checkpoint_candidates(root, dirpath), key=lambda p: p.stat().st_mtime, reverse=True):
@@ -78,11 +69,17 @@ def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str
 
 def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint at ``path`` (memory-mapped: tensors are not read), checked to be one `jitlab fit` wrote."""
-    import torch
+    from jitlab.train.strategy import is_sharded_checkpoint, sharded_meta
 
     path = Path(path)
-    if (path / "meta.pt").is_file():  # a sharded checkpoint (jitlab.train.strategy): the tensors are in its shards
-        return _read_sharded_meta(path)
+    if is_sharded_checkpoint(path):  # a sharded checkpoint (jitlab.train.strategy): the tensors are in its shards
+        try:
+            ckpt = sharded_meta(path)
+        except Exception as error:
+            raise ConfigError("--ckpt_path", f"{path}/meta.pt is not readable ({one_line(error, 160)})") from None
+        if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "loops" not in ckpt:
+            raise ConfigError("--ckpt_path", f"{path} is not a sharded checkpoint of `jitlab fit`")
+        return ckpt
     if not path.is_file():
         raise ConfigError("--ckpt_path", f"{path}: no such file; give a checkpoint file, or 'last' / 'auto' "
                                          "to resume the newest run of --trainer.default_root_dir")
@@ -98,18 +95,6 @@ def read_training_checkpoint(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ConfigError("--ckpt_path", f"{path} is not a checkpoint of `jitlab fit` (it has no "
                                          f"{', '.join(missing)}); a run resumes only from its own checkpoints")
-    return ckpt
-
-
-def _read_sharded_meta(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        ckpt = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ConfigError("--ckpt_path", f"{path}/meta.pt is not readable ({one_line(error, 160)})") from None
-    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "loops" not in ckpt:
-        raise ConfigError("--ckpt_path", f"{path} is not a sharded checkpoint of `jitlab fit`")
     return ckpt
 
 
@@ -188,11 +173,10 @@ def check_resume(ckpt_path: str, config: dict[str, Any]) -> None:
 class SaveOnSignal(L.Callback):
     """SIGINT (Ctrl-C), SIGTERM and SIGHUP: finish the current step, save ``last.ckpt``, stop (exit 128 + signal).
 
-    Lightning turns SIGTERM into a stop at the end of the step (``SIGTERMException``, on every rank of a
-    DDP run) and calls ``on_exception``; the first Ctrl-C goes to the same handler, a second one
-    interrupts at once without a checkpoint (a step cut in the middle is no state to resume from).
-    Lightning's ``OnExceptionCheckpoint`` is not used: it saves on every exception, a crash or a step cut
-    in half included, and changes what ``fit(ckpt_path=None)`` does.
+    Lightning turns SIGTERM into a stop at the end of the step (``SIGTERMException``, on every rank) and calls
+    ``on_exception``; the first Ctrl-C and SIGHUP go to the same handler, a second Ctrl-C interrupts at once
+    (a step cut in the middle is no state to resume from). Not Lightning's ``OnExceptionCheckpoint``: it saves
+    on every exception, a crash included.
     """
 
     def __init__(self) -> None:
@@ -208,16 +192,17 @@ class SaveOnSignal(L.Callback):
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def _on_sighup(self, signum: int, frame: Any) -> None:
-        self.signum = self.signum or signal.SIGHUP  # as SIGTERM: stop at the end of the step, with a checkpoint
-        rank_zero_info("jitlab: SIGHUP: stopping after this step with a checkpoint")
-        handler = signal.getsignal(signal.SIGTERM)
-        if callable(handler):
-            handler(signal.SIGTERM, frame)
+        self.signum = self.signum or signal.SIGHUP
+        self._stop_after_step(frame, "SIGHUP: stopping after this step with a checkpoint")
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self.signum = signal.SIGINT
         signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)  # a second Ctrl-C: at once
-        rank_zero_info("jitlab: Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again: stop now)")
+        self._stop_after_step(frame, "Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again: stop now)")
+
+    @staticmethod
+    def _stop_after_step(frame: Any, message: str) -> None:
+        rank_zero_info(f"jitlab: {message}")
         handler = signal.getsignal(signal.SIGTERM)
         if callable(handler):
             handler(signal.SIGTERM, frame)  # Lightning's: stop at the end of the step, on every process

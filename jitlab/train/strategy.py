@@ -1,17 +1,8 @@
 """How a run spreads over its processes: replicated DDP or sharded FSDP2, as the Trainer's ``strategy`` value.
 
-``strategy_config("ddp" | "fsdp2")`` is the LightningCLI value (``--trainer.strategy``) of either:
-
-- ``ddp``: Lightning's DDPStrategy with ``gradient_as_bucket_view=True`` (the gradients live in DDP's buckets:
-  no second fp32 copy of them) and ``find_unused_parameters=False`` (every parameter is used, as before);
-- ``fsdp2``: :class:`ShardedStrategy`, Lightning's ModelParallelStrategy (FSDP2, runs on CPU with gloo, where
-  Lightning's FSDPStrategy refuses CPU) with all processes in one data-parallel group: weights, gradients,
-  AdamW's moments and MultiEMA's averages are sharded (``JiTModule.configure_model`` calls :func:`shard_net`).
-
-A sharded checkpoint is a directory (``torch.distributed.checkpoint``: one file per process plus ``meta.pt``).
-ShardedStrategy also saves the callbacks' DTensors there (MultiEMA's averages, each process its shard; Lightning
-would pickle them into rank 0's ``meta.pt``, i.e. rank 0's shard only) and loads them back sharded.
-:func:`consolidate` turns such a directory into the one-file layout `jitlab eval`, `sample` and `convert` read.
+A sharded checkpoint is a directory (``torch.distributed.checkpoint``: one file per process plus ``meta.pt``)
+that also holds the callbacks' DTensors (MultiEMA's averages, each process its shard); :func:`consolidate` turns
+it into the one-file layout `jitlab eval`, `sample` and `convert` read.
 """
 
 from __future__ import annotations
@@ -24,7 +15,9 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.fabric.utilities.apply_func import apply_to_collection
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from jitlab.atomic import atomic_path
 from jitlab.errors import ConfigError
@@ -37,7 +30,11 @@ SHARDED = "sharded:"  # in meta.pt, the place of a callback's DTensor saved in t
 
 
 def strategy_config(kind: StrategyKind) -> dict[str, Any]:
-    """The ``trainer.strategy`` value (``{"class_path": ..., "init_args": {...}}``) of ``kind``."""
+    """The ``trainer.strategy`` value (``{"class_path": ..., "init_args": {...}}``) of ``kind``.
+
+    ``ddp``: the gradients live in DDP's buckets (no second fp32 copy) and every parameter is used; ``fsdp2``:
+    :class:`ShardedStrategy` (Lightning's FSDPStrategy refuses CPU, ModelParallelStrategy runs there with gloo).
+    """
     if kind == "ddp":
         return {"class_path": "lightning.pytorch.strategies.DDPStrategy",
                 "init_args": {"gradient_as_bucket_view": True, "find_unused_parameters": False}}
@@ -48,17 +45,12 @@ def strategy_config(kind: StrategyKind) -> dict[str, Any]:
 
 def is_sharded(module: nn.Module) -> bool:
     """Whether ``module``'s parameters are DTensors (sharded by FSDP2)."""
-    from torch.distributed.tensor import DTensor
-
     return any(isinstance(p, DTensor) for p in module.parameters())
 
 
 def shard_net(net: nn.Module, mesh: Any, bf16: bool = False) -> None:
-    """FSDP2 (``fully_shard``) on each of ``net.blocks`` and on ``net`` itself, in place.
-
-    One block's weights are gathered at a time; ``bf16``: compute in bf16 (weights gathered as bf16, gradients
-    reduced in fp32; the sharded fp32 weights, moments and EMAs stay fp32).
-    """
+    """FSDP2 (``fully_shard``) on each of ``net.blocks`` (gathered one at a time) and on ``net`` itself, in place.
+    ``bf16``: weights gathered as bf16, gradients reduced in fp32 (the sharded weights, moments and EMAs stay fp32)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
@@ -69,10 +61,8 @@ def shard_net(net: nn.Module, mesh: Any, bf16: bool = False) -> None:
 
 
 class ShardedStrategy(ModelParallelStrategy):
-    """FSDP2 over every process (one data-parallel group, no tensor parallelism), checkpoints sharded.
-
-    ModelParallelStrategy's "auto" puts the processes of a node in its tensor-parallel group; jitlab shards only.
-    """
+    """FSDP2 over every process (one data-parallel group: ModelParallelStrategy's "auto" would put a node's
+    processes in a tensor-parallel group), weights, gradients, AdamW's moments and MultiEMA's averages sharded."""
 
     def __init__(self, save_distributed_checkpoint: bool = True, process_group_backend: str | None = None) -> None:
         super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
@@ -90,7 +80,8 @@ class ShardedStrategy(ModelParallelStrategy):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
         if not self._save_distributed_checkpoint:  # one file: every process helps gather the full tensors
-            checkpoint["callbacks"] = _gather_dtensors(checkpoint.get("callbacks", {}))
+            checkpoint["callbacks"] = apply_to_collection(checkpoint.get("callbacks", {}), DTensor,
+                                                          lambda t: t.full_tensor().cpu())
             return super().save_checkpoint(checkpoint, filepath, storage_options)
         if storage_options is not None:
             raise TypeError("ShardedStrategy.save_checkpoint takes no storage_options")
@@ -126,16 +117,13 @@ class ShardedStrategy(ModelParallelStrategy):
         keys = _markers(checkpoint.get("callbacks", {}))
         if keys:
             from torch.distributed.checkpoint import FileSystemReader, load
-            from torch.distributed.tensor import empty
+            from torch.distributed.tensor import Shard, empty
 
             path = Path(self.broadcast(str(checkpoint_path)))
             saved = FileSystemReader(str(path)).read_metadata().state_dict_metadata
-            mesh = self.shard_mesh
-            shards = {}
-            for key in keys:  # FSDP2's layout: dim 0 split over the mesh
-                meta = saved[f"callbacks.{key}"]
-                shards[key] = empty(*meta.size, dtype=meta.properties.dtype, device_mesh=mesh,
-                                    placements=[torch.distributed.tensor.Shard(0)])
+            metas = {key: saved[f"callbacks.{key}"] for key in keys}
+            shards = {key: empty(*meta.size, dtype=meta.properties.dtype, device_mesh=self.shard_mesh,
+                                 placements=[Shard(0)]) for key, meta in metas.items()}  # FSDP2's: dim 0 split
             load({"callbacks": shards}, checkpoint_id=path)
             checkpoint["callbacks"] = _put_back(checkpoint["callbacks"], shards)
         return checkpoint
@@ -145,8 +133,6 @@ class ShardedStrategy(ModelParallelStrategy):
 
 def _pull_dtensors(value: Any, key: str, out: dict[str, Any]) -> Any:
     """``value`` with each DTensor moved to ``out[key path]`` and replaced by ``SHARDED + key path``."""
-    from torch.distributed.tensor import DTensor
-
     if isinstance(value, DTensor):
         out[key] = value
         return SHARDED + key
@@ -169,25 +155,7 @@ def _markers(value: Any) -> list[str]:
 
 def _put_back(value: Any, tensors: dict[str, Any]) -> Any:
     """``value`` with each ``SHARDED + key`` replaced by ``tensors[key]``."""
-    if isinstance(value, str) and value.startswith(SHARDED):
-        return tensors[value[len(SHARDED):]]
-    if isinstance(value, dict):
-        return {k: _put_back(v, tensors) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_put_back(v, tensors) for v in value]
-    return value
-
-
-def _gather_dtensors(value: Any) -> Any:
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(value, DTensor):
-        return value.full_tensor().cpu()
-    if isinstance(value, dict):
-        return {k: _gather_dtensors(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_gather_dtensors(v) for v in value]
-    return value
+    return apply_to_collection(value, str, lambda s: tensors[s[len(SHARDED):]] if s.startswith(SHARDED) else s)
 
 
 # -- consolidation ---------------------------------------------------------------------------------
@@ -215,12 +183,8 @@ def sharded_meta(ckpt_dir: str | Path) -> dict[str, Any]:
 
 
 def read_sharded(ckpt_dir: str | Path) -> dict[str, Any]:
-    """Sharded checkpoint ``ckpt_dir`` gathered into jitlab's one-file layout, in memory.
-
-    ``state_dict`` (``net.*``), ``hyper_parameters``, ``callbacks`` (MultiEMA's full averages), ``global_step``
-    and Lightning's other metadata. Runs in one process on CPU: only the weights and the callbacks' tensors are
-    read from the shards (not AdamW's moments).
-    """
+    """Sharded checkpoint ``ckpt_dir`` gathered into jitlab's one-file layout, in memory, in one process on CPU:
+    only the weights and the callbacks' tensors (MultiEMA's full averages) are read, not AdamW's moments."""
     from torch.distributed.checkpoint import FileSystemReader, load
 
     ckpt_dir = Path(ckpt_dir)

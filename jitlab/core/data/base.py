@@ -1,12 +1,9 @@
 """What every image DataModule of jitlab shares.
 
-- ``global_batch_size`` is the batch of one optimizer step across all devices, nodes and gradient
-  accumulation; each process loads ``global_batch_size / (world_size * accumulate_grad_batches)``.
-- Images travel as uint8 (N, C, H, W) and become floats in [-1, 1] on the device.
-- ``net_defaults`` tells the CLI what the network must match (image size, classes, channels).
-- The training loader is resumable mid-epoch: the order of an epoch is a pure function of
-  (seed, epoch), and the loader's ``state_dict`` (saved by Lightning in every checkpoint) records
-  how much of it was consumed, so a resumed run continues with the next unseen sample.
+``global_batch_size`` is the batch of one optimizer step over all devices and accumulation steps; images travel as
+uint8 (N, C, H, W) and become floats in [-1, 1] on the device; a subclass's ``net_defaults(**init_args)`` tells the
+CLI what the network must match. The training loader resumes mid-epoch: an epoch's order is a function of (seed,
+epoch), and the loader's ``state_dict`` (in every checkpoint) records how much of it was consumed.
 """
 
 from __future__ import annotations
@@ -34,15 +31,10 @@ def to_uint8(x: Tensor) -> Tensor:
 class ResumableDistributedSampler(DistributedSampler):
     """``DistributedSampler`` (shuffled, ``drop_last``) that can start part-way into an epoch.
 
-    The global order of epoch ``e`` is ``randperm(n)`` seeded with ``seed + e`` (as in torch's
-    sampler, so the order is unchanged for a run that never resumes); rank ``r`` of ``w`` takes
-    positions ``r, r + w, ...``. After ``skip(k)``, the first ``k`` positions of the global order
-    are left out and the rest is split the same way. With whole batches consumed in lockstep, the
-    first ``k`` positions are exactly the samples the ranks have seen, even if the number of
-    processes changes between the runs.
-
-    ``len()`` stays the length of a whole epoch: Lightning counts the batches already done from
-    its own progress and stops at the same total.
+    Epoch ``e``'s global order is torch's ``randperm(n)`` seeded with ``seed + e``; rank ``r`` of ``w`` takes
+    positions ``r, r + w, ...``. ``skip(e, k)`` leaves out the first ``k`` positions, which (batches being consumed
+    in lockstep) are exactly the samples seen, even if the number of processes changed. ``len()`` stays a whole
+    epoch's: Lightning counts the batches already done itself.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int = 0):
@@ -58,24 +50,19 @@ class ResumableDistributedSampler(DistributedSampler):
         """Continue epoch ``epoch`` after its first ``start`` positions."""
         self.epoch, self.start = epoch, max(0, int(start))
 
-    def global_order(self) -> list[int]:
-        generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
-        return torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
-
     def __iter__(self) -> Iterator[int]:
-        order = self.global_order()[: self.total_size][self.start:]
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+        order = order[: self.total_size][self.start:]
         usable = len(order) // self.num_replicas * self.num_replicas  # every rank gets as many
         return iter(order[self.rank:usable:self.num_replicas])
 
 
 class ResumableDataLoader(DataLoader):
-    """A ``DataLoader`` over a :class:`ResumableDistributedSampler` with ``state_dict`` / ``load_state_dict``.
+    """A ``DataLoader`` over a :class:`ResumableDistributedSampler` whose ``state_dict`` Lightning checkpoints.
 
-    Lightning saves the state of a training loader that has these two methods in every checkpoint
-    and loads it before iterating again. The state is the epoch and how many positions of its
-    global order all processes together have consumed; it counts batches handed to the training
-    loop, not the ones workers have prefetched.
+    The state is the epoch and the positions of its global order all processes have consumed (batches handed
+    to the training loop, not those workers prefetched).
     """
 
     def __init__(self, dataset: Dataset, sampler: ResumableDistributedSampler, **kwargs: Any):
@@ -105,7 +92,6 @@ class ImageDataModule(L.LightningDataModule):
     """Base of the image data modules: batching, device transfer and the per-device split."""
 
     num_classes: int = 0
-    channels: int = 3
 
     def __init__(self, resolution: int, global_batch_size: int, num_workers: int, seed: int):
         super().__init__()
@@ -120,25 +106,15 @@ class ImageDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
 
-    # -- what subclasses provide ------------------------------------------------------------
     def train_dataset(self) -> Dataset:
         raise NotImplementedError
 
     def val_dataset(self) -> Dataset:
         raise NotImplementedError
 
-    @classmethod
-    def net_defaults(cls, **init_args: Any) -> dict[str, Any]:
-        """Arguments the network must agree with, computed from this module's init arguments."""
-        return {"img_size": init_args["resolution"], "num_classes": cls.num_classes, "in_channels": cls.channels}
-
-    # -- shared machinery -------------------------------------------------------------------
     def micro_batch_size(self) -> int:
         """The per-process batch: the global batch divided by processes and accumulation."""
-        world, accumulate = 1, 1
-        if self.trainer is not None:
-            world = self.trainer.world_size
-            accumulate = self.trainer.accumulate_grad_batches
+        world, accumulate = (self.trainer.world_size, self.trainer.accumulate_grad_batches) if self.trainer else (1, 1)
         parts = world * accumulate
         if self.global_batch_size % parts:
             raise ConfigError(
@@ -153,8 +129,6 @@ class ImageDataModule(L.LightningDataModule):
                       persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
         if not train:
             return DataLoader(dataset, **kwargs)
-        # the order is a function of (seed, epoch), on one process or many; the loader's state
-        # (epoch, samples consumed) lets a run resumed mid-epoch continue where it stopped
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         sampler = ResumableDistributedSampler(dataset, num_replicas=world, rank=rank, seed=self.seed)
         return ResumableDataLoader(dataset, sampler, **kwargs)

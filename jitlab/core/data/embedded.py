@@ -1,15 +1,6 @@
-"""The embedded data sets: no download, any resolution, class conditional, deterministic per index.
-
-``shapes``: ten procedurally rendered classes (``jitlab.core.data.shapes``).
-``photos``: crops of the photographs that ship inside scikit-image and scikit-learn, one class per
-photograph (``jitlab.core.data.photos``).
-Each item is a pure function of (resolution, seed, index), so every process of a DDP run and every
-worker sees the same data for the same index.
-
-Rendering costs about a tenth of a mini training step, item by item, epoch after epoch. A run that will
-see every training item anyway renders the set once into a uint8 file of the cache directory and reads
-it back by index (:class:`RenderedCache`): the same bytes, and the next run of the same data (every cell
-of a grid) finds the file ready.
+"""The embedded data sets (``shapes``, ``photos``): no download, any resolution, class conditional, each item a pure
+function of (resolution, seed, index). Rendering costs about a tenth of a mini training step, so a run that will see
+every training item renders the set once into a uint8 cache file (:class:`RenderedCache`) that later runs find ready.
 """
 
 from __future__ import annotations
@@ -25,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from jitlab.atomic import atomic_path
+from jitlab.core.data import photos, shapes
 from jitlab.core.data.base import ImageDataModule
 from jitlab.errors import ConfigError
 
@@ -33,21 +25,13 @@ CACHE_LIMIT_BYTES = 2 * 2**30  # a set larger than this renders item by item, as
 
 
 def make_dataset(kind: EmbeddedKind, resolution: int, length: int, seed: int) -> Dataset:
-    if kind == "shapes":
-        from jitlab.core.data.shapes import ShapesDataset
-
-        return ShapesDataset(resolution, length, seed)
-    from jitlab.core.data.photos import PhotoCropsDataset
-
-    return PhotoCropsDataset(resolution, length, seed)
+    return (shapes.ShapesDataset if kind == "shapes" else photos.PhotoCropsDataset)(resolution, length, seed)
 
 
 def cache_file(kind: EmbeddedKind, resolution: int, length: int, seed: int, cache_dir: Path | None = None) -> Path:
     """Where the rendered set lives; the name carries a hash of the renderer's source and of the versions of the
     libraries it draws with, so an edited renderer or another numpy never reads a stale file."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from jitlab.core.data import photos, shapes
 
     libraries = ["numpy"] if kind == "shapes" else ["numpy", "pillow", "scikit-image", "scikit-learn"]
     versions = []
@@ -66,8 +50,7 @@ def cache_file(kind: EmbeddedKind, resolution: int, length: int, seed: int, cach
 class RenderedCache(Dataset):
     """The items of a deterministic data set, read from one uint8 file (N, C, H, W) and its labels (N,).
 
-    The file is memory-mapped when first read in each process (a data-loader worker opens its own), so
-    the operating system's page cache holds one copy for every process that reads it.
+    Each process (and data-loader worker) memory-maps the file, so the page cache holds one copy for all.
     """
 
     def __init__(self, path: Path, length: int):
@@ -77,10 +60,8 @@ class RenderedCache(Dataset):
 
     @classmethod
     def build(cls, dataset: Dataset, path: Path) -> "RenderedCache":
-        """Render every item of ``dataset`` into ``path`` (labels beside it) unless the file exists.
-
-        Written atomically: a concurrent run renders the same bytes and the last rename wins.
-        """
+        """Render every item of ``dataset`` into ``path`` (labels beside it) unless the file exists; atomically:
+        a concurrent run renders the same bytes and the last rename wins."""
         path = Path(path)
         length = len(dataset)  # type: ignore[arg-type]
         if not path.exists():
@@ -126,13 +107,7 @@ def labels_file(path: Path) -> Path:
 
 
 def num_classes_of(kind: EmbeddedKind) -> int:
-    if kind == "shapes":
-        from jitlab.core.data.shapes import SHAPE_CLASSES
-
-        return len(SHAPE_CLASSES)
-    from jitlab.core.data.photos import load_photos
-
-    return len(load_photos())
+    return len(shapes.SHAPE_CLASSES) if kind == "shapes" else len(photos.load_photos())
 
 
 class EmbeddedDataModule(ImageDataModule):
@@ -168,10 +143,7 @@ class EmbeddedDataModule(ImageDataModule):
             raise ConfigError("data.kind", f"unknown kind {kind!r}; valid choices: shapes, photos")
         if train_size <= 0 or val_size <= 0:
             raise ConfigError("data.train_size", "train_size and val_size must be positive")
-        self.kind = kind
-        self.train_size = train_size
-        self.val_size = val_size
-        self.disk_cache = disk_cache
+        self.kind, self.train_size, self.val_size, self.disk_cache = kind, train_size, val_size, disk_cache
         self.num_classes = num_classes_of(kind)
 
     @classmethod
@@ -181,11 +153,10 @@ class EmbeddedDataModule(ImageDataModule):
 
     def train_dataset(self) -> Dataset:
         dataset = make_dataset(self.kind, self.resolution, self.train_size, self.seed)
-        if not self.disk_cache or self.train_size * 3 * self.resolution**2 > CACHE_LIMIT_BYTES:
-            return dataset
-        path = cache_file(self.kind, self.resolution, self.train_size, self.seed)
-        if path.exists() or self._draws_every_item():
-            return RenderedCache.build(dataset, path)
+        if self.disk_cache and self.train_size * 3 * self.resolution**2 <= CACHE_LIMIT_BYTES:
+            path = cache_file(self.kind, self.resolution, self.train_size, self.seed)
+            if path.exists() or self._draws_every_item():
+                return RenderedCache.build(dataset, path)
         return dataset
 
     def _draws_every_item(self) -> bool:
@@ -193,10 +164,9 @@ class EmbeddedDataModule(ImageDataModule):
         trainer = self.trainer
         if trainer is None:
             return False
-        max_steps = trainer.max_steps
-        if max_steps is None or max_steps < 0:
+        if trainer.max_steps is None or trainer.max_steps < 0:
             return bool(trainer.max_epochs is None or trainer.max_epochs == -1 or trainer.max_epochs >= 1)
-        return max_steps * self.global_batch_size >= self.train_size
+        return trainer.max_steps * self.global_batch_size >= self.train_size
 
     def val_dataset(self) -> Dataset:
         return make_dataset(self.kind, self.resolution, self.val_size, self.seed + 1)

@@ -1,18 +1,9 @@
 """ImageNet (or any class-per-folder image tree) at any resolution, from the folder tree or from shards.
 
-Two sources behind one data module:
-
-- ``folder``: ``ROOT/train/<class>/*.JPEG`` (and ``ROOT/val/<class>/...``) read directly. Every item
-  decodes the full-size file and crops it (simple; at 512 and 1024 the decoding is the bottleneck).
-- ``shards``: a directory written once by ``jitlab prepare-imagenet`` (``jitlab.core.data.shards``):
-  uint8 crops at the target resolution in litdata chunks, local or in object storage.
-
-Both give the same items: the ADM centre crop of the paper's code (see :func:`center_crop`), a
-random horizontal flip for training, ``(uint8 tensor (3, R, R), class index)`` with the classes
-numbered by their sorted folder names (0..999 for ImageNet).
-
-A class subset (the first N classes, a list file of WordNet ids or a list shipped in
-``jitlab/core/data/subsets/``) keeps those classes, numbered 0..N-1 in sorted order (``jitlab.core.data.subsets``).
+``folder`` reads ``ROOT/train/<class>/*.JPEG`` (and ``ROOT/val/...``) and crops every item from the full-size file
+(at 512 and 1024 decoding is the bottleneck); ``shards`` reads the uint8 crops ``jitlab prepare-imagenet`` wrote
+(``jitlab.core.data.shards``). Both give the same items: the ADM centre crop, a random flip for training, labels
+numbered by sorted folder name, or 0..N-1 over a class subset (``jitlab.core.data.subsets``).
 """
 
 from __future__ import annotations
@@ -37,16 +28,9 @@ Source = Literal["auto", "folder", "shards"]
 SPLITS = ("train", "val")
 
 
-# -- one image ---------------------------------------------------------------------------------------
-
-
 def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """The ADM centre crop (guided-diffusion, used by JiT): a ``size`` x ``size`` RGB image.
-
-    While the short side is at least twice ``size``, halve the image (integer halves) with a box
-    filter; then resize with bicubic interpolation so that the short side is ``size``; then cut
-    the centre square, its corner at ``((W - size) // 2, (H - size) // 2)``.
-    """
+    """The ADM centre crop (guided-diffusion, used by JiT): box-halve while the short side is >= 2 ``size``,
+    resize bicubic to a short side of ``size``, cut the centre square."""
     while min(image.size) >= 2 * size:
         image = image.resize((image.width // 2, image.height // 2), resample=Image.BOX)
     scale = size / min(image.size)
@@ -56,11 +40,7 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file completely and convert it to RGB (grey, palette, CMYK, alpha, 16 bit).
-
-    Raises ``OSError`` (or another ``Exception``) for files that are not images, truncated or
-    otherwise unreadable: truncated files are not padded with grey.
-    """
+    """Decode an image file completely (a truncated one raises, never padded with grey) and convert it to RGB."""
     with Image.open(path) as image:
         image.load()  # decode now: a truncated or corrupt file fails here, not later
         if image.mode == "RGB":
@@ -78,9 +58,6 @@ def crop_file(path: str | os.PathLike, size: int) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())  # (3, size, size)
 
 
-# -- the folder tree ---------------------------------------------------------------------------------
-
-
 def find_classes(split_dir: str | os.PathLike) -> list[str]:
     """Sorted names of the class folders of ``split_dir`` (hidden entries ignored)."""
     with os.scandir(split_dir) as entries:
@@ -95,11 +72,8 @@ def check_split_classes(split_dir: str | os.PathLike, known: list[str]) -> None:
 
 
 def scan_split(split_dir: str | os.PathLike, classes: list[str]) -> tuple[list[str], np.ndarray]:
-    """Relative paths ``<class>/<file>`` of the images of ``split_dir`` (sorted) and their labels.
-
-    ``classes`` numbers the folders (label = position in it); folders not in it are left out (a
-    class subset; :func:`check_split_classes` tells a stray validation folder from that).
-    """
+    """Relative paths ``<class>/<file>`` of the images of ``split_dir`` (sorted) and their labels (positions in
+    ``classes``); folders not in ``classes`` are left out (a class subset)."""
     index = {name: i for i, name in enumerate(classes)}
     paths: list[str] = []
     labels: list[int] = []
@@ -125,30 +99,19 @@ def folder_classes(root: str | os.PathLike) -> list[str]:
 
 
 class ImageFolderDataset(Dataset):
-    """The images of one split of a folder tree, centre-cropped per item: ``(uint8 (3, R, R), label)``.
+    """The images of ``split_dir`` (``ROOT/train`` or ``ROOT/val``), centre-cropped per item: ``(uint8 (3, R, R),
+    label)``; ``classes`` (default: all folders) in label order, ``flip`` a random horizontal flip (training).
 
-    The file list is made once (sorted by class, then file name) and kept in numpy arrays, not
-    Python lists, so that data-loader workers share it. A file that cannot be decoded is replaced
-    by the next readable one (one warning line per file and process), so a bad file found hours
-    into a run costs one warning, not the run.
-
-    Args:
-        split_dir: ``ROOT/train`` or ``ROOT/val``.
-        resolution: side of the crops.
-        classes: the class names (folder names) in label order; by default those of ``split_dir``.
-            Folders not in it are left out (a class subset).
-        flip: flip horizontally with probability 1/2 (training).
+    The sorted file list lives in numpy arrays (shared by data-loader workers, no refcounts). An undecodable file
+    is replaced by the next readable one with one warning per file and process: it costs a warning, not the run.
     """
 
     def __init__(self, split_dir: str | os.PathLike, resolution: int, classes: list[str] | None = None,
                  flip: bool = False):
-        self.split_dir = str(split_dir)
-        self.resolution = resolution
+        self.split_dir, self.resolution, self.flip = str(split_dir), resolution, flip
         self.classes = list(classes) if classes is not None else find_classes(split_dir)
-        paths, labels = scan_split(split_dir, self.classes)
-        self.paths = np.asarray(paths, dtype=np.bytes_) if paths else np.zeros(0, dtype="S1")  # shared, no refcounts
-        self.labels = labels
-        self.flip = flip
+        paths, self.labels = scan_split(split_dir, self.classes)
+        self.paths = np.asarray(paths, dtype=np.bytes_) if paths else np.zeros(0, dtype="S1")
         self._warned: set[int] = set()
 
     def __len__(self) -> int:
@@ -174,9 +137,6 @@ class ImageFolderDataset(Dataset):
         raise RuntimeError(f"100 unreadable images in a row from {self.path(index)}; is {self.split_dir} intact?")
 
 
-# -- the data module ---------------------------------------------------------------------------------
-
-
 def resolve_source(root: str, source: Source) -> Literal["folder", "shards"]:
     """``folder`` or ``shards`` for ``root``: ``auto`` recognises a shard directory by its meta file."""
     from jitlab.core.data.shards import is_shard_dir
@@ -191,11 +151,8 @@ def resolve_source(root: str, source: Source) -> Literal["folder", "shards"]:
 
 
 def dataset_classes(root: str, source: Source = "auto", classes: Classes = None) -> list[str]:
-    """The class names of ``root`` that ``classes`` selects (:func:`select_classes`), in label order.
-
-    Cheap: folder names or the shard meta file. Shards hold the classes they were written with
-    (all, or the subset of ``prepare-imagenet --classes``): a selection must be all of them.
-    """
+    """The class names of ``root`` that ``classes`` selects, in label order (cheap: folder names or the shard meta
+    file). Shards hold the classes they were written with: a selection must be all of them."""
     if resolve_source(root, source) == "shards":
         from jitlab.core.data.shards import read_meta
 
@@ -263,7 +220,6 @@ class ImageNetDataModule(ImageDataModule):
         classes = dataset_classes(root, source, init_args.get("classes"))
         return {"img_size": init_args.get("resolution", 256), "num_classes": len(classes), "in_channels": 3}
 
-    # -- the checkpoint ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """In every checkpoint: the class names in label order (for ``checkpoint_classes``: sampling and
         evaluation name the labels by it; a resumed run checks that its data give the same classes)."""
@@ -278,7 +234,6 @@ class ImageNetDataModule(ImageDataModule):
                                               f"{len(self.classes)} of {self.root} (they differ from label {first} "
                                               "on); resume with the run's data.root and data.classes")
 
-    # -- the folder tree --------------------------------------------------------------------
     def _folder(self, split: str) -> ImageFolderDataset:
         split_dir = Path(self.root) / split
         if split == "val" and not split_dir.is_dir():
@@ -291,23 +246,21 @@ class ImageNetDataModule(ImageDataModule):
                                            "in its class folders")
         return dataset
 
-    def train_dataset(self) -> Dataset:
-        if self.source == "shards":
-            return self._shards("train")
-        return self._folder("train")
-
-    def val_dataset(self) -> Dataset:
-        if self.source == "shards":
-            return self._shards("val")
-        return self._folder("val")
-
-    # -- shards -----------------------------------------------------------------------------
-    def _shards(self, split: str) -> Dataset:
+    def _dataset(self, split: str) -> Dataset:
+        if self.source == "folder":
+            return self._folder(split)
         from jitlab.core.data.shards import ShardDataset
 
         return ShardDataset(self.root, split, flip=split == "train", seed=self.seed, cache_dir=self.cache_dir)
 
-    def _check_size(self, dataset: Dataset, train: bool) -> None:
+    def train_dataset(self) -> Dataset:
+        return self._dataset("train")
+
+    def val_dataset(self) -> Dataset:
+        return self._dataset("val")
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        """The base class's loader (folder) or litdata's (shards), after checking the split is big enough."""
         images = getattr(dataset, "num_images", None) or len(dataset)  # type: ignore[arg-type]  (shards: all ranks)
         world = self.trainer.world_size if self.trainer is not None else 1
         if train and images < self.global_batch_size:
@@ -315,21 +268,8 @@ class ImageNetDataModule(ImageDataModule):
                                                         f"training images of {self.root}")
         if not train and images < world:
             raise ConfigError("data.root", f"{self.root}: fewer validation images ({images}) than processes ({world})")
+        if self.source == "folder":
+            return super()._loader(dataset, train)
+        from jitlab.core.data.shards import shard_loader
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.train_dataset()
-        self._check_size(dataset, train=True)
-        if self.source == "shards":
-            from jitlab.core.data.shards import shard_loader
-
-            return shard_loader(dataset, self.micro_batch_size(), self.num_workers, train=True)
-        return self._loader(dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        dataset = self.val_dataset()
-        self._check_size(dataset, train=False)
-        if self.source == "shards":
-            from jitlab.core.data.shards import shard_loader
-
-            return shard_loader(dataset, self.micro_batch_size(), self.num_workers, train=False)
-        return self._loader(dataset, train=False)
+        return shard_loader(dataset, self.micro_batch_size(), self.num_workers, train=train)

@@ -1,9 +1,7 @@
-"""Random square crops of the real photographs that ship inside scikit-image and scikit-learn.
+"""Random square crops of the real photographs inside the scikit-image and scikit-learn wheels (nothing downloaded).
 
-One class per photograph, sorted by name. Item ``i`` has label ``i % num_classes``; its crop
-(size, position, horizontal flip) comes from ``numpy.random.default_rng([seed, i])``, so an item
-is a pure function of ``(resolution, seed, index)``. Nothing is downloaded: only photographs
-inside the installed wheels are used (scikit-image fetches its other data sets with pooch).
+One class per photograph, sorted by name. Item ``i`` has label ``i % num_classes``; its crop (size, position, flip)
+comes from ``numpy.random.default_rng([seed, i])``.
 """
 
 from __future__ import annotations
@@ -11,17 +9,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
-import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from jitlab.core.data.shapes import check_index, check_seed, check_size
+from jitlab.core.data.shapes import RenderedDataset
 
-# Colour photographs of ``skimage.data``: class name -> (loader function, file inside the wheel).
-# Left out: ``cat`` (the same photograph as ``chelsea``), ``colorwheel`` and ``logo`` (drawings),
-# the grey images, and everything that skimage fetches from the network.
+# Colour photographs of ``skimage.data``: class name -> (loader function, file inside the wheel). Left out: ``cat``
+# (``chelsea`` again), ``colorwheel`` and ``logo`` (drawings), the grey images, and all that skimage downloads.
 SKIMAGE_PHOTOS: dict[str, tuple[str, str]] = {
     "astronaut": ("astronaut", "astronaut.png"),
     "chelsea": ("chelsea", "chelsea.png"),
@@ -44,35 +40,24 @@ def _as_rgb(image: np.ndarray) -> np.ndarray | None:
     return rgb
 
 
-def _skimage_photos() -> list[tuple[str, np.ndarray]]:
-    """The colour photographs of ``skimage.data`` whose files are inside the installed wheel."""
+def _skimage_photos() -> Iterator[tuple[str, np.ndarray]]:
     import skimage.data
 
     data_dir = os.path.dirname(skimage.data.__file__)
-    photos = []
     for name, (function, filename) in SKIMAGE_PHOTOS.items():
         loader = getattr(skimage.data, function, None)
-        if loader is None or not os.path.isfile(os.path.join(data_dir, filename)):
-            continue  # not in this version's wheel: loading it could mean a download
-        image = loader()
-        image = image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
-        rgb = _as_rgb(np.asarray(image))
-        if rgb is not None:
-            photos.append((name, rgb))
-    return photos
+        if loader is not None and os.path.isfile(os.path.join(data_dir, filename)):  # else loading could download
+            image = loader()
+            yield name, image[0] if isinstance(image, tuple) else image  # stereo_motorcycle: (left, right, disparity)
 
 
-def _sklearn_photos() -> list[tuple[str, np.ndarray]]:
+def _sklearn_photos() -> Iterator[tuple[str, np.ndarray]]:
     """``china`` and ``flower`` of ``sklearn.datasets.load_sample_images`` (files in the wheel)."""
     from sklearn.datasets import load_sample_images
 
     bunch = load_sample_images()
-    photos = []
     for filename, image in zip(bunch.filenames, bunch.images):
-        rgb = _as_rgb(np.asarray(image))
-        if rgb is not None:
-            photos.append((os.path.splitext(os.path.basename(filename))[0], rgb))
-    return photos
+        yield os.path.splitext(os.path.basename(filename))[0], image
 
 
 def _installed(module: str) -> bool:
@@ -82,14 +67,13 @@ def _installed(module: str) -> bool:
 @lru_cache(maxsize=1)
 def load_photos() -> list[tuple[str, np.ndarray]]:
     """All bundled colour photographs as (name, read-only uint8 (H, W, 3)), sorted by name."""
-    loaders = {"skimage": _skimage_photos, "sklearn": _sklearn_photos}
-    sources = [(module, load) for module, load in loaders.items() if _installed(module)]
-    if not sources:
-        raise RuntimeError(
-            "the 'photos' data set needs the photographs shipped with scikit-image or scikit-learn; "
-            "install one of them: pip install scikit-image scikit-learn"
-        )
-    photos = dict(p for _, load in sources for p in load())
+    sources = {"skimage": _skimage_photos, "sklearn": _sklearn_photos}
+    loaders = [load for module, load in sources.items() if _installed(module)]
+    if not loaders:
+        raise RuntimeError("the 'photos' data set needs the photographs shipped with scikit-image or scikit-learn; "
+                           "install one of them: pip install scikit-image scikit-learn")
+    rgbs = ((name, _as_rgb(np.asarray(image))) for load in loaders for name, image in load())
+    photos = {name: rgb for name, rgb in rgbs if rgb is not None}
     if not photos:
         raise RuntimeError("no photograph could be loaded from the installed scikit-image / scikit-learn")
     return sorted(photos.items())
@@ -97,7 +81,6 @@ def load_photos() -> list[tuple[str, np.ndarray]]:
 
 @lru_cache(maxsize=1)
 def _pil_photos() -> tuple[Image.Image, ...]:
-    """The photographs as PIL images, in the order of ``load_photos``."""
     return tuple(Image.fromarray(np.array(image)) for _, image in load_photos())
 
 
@@ -126,23 +109,12 @@ def render_crop(resolution: int, seed: int, index: int) -> tuple[np.ndarray, int
     return np.ascontiguousarray(pixels.transpose(2, 0, 1)), label  # (3, R, R)
 
 
-class PhotoCropsDataset(Dataset):
-    """``length`` random crops of the bundled photographs; one class per photograph.
+class PhotoCropsDataset(RenderedDataset):
+    """``length`` random crops of the bundled photographs; one class per photograph."""
 
-    Items are ``(uint8 tensor (3, R, R), label)`` and depend only on (resolution, seed, index).
-    """
+    render = staticmethod(render_crop)
 
     def __init__(self, resolution: int, length: int, seed: int = 0):
-        self.resolution = check_size("resolution", resolution)
-        self.length = check_size("length", length)
-        self.seed = check_seed(seed)
+        super().__init__(resolution, length, seed)
         self.class_names: list[str] = [name for name, _ in load_photos()]
         self.num_classes: int = len(self.class_names)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        i = check_index(index, self.length)
-        image, label = render_crop(self.resolution, self.seed, i)  # (3, R, R)
-        return torch.from_numpy(image), label

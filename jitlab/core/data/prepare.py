@@ -2,30 +2,22 @@
 
     jitlab prepare-imagenet --src /data/imagenet --out /data/imagenet-256 --resolution 256
 
-Reads ``SRC/train/<class>/*`` (and ``SRC/val/<class>/*`` if present), crops every image with the
-ADM centre crop at the target resolution (``jitlab.core.data.imagenet.center_crop``) and writes the
-layout described in ``jitlab.core.data.shards``. Training images are written in a fixed random order
-(seed 0), so every chunk holds a mix of classes; validation images in file order.
-
-- Class subsets: ``--classes N`` (the first N classes in sorted order), ``--classes FILE`` (a list
-  of WordNet ids) or ``--classes imagenette`` / ``imagenet100`` (the shipped lists) write only
-  those classes, labelled 0..N-1 in sorted order; the meta file records the list, and the data
-  module reads such shards as that subset.
-
-- Parallel: ``--workers`` processes, each writing whole parts (a few hundred MB of crops).
-- Resumable: a finished part is recorded in ``OUT/.prepare/``; run the same command again after
-  an interruption and only the unfinished parts are written. The meta file ``jitlab_shards.json``
-  is written last, so a shard directory without it is never used for training.
-- Bad files: an image that cannot be decoded is skipped with one warning line, and the total is
-  printed at the end; grey, palette, CMYK, 16-bit and alpha images are converted to RGB.
+Crops ``SRC/train/<class>/*`` (and ``SRC/val/...``) with the ADM centre crop into the layout of
+``jitlab.core.data.shards``: training images in a fixed random order (mixed classes in every chunk), validation in
+file order; ``--classes`` writes a class subset, labelled 0..N-1 in sorted order and recorded in the meta file.
+``--workers`` processes each write whole parts; a finished part is recorded in ``OUT/.prepare/``, so the same
+command resumes an interrupted run, and the meta file is written last (without it the shards are never used).
+An undecodable image is skipped with a warning; grey, palette, CMYK, 16-bit and alpha images become RGB.
 """
 
 from __future__ import annotations
 
 import argparse  # run() takes the verb's options (jitlab.commands.prepare_imagenet)
 import concurrent.futures as futures
+import contextlib
 import glob
 import hashlib
+import io
 import json
 import math
 import multiprocessing
@@ -35,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -65,9 +58,6 @@ class Part:
 def class_spec(text: str) -> Classes:
     """``--classes``: a number of classes, else a list file or a shipped list's name."""
     return int(text) if text.strip().lstrip("-").isdigit() else text
-
-
-# -- the plan: which files go into which part --------------------------------------------------------
 
 
 def default_part_size(resolution: int, images: int, workers: int) -> int:
@@ -116,9 +106,8 @@ def make_plan(src: Path, classes: list[str], files: dict[str, tuple[list[str], n
                             "classes": classes, "splits": {}}
     parts: list[Part] = []
     for split, (paths, labels) in files.items():
-        order = np.arange(len(paths))
-        if split == "train":
-            order = np.random.default_rng(ORDER_SEED).permutation(len(paths))  # mixed classes in every chunk
+        # training: mixed classes in every chunk
+        order = np.random.default_rng(ORDER_SEED).permutation(len(paths)) if split == "train" else np.arange(len(paths))
         digest = hashlib.sha1("\n".join(paths).encode()).hexdigest()
         plan["splits"][split] = {"files": len(paths), "sha1": digest}
         for number in range(math.ceil(len(paths) / part_size)):
@@ -130,9 +119,6 @@ def make_plan(src: Path, classes: list[str], files: dict[str, tuple[list[str], n
 
 def part_record(out: Path, part: Part) -> Path:
     return out / STATE_DIR / part.split / f"part-{part.number:06d}.json"
-
-
-# -- one part (runs in a worker process) ---------------------------------------------------------------
 
 
 def write_part(out: str, part: Part, resolution: int, chunk_bytes: str) -> dict[str, Any]:
@@ -159,8 +145,7 @@ def write_part(out: str, part: Part, resolution: int, chunk_bytes: str) -> dict[
     if written:
         writer.done()
         worker_index = os.path.join(split_dir, f"{part.number}.{INDEX_NAME}")
-        with open(worker_index) as handle:
-            index = json.load(handle)
+        index = json.loads(Path(worker_index).read_text())
         chunks, config = index["chunks"], index["config"]
         os.remove(worker_index)
     record = {"images": written, "skipped": skipped, "chunks": chunks, "config": config}
@@ -169,21 +154,10 @@ def write_part(out: str, part: Part, resolution: int, chunk_bytes: str) -> dict[
 
 
 def _write_part_quietly(out: str, part: Part, resolution: int, chunk_bytes: str) -> dict[str, Any]:
-    import contextlib
-    import io
-
-    previous = os.environ.get("DATA_OPTIMIZER_GLOBAL_RANK")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # litdata prints the inferred data format per writer
-            return write_part(out, part, resolution, chunk_bytes)
-    finally:  # in this process (--workers 0), litdata must not think it is inside its optimizer afterwards
-        if previous is None:
-            os.environ.pop("DATA_OPTIMIZER_GLOBAL_RANK", None)
-        else:
-            os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = previous
-
-
-# -- the whole job -------------------------------------------------------------------------------------
+    # litdata prints the inferred data format per writer; the environment is restored so that in this process
+    # (--workers 0) litdata does not think it is inside its optimizer afterwards
+    with contextlib.redirect_stdout(io.StringIO()), mock.patch.dict(os.environ):
+        return write_part(out, part, resolution, chunk_bytes)
 
 
 def finish(out: Path, plan: dict, parts: list[Part]) -> dict[str, Any]:
@@ -192,8 +166,7 @@ def finish(out: Path, plan: dict, parts: list[Part]) -> dict[str, Any]:
     for split in plan["splits"]:
         chunks, config, images, skipped = [], None, 0, 0
         for part in (p for p in parts if p.split == split):
-            with open(part_record(out, part)) as handle:
-                record = json.load(handle)
+            record = json.loads(part_record(out, part).read_text())
             chunks += record["chunks"]
             config = config or record["config"]
             images += record["images"]
@@ -203,8 +176,8 @@ def finish(out: Path, plan: dict, parts: list[Part]) -> dict[str, Any]:
         atomic.write_json(out / split / INDEX_NAME, {"chunks": chunks, "config": config})
         splits[split] = {"images": images, "skipped": skipped}
     meta = {"resolution": plan["resolution"], "classes": plan["classes"], "splits": splits, "source": plan["src"],
-            "crop": "ADM centre crop (box halving, bicubic, centre square)", "item": "image uint8 (3, R, R), label, index",
-            "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "crop": "ADM centre crop (box halving, bicubic, centre square)",
+            "item": "image uint8 (3, R, R), label, index", "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_meta(str(out), meta)
     return meta
 
@@ -236,31 +209,29 @@ def run(args: argparse.Namespace) -> int:
         part_size = previous["part_size"] if previous else default_part_size(
             args.resolution, len(files.get("train", ([],))[0]), args.workers)
     plan, parts = make_plan(src, classes, files, args.resolution, part_size)
-    if previous is not None:
-        if previous != plan:
-            changed = [k for k in plan if previous.get(k) != plan[k]]
-            raise UsageError(f"--out {out} holds an unfinished or finished run with other settings or files "
-                             f"({', '.join(changed)} differ); use another --out or delete it")
-    elif out.exists() and any(out.iterdir()):
+    if previous not in (None, plan):
+        changed = [k for k in plan if previous.get(k) != plan[k]]
+        raise UsageError(f"--out {out} holds an unfinished or finished run with other settings or files "
+                         f"({', '.join(changed)} differ); use another --out or delete it")
+    if previous is None and out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not a shard directory of prepare-imagenet; use an empty or "
                          "new directory")
     atomic.write_json(plan_path, plan)  # a killed write must not leave a plan that later runs compare against
 
     todo = [p for p in parts if not part_record(out, p).is_file()]
-    done_images = sum(len(p.paths) for p in parts) - sum(len(p.paths) for p in todo)
     if (out / META_NAME).is_file() and not todo:
         print(f"jitlab: {out} is complete ({args.resolution} x {args.resolution}); nothing to do", file=sys.stderr)
         return 0
     (out / META_NAME).unlink(missing_ok=True)
     total = sum(len(p.paths) for p in parts)
+    resuming = f"; resuming, {len(parts) - len(todo)} parts done" if len(todo) < len(parts) else ""
     print(f"jitlab: {total} images of {len(classes)} classes of {src} -> {out} at {args.resolution} x "
-          f"{args.resolution}, {len(parts)} parts" + (f"; resuming, {len(parts) - len(todo)} parts done" if len(todo) < len(parts) else ""),
-          file=sys.stderr)
+          f"{args.resolution}, {len(parts)} parts{resuming}", file=sys.stderr)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=done_images, unit="img", disable=args.no_progress, dynamic_ncols=True,
-               file=sys.stderr)
+    bar = tqdm(total=total, initial=total - sum(len(p.paths) for p in todo), unit="img", disable=args.no_progress,
+               dynamic_ncols=True, file=sys.stderr)
     new_skips = 0
 
     def report(part: Part, record: dict[str, Any]) -> None:

@@ -1,13 +1,9 @@
 """Ten classes of procedurally rendered images, at any resolution, with no files and no download.
 
-Every item is a pure function of ``(resolution, seed, index)``: its label is ``index % 10`` and all
-its random parameters come from ``numpy.random.default_rng([seed, index])``. Geometry lives in
-normalised coordinates ``[0, 1]^2`` (x to the right, y down), so an item looks the same at every
-resolution, only sharper.
-
-Rendering is vectorised numpy: a class gives a signed distance (negative inside, in image units)
-that a one-pixel smoothstep turns into coverage; the coverage blends a softly shaded foreground
-colour over a softly varying background colour.
+Item ``index`` has label ``index % 10`` and draws its parameters from ``numpy.random.default_rng([seed, index])``.
+Geometry lives in normalised coordinates ``[0, 1]^2`` (x right, y down), so an item looks the same at every
+resolution, only sharper. A class gives a signed distance (negative inside, image units) that a one-pixel smoothstep
+turns into coverage, blending a softly shaded foreground colour over a softly varying background.
 """
 
 from __future__ import annotations
@@ -26,9 +22,6 @@ from jitlab.errors import ConfigError
 Array = np.ndarray
 Rng = np.random.Generator
 SignedDistance = Callable[[Array, Array], Array]  # shape-frame coordinates (u, v), each (h, w) -> (h, w)
-
-# -- coordinates and coverage ------------------------------------------------------------------------
-
 
 @lru_cache(maxsize=16)
 def _centres(resolution: int) -> Array:
@@ -58,21 +51,19 @@ def _window(resolution: int, centre: float, extent: float) -> slice:
     return slice(lo, max(lo, hi))
 
 
-def _paint(
-    resolution: int, cx: float, cy: float, angle: float, extent: float, sd_of: SignedDistance
-) -> Array:
-    """Coverage (R, R) of a shape centred at (cx, cy), turned by ``angle``, of radius ``extent``.
-
-    ``sd_of(u, v)`` gets coordinates in the shape's own frame and is evaluated only on the shape's
-    bounding square; the rest of the image has zero coverage.
-    """
+def _paint(resolution: int, cx: float, cy: float, angle: float, extent: float, sd_of: SignedDistance,
+           edge: bool = True) -> Array:
+    """Coverage (R, R) of a shape centred at (cx, cy), turned by ``angle``, of radius ``extent``; ``sd_of(u, v)``
+    takes the shape's own frame and is evaluated only on its bounding square (zero coverage elsewhere). With
+    ``edge=False``, ``sd_of`` gives the coverage itself."""
     c = _centres(resolution)  # (R,)
     cols, rows = _window(resolution, cx, extent), _window(resolution, cy, extent)
     dx = (c[cols] - cx)[None, :]  # (1, w)
     dy = (c[rows] - cy)[:, None]  # (h, 1)
     alpha = np.zeros((resolution, resolution), dtype=np.float32)  # (R, R)
     if dx.size and dy.size:
-        alpha[rows, cols] = _coverage(sd_of(*_rotate(dx, dy, angle)), 1.0 / resolution)  # (h, w)
+        field = sd_of(*_rotate(dx, dy, angle))  # (h, w)
+        alpha[rows, cols] = _coverage(field, 1.0 / resolution) if edge else field  # (h, w)
     return alpha
 
 
@@ -81,9 +72,6 @@ def _placement(rng: Rng, extent: float) -> tuple[float, float, float]:
     margin = min(0.5, 0.85 * extent)
     cx, cy = rng.uniform(margin, 1.0 - margin, size=2)
     return float(cx), float(cy), float(rng.uniform(0.0, 2.0 * math.pi))
-
-
-# -- signed distances ----------------------------------------------------------------------------------
 
 
 def _sd_box(u: Array, v: Array, half_w: float, half_h: float) -> Array:
@@ -124,9 +112,7 @@ def _sd_ellipse(u: Array, v: Array, a: float, b: float) -> Array:
     return k * (k - 1.0) / np.maximum(grad, 1e-6)  # (h, w)
 
 
-# -- the classes: each draws its parameters and returns coverage (R, R) ---------------------------------
-
-
+# the classes: each draws its parameters and returns coverage (R, R)
 def _disk(rng: Rng, resolution: int) -> Array:
     r = rng.uniform(0.125, 0.3)
     cx, cy, angle = _placement(rng, r)
@@ -185,12 +171,11 @@ def _gradient_blob(rng: Rng, resolution: int) -> Array:
     sigma = rng.uniform(0.13, 0.21)
     aspect = rng.uniform(0.7, 1.0)
     cx, cy, angle = _placement(rng, 1.2 * sigma)
-    c = _centres(resolution)  # (R,)
-    cols, rows = _window(resolution, cx, 4.5 * sigma), _window(resolution, cy, 4.5 * sigma)
-    u, v = _rotate((c[cols] - cx)[None, :], (c[rows] - cy)[:, None], angle)  # (h, w)
-    alpha = np.zeros((resolution, resolution), dtype=np.float32)  # (R, R)
-    alpha[rows, cols] = np.exp(-0.5 * (np.square(u / sigma) + np.square(v / (sigma * aspect))))  # (h, w)
-    return alpha  # beyond 4.5 sigma the blob is below 1e-4: invisible
+
+    def blob(u: Array, v: Array) -> Array:
+        return np.exp(-0.5 * (np.square(u / sigma) + np.square(v / (sigma * aspect))))  # (h, w)
+
+    return _paint(resolution, cx, cy, angle, 4.5 * sigma, blob, edge=False)  # beyond 4.5 sigma: below 1e-4
 
 
 def _stripes(rng: Rng, resolution: int) -> Array:
@@ -216,23 +201,11 @@ def _checker(rng: Rng, resolution: int) -> Array:
     return _coverage(sd, 1.0 / resolution)  # (R, R)
 
 
-_RENDERERS: dict[str, Callable[[Rng, int], Array]] = {
-    "disk": _disk,
-    "square": _square,
-    "triangle": _triangle,
-    "ring": _ring,
-    "cross": _cross,
-    "stripes": _stripes,
-    "checker": _checker,
-    "star": _star,
-    "ellipse": _ellipse,
-    "gradient_blob": _gradient_blob,
+_RENDERERS: dict[str, Callable[[Rng, int], Array]] = {  # in label order
+    "disk": _disk, "square": _square, "triangle": _triangle, "ring": _ring, "cross": _cross, "stripes": _stripes,
+    "checker": _checker, "star": _star, "ellipse": _ellipse, "gradient_blob": _gradient_blob,
 }
 SHAPE_CLASSES: tuple[str, ...] = tuple(_RENDERERS)
-
-
-# -- colours and background ------------------------------------------------------------------------------
-
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -246,11 +219,8 @@ def _colours(rng: Rng, min_contrast: float = 0.35) -> tuple[Array, Array]:
 
 
 def _shaded(rng: Rng, resolution: int, colour: Array, amplitude: float) -> Array:
-    """``colour`` (3,) plus a smooth random field: a ramp and two low-frequency waves; (3, R, R).
-
-    Every term is separable, ``f(y) * g(x)``, so each channel is one rank-6 product ``rows @ cols``
-    rather than transcendental functions over all R * R pixels.
-    """
+    """``colour`` (3,) plus a smooth random field: a ramp and two low-frequency waves; (3, R, R). Every term is
+    separable, ``f(y) * g(x)``: each channel is one rank-6 product, not transcendentals over all R * R pixels."""
     c = _centres(resolution).astype(np.float64)  # (R,)
     ones = np.ones_like(c)  # (R,)
     angle = rng.uniform(0.0, 2.0 * math.pi)
@@ -275,66 +245,54 @@ def _shaded(rng: Rng, resolution: int, colour: Array, amplitude: float) -> Array
     return field
 
 
-def render_shape(resolution: int, seed: int, index: int) -> Array:
-    """Item ``index`` as uint8 (3, R, R); its class is ``SHAPE_CLASSES[index % 10]``."""
+def render_shape(resolution: int, seed: int, index: int) -> tuple[Array, int]:
+    """Item ``index`` as uint8 (3, R, R) and its label ``index % 10``."""
     rng = np.random.default_rng([seed, index])
     fg, bg = _colours(rng)  # (3,), (3,) in [0, 1]
     # In grey levels; the + 0.5 makes the final truncation round to nearest.
     background = _shaded(rng, resolution, 255.0 * bg + 0.5, 0.12 * 255.0)  # (3, R, R)
     foreground = _shaded(rng, resolution, 255.0 * fg + 0.5, 0.06 * 255.0)  # (3, R, R)
-    alpha = _RENDERERS[SHAPE_CLASSES[index % len(SHAPE_CLASSES)]](rng, resolution)  # (R, R)
+    label = index % len(SHAPE_CLASSES)
+    alpha = _RENDERERS[SHAPE_CLASSES[label]](rng, resolution)  # (R, R)
     foreground -= background
     foreground *= alpha  # (3, R, R)
     background += foreground  # (3, R, R): the composite
     np.clip(background, 0.0, 255.0, out=background)
-    return background.astype(np.uint8)  # (3, R, R)
+    return background.astype(np.uint8), label  # (3, R, R)
 
 
-# -- the data set ----------------------------------------------------------------------------------------
-
-
-def check_size(name: str, value: object) -> int:
-    """``value`` as a positive int, or a ConfigError (a ValueError) naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+def _whole(name: str, value: object, minimum: int, what: str) -> int:
+    """``value`` as an int >= ``minimum``, or a ConfigError (a ValueError) naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(name, f"must be a {what} integer, got {value!r}")
     return int(value)
 
 
-def check_seed(seed: object) -> int:
-    """``seed`` as a non-negative int (numpy's SeedSequence takes no negative entropy)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError("seed", f"must be a non-negative integer, got {seed!r}")
-    return int(seed)
+class RenderedDataset(Dataset):
+    """``length`` items ``(uint8 tensor (3, R, R), label)``: ``render(resolution, seed, index)``, nothing else."""
 
-
-def check_index(index: object, length: int) -> int:
-    """``index`` as an int in ``[0, length)``; negative indices count from the end."""
-    i = operator.index(index)
-    if i < 0:
-        i += length
-    if not 0 <= i < length:
-        raise IndexError(f"index {index} out of range for a data set of {length} items")
-    return i
-
-
-class ShapesDataset(Dataset):
-    """``length`` rendered images of ``resolution`` pixels; item ``i`` has label ``i % 10``.
-
-    Items are ``(uint8 tensor (3, R, R), label)`` and depend only on (resolution, seed, index).
-    """
-
-    num_classes = len(SHAPE_CLASSES)
-    class_names = list(SHAPE_CLASSES)
+    render: Callable[[int, int, int], tuple[Array, int]]
 
     def __init__(self, resolution: int, length: int, seed: int = 0):
-        self.resolution = check_size("resolution", resolution)
-        self.length = check_size("length", length)
-        self.seed = check_seed(seed)
+        self.resolution = _whole("resolution", resolution, 1, "positive")
+        self.length = _whole("length", length, 1, "positive")
+        self.seed = _whole("seed", seed, 0, "non-negative")  # numpy's SeedSequence takes no negative entropy
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        i = check_index(index, self.length)
-        image = render_shape(self.resolution, self.seed, i)  # (3, R, R)
-        return torch.from_numpy(image), i % self.num_classes
+        i = operator.index(index)
+        i += self.length if i < 0 else 0  # negative indices count from the end
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {index} out of range for a data set of {self.length} items")
+        image, label = self.render(self.resolution, self.seed, i)  # (3, R, R)
+        return torch.from_numpy(image), label
+
+
+class ShapesDataset(RenderedDataset):
+    """``length`` rendered images of ``resolution`` pixels; item ``i`` has label ``i % 10``."""
+
+    num_classes = len(SHAPE_CLASSES)
+    class_names = list(SHAPE_CLASSES)
+    render = staticmethod(render_shape)

@@ -2,16 +2,13 @@
 
 Layout of a shard directory (local, or a URL such as ``s3://bucket/imagenet-256``)::
 
-    ROOT/jitlab_shards.json       resolution, class names in label order (a subset's, if written with
-                                  --classes), image counts (written last: its presence means the
-                                  shards are complete)
-    ROOT/train/index.json         litdata's index of the chunks
-    ROOT/train/chunk-P-K.bin      items {"image": uint8 (3, R, R), "label": int, "index": int}
-    ROOT/val/...                  the same for the validation split (if the source had one)
+    ROOT/jitlab_shards.json    resolution, class names in label order, image counts (written last: complete)
+    ROOT/train/index.json      litdata's index of the chunks
+    ROOT/train/chunk-P-K.bin   items {"image": uint8 (3, R, R), "label": int, "index": int}
+    ROOT/val/...               the same for the validation split (if the source had one)
 
-Why litdata rather than webdataset: its ``StreamingDataset`` splits an epoch exactly across DDP
-ranks and data-loader workers, its ``StreamingDataLoader`` has a ``state_dict`` that Lightning
-saves so a run resumes mid-epoch without repeating or skipping samples, and the same code reads
+Why litdata rather than webdataset: it splits an epoch exactly across DDP ranks and workers, its loader's
+``state_dict`` (saved by Lightning) resumes mid-epoch without repeating or skipping samples, and the same code reads
 local disks, shared file systems and object storage (s3://, gs://, ...) with a local chunk cache.
 """
 
@@ -19,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -57,21 +55,17 @@ def _read_text(path: str) -> str:
             with tempfile.TemporaryDirectory() as tmp:
                 local = os.path.join(tmp, META_NAME)
                 provider.download_file(path, local)
-                with open(local) as handle:
-                    return handle.read()
+                return Path(local).read_text()
         import fsspec  # a Lightning dependency; object stores need their driver (s3fs, gcsfs, ...)
 
         with fsspec.open(path, "r") as handle:
             return handle.read()
-    with open(path) as handle:
-        return handle.read()
+    return Path(path).read_text()
 
 
 def is_shard_dir(root: str) -> bool:
     """True if ``root`` holds the meta file of ``prepare-imagenet`` (object storage: a URL always is)."""
-    if is_url(root):
-        return True
-    return os.path.isfile(os.path.join(root, META_NAME))
+    return is_url(root) or os.path.isfile(os.path.join(root, META_NAME))
 
 
 def read_meta(root: str) -> dict[str, Any]:
@@ -107,17 +101,15 @@ def flip_bit(seed: int, epoch: int, index: int) -> bool:
 class ShardDataset(StreamingDataset):
     """One split of a shard directory: ``(uint8 (3, R, R), label)`` items, streamed by litdata.
 
-    Training (``flip=True``) shuffles (chunk order and within chunks, per epoch, from ``seed``),
-    drops the tail that does not split evenly over ranks and workers, and flips each item with a
-    coin that is a function of (seed, epoch, item), so a resumed run sees exactly the images an
+    Training (``flip=True``) shuffles per epoch from ``seed``, drops the tail that does not split evenly over ranks
+    and workers, and flips each item by a coin of (seed, epoch, item), so a resumed run sees exactly the images an
     uninterrupted one would. A split the source did not have falls back to the training split.
     """
 
     def __init__(self, root: str, split: str, flip: bool = False, seed: int = 0, cache_dir: str | None = None):
         meta = read_meta(root)
         splits = meta.get("splits", {})
-        if split not in splits:
-            split = "train"
+        split = split if split in splits else "train"
         self.root, self.split, self.flip = root, split, flip
         self.num_images = int(splits.get(split, {}).get("images", 0))  # over all ranks
         self.resolution = int(meta["resolution"])
@@ -135,10 +127,9 @@ class ShardDataset(StreamingDataset):
 class ShardLoader(StreamingDataLoader):
     """litdata's ``StreamingDataLoader``, fixed for a resumed epoch that Lightning does not exhaust.
 
-    After ``load_state_dict`` litdata stays in its "resuming" mode until its iterator runs to
-    ``StopIteration``; Lightning stops asking after the epoch's last batch, so the next epoch would
-    start in that mode (stale epoch counter, so other shuffles and flips than an uninterrupted
-    run). An epoch whose batches were all delivered ends that mode here.
+    After ``load_state_dict`` litdata stays "resuming" until its iterator reaches ``StopIteration``, which Lightning
+    never asks for, so the next epoch would start with a stale epoch counter (other shuffles and flips than an
+    uninterrupted run). An epoch whose batches were all delivered ends that mode here.
     """
 
     def __iter__(self) -> Any:

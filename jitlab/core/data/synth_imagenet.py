@@ -1,10 +1,8 @@
 """A small ImageNet-like folder tree for tests, demos (`jitlab synth-imagenet`) and the loading benchmark.
 
-Every image is a crop of one of the photographs bundled with scikit-image / scikit-learn
-(``jitlab.core.data.photos``), rescaled to a random size and aspect ratio, saved as JPEG (mostly) or
-PNG, so decoding costs what real photographs cost. Optionally the tree also holds the awkward
-files of real collections: grey, CMYK, palette, RGBA and 16-bit images, tiny and very elongated
-ones, and unreadable files (truncated JPEG, empty file, text named ``.JPEG``).
+Every image is a crop of a bundled photograph (``jitlab.core.data.photos``) at a random size and aspect ratio,
+saved as JPEG (mostly) or PNG, so decoding costs what real photographs cost. Optionally the tree also holds the
+awkward files of real collections (``AWKWARD``): grey, CMYK, palette, RGBA, 16-bit, tiny, elongated, unreadable.
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ def random_size(rng: np.random.Generator, short: tuple[int, int]) -> tuple[int, 
     return (long, side) if rng.random() < 0.75 else (side, long)
 
 
-def write_awkward(folder: Path, rng: np.random.Generator) -> list[Path]:
+def write_awkward(folder: Path, rng: np.random.Generator) -> None:
     """The awkward files of ``AWKWARD`` in ``folder``."""
     base = photo_image(rng, 300, 200)
     jpeg = io.BytesIO()
@@ -68,22 +66,15 @@ def write_awkward(folder: Path, rng: np.random.Generator) -> list[Path]:
         "empty.JPEG": lambda p: p.write_bytes(b""),
         "text.JPEG": lambda p: p.write_text("not an image\n"),
     }
-    paths = []
     for name, write in files.items():
-        path = folder / name
-        write(path)
-        paths.append(path)
-    return paths
+        write(folder / name)
 
 
 def write_tree(root: str | os.PathLike, classes: int = 4, train_per_class: int = 8, val_per_class: int = 2,
                short: tuple[int, int] = (48, 160), seed: int = 0, bad_files: bool = True,
                png_fraction: float = 0.1, quality: int = 90) -> dict[str, list[Path]]:
-    """Write ``root/{train,val}/nXXXXXXXX/*.JPEG`` and return the unreadable files per split.
-
-    ``short`` is the range of the images' short sides. With ``bad_files``, the first class of
-    ``train`` and ``val`` also receives the awkward files of ``AWKWARD``.
-    """
+    """Write ``root/{train,val}/nXXXXXXXX/*.JPEG`` and return the unreadable files per split; ``short`` is the range
+    of the short sides. With ``bad_files`` the first class of each split also receives the files of ``AWKWARD``."""
     rng = np.random.default_rng(seed)
     root = Path(root)
     unreadable: dict[str, list[Path]] = {}
@@ -101,7 +92,6 @@ def write_tree(root: str | os.PathLike, classes: int = 4, train_per_class: int =
                 else:
                     image.save(folder / f"{split}_{c}_{i:05d}.JPEG", "JPEG", quality=quality)
             if bad_files and c == 0:
-                for path in write_awkward(folder, rng):
-                    if not AWKWARD[path.name]:
-                        unreadable[split].append(path)
+                write_awkward(folder, rng)
+                unreadable[split] += [folder / name for name, readable in AWKWARD.items() if not readable]
     return unreadable

@@ -10,6 +10,7 @@ item ``i`` is point ``i`` projected to D, so items are a pure function of (seed,
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning as L
@@ -85,7 +86,7 @@ class SpiralDataModule(L.LightningDataModule):
         val_size: points in the validation set (drawn with ``seed + 1``).
         global_batch_size: points per optimizer step over all processes and accumulation steps.
         noise: std of the spiral's thickness (unit-scale coordinates).
-        seed: the data seed.
+        seed: the data seed (None: the training seed, ``seed_everything``).
         projection_seed: the seed of ``P`` (fixed across data seeds by default).
         num_workers: data-loader workers per process (0 is fastest for these tiny batches).
     """
@@ -99,7 +100,7 @@ class SpiralDataModule(L.LightningDataModule):
         val_size: int = 4096,
         global_batch_size: int = 256,
         noise: float = 0.02,
-        seed: int = 0,
+        seed: int | None = None,
         projection_seed: int = 0,
         num_workers: int = 0,
     ):
@@ -116,9 +117,10 @@ class SpiralDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.global_batch_size = global_batch_size
         self.noise = noise
-        self.seed = seed
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
         self.num_workers = num_workers
         self.projection = column_orthogonal(dim, projection_seed)  # (D, 2)
+        self.save_hyperparameters()  # stored in checkpoints: the spiral scoring rebuilds P from them
         self._train: SpiralDataset | None = None
 
     @classmethod

@@ -4,10 +4,9 @@ A linear head on the mean of the image tokens after the last block (before the f
 its cross-entropy with the true label is an auxiliary loss of weight ``cls_weight`` (``AuxLossBackbone``). The
 paper gives neither the weight nor where the head sits (paper.md: "an extra classification loss"); both are knobs.
 
-Which samples: the network is told the class (adaLN and the in-context tokens), so on a conditional sample the
-head can read the label back and the loss teaches nothing about images. ``cls_on: dropped`` (default) applies it
-only where CFG's label drop replaced the label by the null class (the unconditional branch must then infer the
-class from the noisy image); ``all`` applies it to every sample.
+Which samples: the network is told the class, so on a conditional sample the head can read the label back and the
+loss teaches nothing about images. ``cls_on: dropped`` (default) applies it only where CFG's label drop left the
+null class (the unconditional branch must infer the class from the noisy image); ``all``: to every sample.
 """
 
 from __future__ import annotations
@@ -17,22 +16,17 @@ from typing import Literal
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jitlab.errors import ConfigError
 from jitlab.core.models.jit import JiT, MlpKind
 from jitlab.core.models.layers import AttnImpl, NormKind
 from jitlab.core.models.protocol import CleanBatch
-from jitlab.core.models.spec import record_init_args
-from jitlab.core.models.trunk import jit_trunk
+from jitlab.core.models.spec import need, record_init_args
 
 ClsOn = Literal["dropped", "all"]
 
 
 class ClsJiT(JiT):
-    """JiT + a classification head. Args: JiT's, and
-
-        cls_weight: the weight of the cross-entropy in the training loss (0 = logged only, no gradient effect).
-        cls_on: ``dropped`` (only samples whose label was dropped) or ``all``.
-    """
+    """JiT + a classification head. Args: JiT's, and ``cls_weight`` (the cross-entropy's weight in the training
+    loss; 0 = logged only) and ``cls_on`` (``dropped``: only samples whose label was dropped, or ``all``)."""
 
     def __init__(self, img_size: int | None = None, patch_size: int = 16, in_channels: int = 3,
                  hidden_size: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
@@ -42,13 +36,10 @@ class ClsJiT(JiT):
                  attn_impl: AttnImpl = "fp32", checkpointing: bool = False, cls_weight: float = 0.1,
                  cls_on: ClsOn = "dropped"):
         init_args = record_init_args(locals())  # explicit JiT arguments: the CLI and preflight read the signature
-        jit_args = {k: v for k, v in init_args.items() if k not in ("cls_weight", "cls_on")}
-        super().__init__(**jit_args)
+        super().__init__(**{k: v for k, v in init_args.items() if k not in ("cls_weight", "cls_on")})
         self.init_args = init_args
-        if not cls_weight >= 0:
-            raise ConfigError("model.net.init_args.cls_weight", f"must be >= 0, got {cls_weight}")
-        if cls_on not in ("dropped", "all"):
-            raise ConfigError("model.net.init_args.cls_on", f"unknown choice {cls_on!r}; valid: dropped, all")
+        need(cls_weight >= 0, "cls_weight", f"must be >= 0, got {cls_weight}")
+        need(cls_on in ("dropped", "all"), "cls_on", f"unknown choice {cls_on!r}; valid: dropped, all")
         self.cls_on = cls_on
         self.loss_weights = {"cls": float(cls_weight)}
         self.cls_head = nn.Linear(self.hidden_size, self.num_classes)
@@ -57,7 +48,7 @@ class ClsJiT(JiT):
 
     def forward_losses(self, z: Tensor, t: Tensor, y: Tensor, clean: CleanBatch) -> tuple[Tensor, dict[str, Tensor]]:
         """The prediction (as ``forward``) and the cross-entropy of the head on the blocks' image tokens."""
-        h, c = jit_trunk(self, z, t, y)  # (N, [P +] L, D), (N, D)
+        h, c = self.trunk(z, t, y)  # (N, [P +] L, D), (N, D)
         h = h[:, -self.num_patches:]  # (N, L, D)
         out = self.unpatchify(self.final_layer(h, c))  # (N, C, H, W)
         logits = self.cls_head(h.mean(1)).float()  # (N, classes)

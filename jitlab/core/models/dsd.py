@@ -1,37 +1,33 @@
 """DSD's question at mini scale: a latent learned jointly with its diffusion model, and what keeps it alive.
 
-A per-patch linear encoder maps each p x p patch to a ``latent_dim``-d latent token; JiT blocks denoise the latent
-(a JiT with patch size 1 on the (latent_dim, H/p, W/p) latent); a per-patch linear decoder maps latents back to
-patches, trained by a reconstruction loss (``AuxLossBackbone``, weight ``recon_weight``). The flow's state is the
-latent (``StateBackbone``): the flow loss reaches the encoder through the noisy input ``z = t s + (1 - t) eps``
-and, unless stopped, through the target built from the clean latent ``s``. ``target``:
+A per-patch linear encoder maps each p x p patch to a ``latent_dim``-d latent token; a JiT with patch size 1
+denoises the (latent_dim, H/p, W/p) latent; a per-patch linear decoder maps it back, trained by a reconstruction
+loss (``AuxLossBackbone``). The flow's state is the latent (``StateBackbone``): the flow loss reaches the encoder
+through ``z = t s + (1 - t) eps`` and, unless stopped, through the target built from the clean latent ``s``:
 
-- ``state``: the target from ``s`` itself (gradients reach the encoder through it: v-prediction can lower its
-  loss by shrinking or flattening the latent, DSD's collapse);
+- ``state``: from ``s`` itself (v-prediction can lower its loss by shrinking or flattening the latent: DSD's collapse);
 - ``stop_gradient``: from ``s.detach()``;
 - ``ema``: from an EMA copy of the encoder (decay ``ema_decay``, moved at every training forward), no gradient.
 
-``latent_scale`` is the control of the latent's scale: ``free`` (the encoder's output as it is: a stop-gradient
-latent may grow far above the noise's unit std, which shifts the noise schedule) or ``unit_rms`` (each sample's latent
-divided by its root mean square, so every latent has the noise's scale and a collapse can only be one of rank).
-
+``latent_scale``: ``free`` (a stop-gradient latent may grow far above the noise's unit std, which shifts the noise
+schedule) or ``unit_rms`` (each sample's latent at the noise's scale: a collapse can only be one of rank).
 Logged (``DiagnosedBackbone``): the effective rank of the batch's latent tokens and their standard deviation.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from jitlab.errors import ConfigError
 from jitlab.core.models.jit import JiT, MlpKind
-from jitlab.core.models.layers import AttnImpl, NormKind
+from jitlab.core.models.layers import AttnImpl, NormKind, init_conv_as_linear
 from jitlab.core.models.protocol import CleanBatch
 from jitlab.core.models.rank import effective_rank
-from jitlab.core.models.spec import record_init_args
+from jitlab.core.models.spec import need, record_init_args
 
 Target = Literal["state", "stop_gradient", "ema"]
 TARGETS = ("state", "stop_gradient", "ema")
@@ -68,15 +64,10 @@ class LatentJiT(nn.Module):
         self.grid = img_size // patch_size
         self.encoder = nn.Conv2d(in_channels, latent_dim, patch_size, stride=patch_size)  # a linear map per patch
         self.decoder = nn.ConvTranspose2d(latent_dim, in_channels, patch_size, stride=patch_size)
-        for conv in (self.encoder, self.decoder):
-            nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
-            nn.init.zeros_(conv.bias)
-        self.denoiser = JiT(img_size=self.grid, patch_size=1, in_channels=latent_dim, hidden_size=hidden_size,
-                            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, bottleneck_dim=bottleneck_dim,
-                            rope=rope, qk_norm=qk_norm, in_context_len=in_context_len,
-                            in_context_start=in_context_start, mlp=mlp, norm=norm, num_classes=num_classes,
-                            attn_drop=attn_drop, proj_drop=proj_drop, attn_impl=attn_impl,
-                            checkpointing=checkpointing)
+        init_conv_as_linear(self.encoder)
+        init_conv_as_linear(self.decoder)
+        jit_args = {k: v for k, v in self.init_args.items() if k in inspect.signature(JiT).parameters}
+        self.denoiser = JiT(**{**jit_args, "img_size": self.grid, "patch_size": 1, "in_channels": latent_dim})
         if target == "ema":  # buffers: saved with the model, never given to the optimizer
             self.register_buffer("ema_weight", self.encoder.weight.detach().clone())
             self.register_buffer("ema_bias", self.encoder.bias.detach().clone())
@@ -103,7 +94,6 @@ class LatentJiT(nn.Module):
         return self._scaled(self.encoder(x))
 
     def _scaled(self, latent: Tensor) -> Tensor:
-        """The latent at the scale ``latent_scale`` asks for: as encoded, or unit rms per sample."""
         return unit_rms(latent) if self.latent_scale == "unit_rms" else latent  # (N, d, g, g)
 
     def decode(self, state: Tensor) -> Tensor:
@@ -145,10 +135,6 @@ class LatentJiT(nn.Module):
 
 
 def _validate(args: dict) -> None:
-    def need(ok: bool, field: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"model.net.init_args.{field}", message)
-
     img, p = args["img_size"], args["patch_size"]
     need(img is not None, "img_size", "must be set (the CLI fills it from data.resolution)")
     need(p > 0 and img % p == 0, "patch_size", f"patch_size={p} must divide img_size={img}")

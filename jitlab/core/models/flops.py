@@ -18,10 +18,7 @@ def count_params(net: torch.nn.Module) -> int:
 
 
 def count_gmacs(net: Backbone, batch: int = 1) -> float:
-    """Multiply-adds (in 1e9) of one forward pass of ``batch`` samples, via ``torch.utils.flop_counter``.
-
-    Runs on whatever device ``net`` lives on; on the meta device no memory is used.
-    """
+    """Multiply-adds (in 1e9) of one forward pass of ``batch`` samples, via ``torch.utils.flop_counter``."""
     device = next(net.parameters()).device
     z = torch.zeros(batch, *net.sample_shape, device=device)  # (N, C, H, W)
     t = torch.zeros(batch, device=device)  # (N,)
@@ -35,14 +32,6 @@ def describe(name: str, img_size: int, num_classes: int = 1000) -> dict:
     """A registry model's size at ``img_size``: parameters, GMACs, tokens, widths (built on the meta device)."""
     with torch.device("meta"):
         net = build_model(name, img_size=img_size, num_classes=num_classes)
-    return {
-        "model": name,
-        "img_size": img_size,
-        "params": count_params(net),
-        "gmacs": count_gmacs(net),
-        "tokens": net.num_patches,
-        "patch_dim": net.patch_dim,
-        "hidden_size": net.hidden_size,
-        "depth": net.depth,
-        "bottleneck_dim": net.init_args["bottleneck_dim"],
-    }
+    return {"model": name, "img_size": img_size, "params": count_params(net), "gmacs": count_gmacs(net),
+            "tokens": net.num_patches, "patch_dim": net.patch_dim, "hidden_size": net.hidden_size, "depth": net.depth,
+            "bottleneck_dim": net.init_args["bottleneck_dim"]}

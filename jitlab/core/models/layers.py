@@ -28,8 +28,8 @@ def no_autocast(x: Tensor):
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN modulation: x (N, L, D), shift/scale (N, D)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)  # (N, L, D)
+    """adaLN modulation: x (N, L, D), shift/scale (N, 1, D) one per sample or (N, L, D) one per token."""
+    return x * (1 + scale) + shift  # (N, L, D)
 
 
 class RMSNorm(nn.RMSNorm):
@@ -47,7 +47,8 @@ def make_norm(kind: NormKind, dim: int) -> nn.Module:
 def timestep_embedding(t: Tensor, dim: int = 256, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal features of t in [0, 1] (not scaled): cosine half first, then sine. t (N,) -> (N, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)  # (half,)
+    k = torch.arange(half, dtype=torch.float32, device=t.device)  # (half,)
+    freqs = torch.exp(-math.log(max_period) * k / half)  # (half,)
     args = t.float()[:, None] * freqs[None]  # (N, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, dim)
 
@@ -78,8 +79,7 @@ class LabelEmbedder(nn.Module):
 class PatchEmbed(nn.Module):
     """Patch embedding of Fig. 4: patch dim -> d' (no bias) -> hidden (bias), or one linear map.
 
-    Written as strided convolutions (a linear map per patch) so the weights have the release's
-    shapes; timm's PatchEmbed has no bottleneck form.
+    Strided convolutions (a linear map per patch) give the release's weight shapes; timm's has no bottleneck form.
     """
 
     def __init__(self, patch_size: int, in_channels: int, hidden_size: int, bottleneck_dim: int | None):
@@ -99,9 +99,8 @@ class PatchEmbed(nn.Module):
         return rearrange(x, "n d h w -> n (h w) d")  # (N, L, D)
 
     def linear_weights(self) -> list[Tensor]:
-        """The weights viewed as linear maps (for xavier initialisation)."""
-        convs = [self.proj] if hasattr(self, "proj") else [self.proj1, self.proj2]
-        return [c.weight for c in convs]
+        """The convolutions' weights, in order (each a linear map per patch)."""
+        return [conv.weight for conv in self.children()]
 
 
 def init_linears_xavier(modules) -> None:
@@ -113,15 +112,27 @@ def init_linears_xavier(modules) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
-    """Fixed 2-D sine-cosine position embedding (grid*grid, dim), row-major tokens.
+def init_conv_as_linear(conv: nn.Module) -> None:
+    """Xavier-uniform on a patch convolution's weight viewed as a linear map (out, in * p * p); zero bias."""
+    nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
 
-    The first half of the channels encodes the column index, the second half the row index; each
-    half is [sin | cos] with frequencies 1 / 10000^(k / (dim/4)) (the MAE/DiT layout of the release).
-    """
+
+def init_zero(layers) -> None:
+    """Zero weights and biases (adaLN and output layers: an untrained net outputs exactly 0)."""
+    for layer in layers:
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
+    """Fixed 2-D sine-cosine position embedding (grid*grid, dim), row-major tokens: column index in the first half
+    of the channels, row index in the second, each [sin | cos] at 1 / 10000^(k / (dim/4)) (MAE/DiT's layout)."""
     assert dim % 4 == 0, "hidden size must be divisible by 4 for the 2-D sin-cos embedding"
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # (dim/4,)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij")
+    index = torch.arange(grid, dtype=torch.float64)  # (G,)
+    rows, cols = torch.meshgrid(index, index, indexing="ij")
 
     def embed_1d(pos: Tensor) -> Tensor:
         out = pos.reshape(-1)[:, None] * omega[None]  # (L, dim/4)
@@ -131,11 +142,9 @@ def sincos_pos_embed_2d(dim: int, grid: int) -> Tensor:
 
 
 class Rope2D(nn.Module):
-    """2-D rotary embedding: half of each head's channels rotate with the row, half with the column.
-
-    Within each half, channels rotate in adjacent pairs (2i, 2i+1) at frequency 10000^(-2i/half).
-    ``num_prefix`` leading tokens (in-context class tokens) are not rotated. Hand-written because
-    timm's rotary embeddings use another frequency layout, and released weights need this one.
+    """2-D rotary embedding: half of each head's channels rotate with the row, half with the column, in adjacent
+    pairs (2i, 2i+1) at frequency 10000^(-2i/half); ``num_prefix`` leading tokens (in-context class tokens) are not
+    rotated. Hand-written: timm's rotary embeddings use another frequency layout than the released weights'.
     """
 
     def __init__(self, head_dim: int, grid: int, num_prefix: int = 0):

@@ -1,26 +1,16 @@
 """Activation memory of a backbone, counted from the tensors autograd saves for backward (no formula).
 
-A training step keeps, per sample, what ``torch.autograd.graph.saved_tensors_hooks`` sees being packed during
-the forward and the flow loss, under the run's precision (bf16 autocast on CPU, as on GPU), each storage once.
-The count runs under ``FakeTensorMode``: tensors on the CPU device with shapes, dtypes and aliasing but no data,
-so the real model's real code is followed (autocast's casts, the fp32 attention's float32 and bfloat16 copies of
-the attention probabilities, dropout masks) without computing anything. Per sample = the difference of the
-counts at batch 4 and 2, halved: what does not grow with the batch (the weights autocast keeps as bfloat16)
-cancels; it is in the fixed bytes per parameter instead.
+Per sample: what ``saved_tensors_hooks`` sees packed during the forward and the flow loss under the run's precision
+(bf16 autocast on CPU, as on GPU), each storage once, at batch 4 minus batch 2, halved (the weights autocast keeps
+as bfloat16 cancel). It runs under ``FakeTensorMode`` (shapes, dtypes and aliasing, no data), so the real code is
+followed (autocast's casts, the fp32 attention's copies, dropout masks) without computing anything.
 
-Eager, for ``JiT``: a model of 1 and of 2 blocks at full width and tokens gives the non-block part and one
-block of each kind (with or without the in-context tokens, with or without dropout); the model is the non-block
-part plus its blocks (checked equal to a full count in tests/test_memory.py). Other backbones: one full count.
-
-Compiled (regional: each block compiled on its own, the rest eager): one block of each kind is traced by
-AOTAutograd with inductor's decompositions and its min-cut rematerialising partitioner (what ``torch.compile``
-runs); the tensors the partitioned forward hands to the backward and that depend on the block's input are the
-ones saved per sample (at a micro-batch of 32, divided by 32). Only traced, never run (a few seconds per block
-kind on a CPU), and cached per block shape under ``$XDG_CACHE_HOME/jitlab/memory``; tests/test_memory.py checks
-the trace against a block run by ``torch.compile`` under the counting hooks.
-
-Checkpointed (per-block activation checkpointing): each block keeps only its input; in backward one block at a
-time is recomputed, so one block's activations come on top.
+Eager, for ``JiT``: models of 1 and of 2 blocks at full width and tokens give the non-block part and one block of
+each kind (before/after the in-context tokens, with/without dropout). Other backbones: one full count.
+Compiled (each block compiled on its own, the rest eager): one block of each kind is traced, never run, by
+AOTAutograd with inductor's decompositions and min-cut partitioner (what ``torch.compile`` runs); what its forward
+hands to the backward and depends on the block's input is saved per sample. Cached per block shape under
+``$XDG_CACHE_HOME/jitlab/memory``. Checkpointed: each block keeps its input, and one block is recomputed at a time.
 """
 
 from __future__ import annotations
@@ -28,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +27,8 @@ import torch
 from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 
+from jitlab.atomic import write_json
+from jitlab.classpath import import_path
 from jitlab.core.flow import Flow, FlowConfig
 from jitlab.core.models.jit import JiT
 
@@ -69,9 +60,6 @@ class ActivationCount:
         if compiled and self.compiled is not None:
             return self.checkpointed_compiled if checkpointing else self.compiled
         return self.checkpointed if checkpointing else self.eager
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextmanager
@@ -120,11 +108,6 @@ def fake_mode():
     return FakeTensorMode()
 
 
-def block_kinds(net_args: dict[str, Any]) -> Counter:
-    """How many blocks of each kind (after the in-context tokens join, with dropout) a JiT of ``net_args`` has."""
-    return Counter(kind_of(net_args, i) for i in range(net_args["depth"]))
-
-
 def probe(net_args: dict[str, Any], kind: Kind, blocks: int) -> JiT:
     """A JiT at full width and tokens with ``blocks`` blocks, all of ``kind`` (built on the current device/mode)."""
     context, dropout = kind
@@ -148,13 +131,12 @@ def kind_of(net_args: dict[str, Any], i: int) -> Kind:
 def count_eager(net_args: dict[str, Any], flow: Flow, bf16: bool) -> dict[str, Any]:
     """Per-kind block counts and the non-block part (bytes per sample) of a JiT, eager, on fake tensors.
 
-    Of a model of one and of two blocks of a kind: block = two - one, the rest = one - block. The rest is
-    taken with the last block's kind (the final layer reads the last block's output, with or without the
-    in-context tokens).
+    Of a model of one and of two blocks of a kind: block = two - one, the rest = one - block (the final layer reads
+    the last block's output, so the rest is taken with the last block's kind).
     """
     per_kind: dict[Kind, dict[str, float]] = {}
     with fake_mode():
-        for kind in sorted(set(block_kinds(net_args))):
+        for kind in sorted({kind_of(net_args, i) for i in range(net_args["depth"])}):
             nets = [probe(net_args, kind, n) for n in (1, 2)]
             inputs: list[int] = []  # the block's input (what a checkpointed block keeps), by a forward hook
             hook = nets[0].blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0].nbytes))
@@ -219,20 +201,15 @@ def partitioned_saved_bytes(module: nn.Module, h: torch.Tensor, c: torch.Tensor,
     return sum(found.values())
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitlab" / "memory"
-
-
 def compiled_block(net_args: dict[str, Any], kind: Kind, input_dtype: torch.dtype, bf16: bool) -> float:
     """Bytes per sample a compiled block of ``kind`` saves (its input included), cached per block shape."""
-    from jitlab.atomic import write_json
-
     keys = ("hidden_size", "num_heads", "mlp_ratio", "rope", "qk_norm", "in_context_len", "mlp", "norm", "attn_drop",
             "proj_drop", "attn_impl")  # a block sees the width and the token grid, not the patch size
     grid = net_args["img_size"] // net_args["patch_size"]
     spec = {k: net_args.get(k) for k in keys} | {"grid": grid, "kind": kind, "dtype": str(input_dtype), "bf16": bf16,
                                                   "torch": torch.__version__, "batch": COMPILED_BATCH, "version": 1}
-    path = cache_dir() / f"block-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]}.json"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jitlab" / "memory"
+    path = cache / f"block-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]}.json"
     if path.is_file():
         return float(json.loads(path.read_text())["bytes_per_sample"])
     with torch.device("meta"):
@@ -268,23 +245,17 @@ def count_activations(net_spec: dict[str, Any], flow: dict[str, Any] | FlowConfi
 
 def counted_activations(net_spec: dict[str, Any], flow: dict[str, Any] | FlowConfig | None = None, bf16: bool = True,
                         compiled: bool = True) -> ActivationCount:
-    """Bytes per sample of a network ``{"class_path", "init_args"}`` (init_args complete: img_size and
-    num_classes set), trained with ``flow`` (default: the paper's) under bf16 autocast (``bf16``) or float32.
-
-    A ``JiT`` is counted by blocks (eager, compiled when ``compiled``, checkpointed); any other backbone by one
-    full eager count (no compiled count; checkpointing taken as not reducing it).
+    """Bytes per sample of a network ``{"class_path", "init_args"}`` (complete: img_size and num_classes set),
+    trained with ``flow`` (default: the paper's) under bf16 autocast (``bf16``) or float32. A ``JiT`` is counted by
+    blocks; any other backbone by one full eager count (no compiled count; checkpointing taken as not reducing it).
     """
-    from jitlab.classpath import import_path
-
     cls = import_path(net_spec["class_path"])
     args = dict(net_spec.get("init_args") or {})
-    flow_cfg = flow if isinstance(flow, FlowConfig) else FlowConfig(**(flow or {}))
-    flow_obj = Flow(flow_cfg)
+    flow_obj = Flow(flow if isinstance(flow, FlowConfig) else FlowConfig(**(flow or {})))
     with torch.device("meta"):
         meta = cls(**args)
     params = sum(p.numel() for p in meta.parameters())
-    blocks = list(getattr(meta, "blocks", []))
-    block_params = max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0)
+    block_params = max((sum(p.numel() for p in b.parameters()) for b in getattr(meta, "blocks", [])), default=0)
     if cls is not JiT:
         try:
             with fake_mode():

@@ -1,6 +1,7 @@
 """The backbone contract: what jitlab asks of a denoiser network, declared once.
 
-Every network the module trains (JiT, the toy MLP, a new head or latent model) satisfies ``Backbone``:
+Every network the module trains (JiT, the toy MLP, a new head or latent model) satisfies ``Backbone``, a
+``typing.Protocol`` (as DiT's model contract and k-diffusion's denoiser signature: nothing to inherit):
 
 - ``forward(z, t, y)``: ``z`` (N, *sample_shape) noisy sample, ``t`` (N,) in [0, 1], ``y`` (N,) integer labels
   with ``num_classes`` meaning "no class" (CFG's null label) or ``None`` for an unconditional net; returns a tensor
@@ -9,12 +10,9 @@ Every network the module trains (JiT, the toy MLP, a new head or latent model) s
 - ``num_classes``: the number of real classes (``None``: unconditional).
 - ``init_args``: the constructor's arguments, so ``jitlab.core.models.spec`` can rebuild it from a checkpoint.
 
-A network that maps patches (the rank argument of ``module.warn_noise_through_bottleneck``) also satisfies
-``PatchBackbone``: ``patch_dim`` (values per output token) and ``noise_widths`` (the widths, by config field, that
-every token passes through on its way from ``z`` to the output). Like DiT's model contract and k-diffusion's
-denoiser signature, the contract is a ``typing.Protocol``: a backbone need not inherit from anything.
-
-Constructor arguments the data decide (``jitlab.commands.cli.fill_net_from_data``) use the names in ``FILLED_FROM_DATA``.
+A network that maps patches also satisfies ``PatchBackbone`` (the rank argument of
+``module.warn_noise_through_bottleneck``): ``patch_dim`` (values per output token) and ``noise_widths`` (the widths,
+by config field, every token passes through from ``z`` to the output).
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
 
-# constructor arguments a data module may fill (its ``net_defaults``): image side, classes, channels, toy dimension
+# constructor arguments a data module may fill (its ``net_defaults``; ``jitlab.commands.cli.fill_net_from_data``)
 FILLED_FROM_DATA = ("img_size", "num_classes", "in_channels", "dim")
 
 
@@ -58,37 +56,31 @@ def check_backbone(net: nn.Module, field: str = "model.net") -> nn.Module:
     if missing:
         raise ConfigError(field, f"{type(net).__module__}.{type(net).__qualname__} is not a jitlab backbone: it "
                                  f"lacks {', '.join(missing)} (see jitlab/core/models/protocol.py)")
-    shape = net.sample_shape
+    name, shape, classes = type(net).__qualname__, net.sample_shape, net.num_classes
     if not (isinstance(shape, tuple) and shape and all(isinstance(s, int) and s > 0 for s in shape)):
-        raise ConfigError(field, f"{type(net).__qualname__}.sample_shape must be a tuple of positive ints, got {shape!r}")
-    classes = net.num_classes
+        raise ConfigError(field, f"{name}.sample_shape must be a tuple of positive ints, got {shape!r}")
     if classes is not None and not (isinstance(classes, int) and classes > 0):
-        raise ConfigError(field, f"{type(net).__qualname__}.num_classes must be a positive int or None, got {classes!r}")
+        raise ConfigError(field, f"{name}.num_classes must be a positive int or None, got {classes!r}")
     return net
 
 
 # -- the extension: a flow state that is not the image, auxiliary losses, logged diagnostics ---------------------
 #
 # A ``StateBackbone`` moves the flow off the image: ``encode(x, y)`` maps the clean image to the clean state the
-# flow noises (REG: the image and a representation token packed in one flat vector; DSD: a learned latent),
-# ``decode(state)`` maps a sampled state back to an image. ``sample_shape`` is the state's shape, so the flow, the
-# sampler and the ODE state are the same code for any backbone: they integrate the packed tensor without knowing
-# its parts. ``target_state(x, y, state)`` is the clean state the flow's target is built from: ``state`` itself, or
-# ``state.detach()`` / an EMA encoder's state (DSD's stop-gradient variants). An ``AuxLossBackbone`` also returns
-# named, unweighted auxiliary losses from its training forward (Table 11's cross-entropy on the backbone's
-# features needs those features, so the backbone runs the forward itself); the module adds
-# ``loss_weights[name] * loss`` and logs each by name. A ``DiagnosedBackbone`` reports tensors to log (DSD: the
-# latent's effective rank) from the clean state of a training batch.
+# flow noises (REG: image and representation token packed in one flat vector; DSD: a learned latent), ``decode``
+# maps a sampled state back to an image. ``sample_shape`` is the state's, so the flow and the sampler integrate the
+# packed tensor without knowing its parts. ``target_state(x, y, state)`` is the clean state the flow's target is
+# built from (``state``, ``state.detach()`` or an EMA encoder's: DSD's variants). An ``AuxLossBackbone`` returns
+# named, unweighted auxiliary losses from its own training forward (Table 11's loss needs the blocks' features);
+# the module adds ``loss_weights[name] * loss`` and logs each. A ``DiagnosedBackbone`` reports tensors to log (DSD:
+# the latent's effective rank) from the clean state of a training batch.
 
 
 @dataclass(frozen=True)
 class CleanBatch:
-    """The clean side of a training micro-batch, for the auxiliary losses.
-
-    x: (N, C, H, W) images in [-1, 1]; y: (N,) true labels (never dropped); state: (N, *sample_shape) ``encode(x,
-    y)`` (``x`` itself for an image backbone); y_in: (N,) the labels the network was given (the null class where
-    CFG's label drop hit).
-    """
+    """The clean side of a training micro-batch, for the auxiliary losses: x (N, C, H, W) images in [-1, 1]; y (N,)
+    true labels; state (N, *sample_shape) ``encode(x, y)`` (``x`` for an image backbone); y_in (N,) the labels the
+    network was given (the null class where CFG's label drop hit)."""
 
     x: Tensor
     y: Tensor

@@ -1,10 +1,8 @@
 """The effective rank of a set of vectors (Roy & Vetterli 2007): how many directions they really use.
 
 ``erank(A) = exp(H(p))`` with ``p_i = s_i / sum_j s_j`` the normalised singular values of ``A`` and ``H`` the
-Shannon entropy. It lies in [1, min(rows, cols)]: 1 for a rank-one matrix, ``k`` for ``k`` equal singular values,
-and it is invariant to scale. DSD's collapse metric: the latent tokens (one row each) of a batch, centred.
-Written here (no library computes it; torch gives the singular values) and kept in the core so a backbone can
-log it.
+Shannon entropy: in [1, min(rows, cols)], ``k`` for ``k`` equal singular values, invariant to scale. DSD's collapse
+metric (the batch's latent tokens, one row each, centred); no library computes it.
 """
 
 from __future__ import annotations
@@ -14,11 +12,8 @@ from torch import Tensor
 
 
 def effective_rank(rows: Tensor, center: bool = True, eps: float = 1e-12) -> Tensor:
-    """``exp`` of the entropy of the normalised singular values of ``rows`` (M, D); a 0-d float32 tensor.
-
-    ``center``: subtract the mean row first (the rank of the spread, not of the offset). An all-zero matrix has
-    effective rank 0 by convention (it uses no direction).
-    """
+    """The effective rank of ``rows`` (M, D), a 0-d float32 tensor; ``center``: of the spread, not the offset.
+    An all-zero matrix has effective rank 0 by convention (it uses no direction)."""
     if rows.ndim != 2:
         raise ValueError(f"effective_rank takes a matrix (M, D), got shape {tuple(rows.shape)}")
     a = rows.detach().double()  # (M, D)

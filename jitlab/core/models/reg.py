@@ -1,24 +1,18 @@
 """REG (representation entanglement): JiT denoising the image and one global representation token jointly.
 
-The flow's state is the image and the token packed in one flat vector, (C*H*W + token_dim,): ``encode`` appends
-the clean image's token, the flow noises both with the same ``t`` and ``eps`` draw, the sampler integrates both
-(``StateBackbone``), ``decode`` keeps the image. The token enters as one extra token before the image tokens
-(attention has no order; placed first so that 2-D RoPE leaves it unrotated as it does the in-context tokens) and
-leaves through its own final layer. Its loss is the flow loss on its coordinates, inside the joint mean (its share
-is token_dim / (C*H*W + token_dim)).
+The flow's state is the image and the token packed in one flat vector, (C*H*W + token_dim,) (``StateBackbone``):
+the flow noises both with the same ``t`` and ``eps``. The token enters as one extra token before the image tokens
+(first, so that 2-D RoPE leaves it unrotated as it does the in-context tokens) and leaves through its own final
+layer; its loss is the flow loss on its coordinates, inside the joint mean. The token (``token``):
 
-The token (``token``):
-
-- ``encoder``: a frozen pretrained encoder's CLS (REG: DINOv2 through timm), its weights a local file
-  (``encoder_weights``; nothing downloads), the image resized to ``encoder_size`` and normalised as the encoder
-  expects; standardised per token (zero mean, unit variance over its dimensions, the image's scale).
+- ``encoder``: a frozen pretrained encoder's CLS (REG: DINOv2 through timm) from a local weights file, the image
+  resized to ``encoder_size`` and normalised as the encoder expects; standardised per token (the image's scale).
 - ``thumbnail``: the image average-pooled to side s (token_dim = C s^2): the mini scale's honest stand-in.
 - ``projection``: a fixed random Gaussian projection of the image (seeded, never trained).
 - ``constant``: zeros, the control: the same extra token and parameters, no information about the image.
 
-REG's total loss also has REPA's alignment of an intermediate block's tokens to a frozen encoder's patch features:
-``jitlab.score.reg_align.AlignedRegJiT`` adds it (its encoder may be a shipped reference classifier, so it sits in
-the scoring layer).
+REPA's alignment loss of REG is ``jitlab.score.reg_align.AlignedRegJiT`` (its encoder may be a shipped reference
+classifier, so it sits in the scoring layer).
 """
 
 from __future__ import annotations
@@ -33,9 +27,8 @@ from torch import Tensor, nn
 
 from jitlab.errors import ConfigError
 from jitlab.core.models.jit import FinalLayer, JiT, MlpKind
-from jitlab.core.models.layers import AttnImpl, NormKind, Rope2D
-from jitlab.core.models.spec import record_init_args
-from jitlab.core.models.trunk import jit_trunk
+from jitlab.core.models.layers import AttnImpl, NormKind, Rope2D, init_zero
+from jitlab.core.models.spec import need, record_init_args
 
 TokenKind = Literal["encoder", "thumbnail", "projection", "constant"]
 TOKEN_KINDS = ("encoder", "thumbnail", "projection", "constant")
@@ -48,12 +41,9 @@ def on_meta_device() -> bool:
 
 
 def load_encoder(name: str, weights: str | None, size: int, extra: dict[str, Any] | None = None) -> nn.Module:
-    """A frozen timm encoder ``name`` at input side ``size``, its weights from the local file ``weights``.
-
-    timm reads the file and adapts it (a DINOv2 checkpoint in Meta's or timm's layout, the position embedding
-    resampled to ``size``); a missing file is a ConfigError naming the field. On the meta device (the plan's and
-    preflight's shape-only build) nothing is read and the file is not needed: preflight checks it (``FILE_ARGS``).
-    """
+    """A frozen timm encoder ``name`` at input side ``size``, its weights from the local file ``weights`` (timm
+    adapts Meta's or timm's DINOv2 layout and resamples the position embedding). On the meta device (the plan's and
+    preflight's shape-only build) nothing is read: preflight checks the file (``FILE_ARGS``)."""
     import timm
 
     field = "model.net.init_args.encoder_weights"
@@ -71,14 +61,10 @@ def load_encoder(name: str, weights: str | None, size: int, extra: dict[str, Any
 
 
 class RegJiT(JiT):
-    """JiT + REG's representation token. Args: JiT's, and
-
-        token: encoder | thumbnail | projection | constant (see the module docstring).
-        token_dim: the token's dimension (thumbnail: C s^2 with s dividing img_size; encoder: its width).
-        encoder, encoder_weights, encoder_size, encoder_args: the timm model name, its local weights file, the
-            input side images are resized to, extra ``timm.create_model`` arguments (e.g. a tiny test encoder).
-        projection_seed: the seed of the fixed projection.
-    """
+    """JiT + REG's representation token. Args: JiT's, and ``token`` (see the module docstring), ``token_dim`` (the
+    token's dimension: thumbnail C s^2 with s dividing img_size; encoder its width), ``encoder``, ``encoder_weights``,
+    ``encoder_size``, ``encoder_args`` (the timm model name, its local weights file, the input side images are resized
+    to, extra ``timm.create_model`` arguments) and ``projection_seed`` (the seed of the fixed projection)."""
 
     FILE_ARGS = ("encoder_weights",)  # read at construction: preflight checks they exist (jitlab.score.preflight)
 
@@ -115,29 +101,19 @@ class RegJiT(JiT):
         self.reg_ropes = (Rope2D(head_dim, self.grid, num_prefix=1) if rope else None,
                           Rope2D(head_dim, self.grid, num_prefix=in_context_len + 1) if rope and in_context_len
                           else None)
-        self._init_token_layers()
-
-    def _check_token(self) -> None:
-        if self.token not in TOKEN_KINDS:
-            raise ConfigError("model.net.init_args.token", f"unknown token {self.token!r}; valid: "
-                                                           f"{', '.join(TOKEN_KINDS)}")
-        if not self.token_dim > 0:
-            raise ConfigError("model.net.init_args.token_dim", f"must be positive, got {self.token_dim}")
-        if self.token == "thumbnail":
-            side = math.isqrt(self.token_dim // self.in_channels)
-            if self.in_channels * side * side != self.token_dim or self.img_size % side:
-                raise ConfigError("model.net.init_args.token_dim",
-                                  f"a thumbnail token is C s^2 with s dividing img_size={self.img_size} (C="
-                                  f"{self.in_channels}), got {self.token_dim}; e.g. {self.in_channels * 16} (s = 4)")
-
-    def _init_token_layers(self) -> None:
-        """As JiT's: xavier embedding, N(0, 0.02) position, zero adaLN and output (the token's output starts at 0)."""
-        nn.init.xavier_uniform_(self.token_embed.weight)
+        nn.init.xavier_uniform_(self.token_embed.weight)  # as JiT's: the token's output starts at 0
         nn.init.zeros_(self.token_embed.bias)
         nn.init.normal_(self.token_posemb, std=0.02)
-        for layer in (self.token_final.adaLN_modulation[-1], self.token_final.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_zero([self.token_final.adaLN_modulation[-1], self.token_final.linear])
+
+    def _check_token(self) -> None:
+        need(self.token in TOKEN_KINDS, "token", f"unknown token {self.token!r}; valid: {', '.join(TOKEN_KINDS)}")
+        need(self.token_dim > 0, "token_dim", f"must be positive, got {self.token_dim}")
+        if self.token == "thumbnail":
+            side = math.isqrt(self.token_dim // self.in_channels)
+            need(self.in_channels * side * side == self.token_dim and self.img_size % side == 0, "token_dim",
+                 f"a thumbnail token is C s^2 with s dividing img_size={self.img_size} (C={self.in_channels}), got "
+                 f"{self.token_dim}; e.g. {self.in_channels * 16} (s = 4)")
 
     # -- the state ---------------------------------------------------------------------------------------
     @property
@@ -197,7 +173,7 @@ class RegJiT(JiT):
             raise ValueError(f"RegJiT takes the packed state (N, {self.sample_shape[0]}), got {tuple(z.shape)}")
         image, token = self.split(z)  # (N, C, H, W), (N, K)
         prefix = self.token_embed(token).unsqueeze(1) + self.token_posemb  # (N, 1, D)
-        h, c = jit_trunk(self, image, t, y, prefix, self.reg_ropes)  # (N, [P +] 1 + L, D)
+        h, c = self.trunk(image, t, y, prefix, self.reg_ropes)  # (N, [P +] 1 + L, D)
         out_image = self.unpatchify(self.final_layer(h[:, -self.num_patches:], c))  # (N, C, H, W)
         out_token = self.token_final(h[:, -self.num_patches - 1: -self.num_patches], c)[:, 0]  # (N, K)
         return torch.cat([out_image.flatten(1), out_token.to(out_image.dtype)], dim=1)  # (N, C*H*W + K)

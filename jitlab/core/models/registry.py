@@ -1,7 +1,5 @@
 """Named models: the paper's JiT-B/L/H/G and small sizes for CPU work.
 
-Sizes (depth, hidden, heads, d', in-context tokens, in-context start):
-
 | size | depth | hidden | heads | d' | in-context | start | use |
 |---|---|---|---|---|---|---|---|
 | G | 40 | 1664 | 16 | 256 | 32 | 10 | paper |

@@ -1,15 +1,11 @@
 """A learned skip around any backbone (issue 15, the pre-conditioners): ``out = net(z, t, y) + c(t) * z``.
 
-The skip gives eps- and v-prediction the part of their target that is a multiple of the input: eps = z at t = 0,
-and ``v = (x - z) / (1 - t)`` has ``-z / (1 - t)`` in it. ``c(t)`` is a scalar per sample from a small MLP on the
-sinusoidal features of t, its last layer zero so the wrapper starts as the wrapped net. EDM's ``c_skip`` is the
-fixed, derived counterpart (``jitlab.core.precond``); this one is learned.
-
-The wrapped net is given as its spec ``{"class_path": ..., "init_args": ...}`` (as in a config or a checkpoint) or
-as a module. What the data decide (``FILLED_FROM_DATA``: image size, classes, channels, toy dimension) is taken by
-the wrapper and handed to the wrapped net, so ``jitlab fit`` fills it as for a plain backbone. The wrapper is a
-``PatchBackbone`` exactly when the wrapped net is one: the skip adds a multiple of ``z``, which has every
-direction of a patch, but the rank argument is about what the network computes, so the wrapped net's widths stand.
+The skip gives eps- and v-prediction the part of their target that is a multiple of the input (eps = z at t = 0;
+``v = (x - z) / (1 - t)`` has ``-z / (1 - t)`` in it). ``c(t)`` is a small MLP on sinusoidal features of t, its last
+layer zero so the wrapper starts as the wrapped net; EDM's ``c_skip`` (``jitlab.core.precond``) is the fixed,
+derived counterpart. What the data decide (``FILLED_FROM_DATA``) is taken by the wrapper and handed to the wrapped
+net, so ``jitlab fit`` fills it as for a plain backbone. The wrapper answers the rank argument (``PatchBackbone``)
+with the wrapped net's widths: it is about what the network computes, not the skip.
 """
 
 from __future__ import annotations
@@ -21,33 +17,28 @@ from torch import Tensor, nn
 
 from jitlab.classpath import import_path
 from jitlab.errors import ConfigError
-from jitlab.core.models.layers import timestep_embedding
+from jitlab.core.models.layers import init_zero, timestep_embedding
 from jitlab.core.models.protocol import FILLED_FROM_DATA, check_backbone
-from jitlab.core.models.spec import build_net, net_spec, record_init_args
+from jitlab.core.models.spec import build_net, need, net_spec, record_init_args
 
-# what the wrapper answers for the wrapped net (the rank warning, `jitlab grid plan`, `jitlab info`)
-DELEGATED = ("patch_dim", "noise_widths", "patch_size", "hidden_size", "depth", "img_size", "num_patches",
-             "compile_blocks")  # the wrapped net's regional compilation (JiTModule's compile)
+# what the wrapper answers for the wrapped net: the contract, the rank warning, `jitlab grid plan`, `jitlab info`,
+# and the wrapped net's regional compilation (JiTModule's compile)
+DELEGATED = ("num_classes", "sample_shape", "patch_dim", "noise_widths", "patch_size", "hidden_size", "depth",
+             "img_size", "num_patches", "compile_blocks")
 
 
 class LearnedSkip(nn.Module):
-    """``net(z, t, y) + c(t) z``.
-
-    Args:
-        net: the wrapped backbone's spec ``{"class_path", "init_args"}`` (or the module itself).
-        skip_features: sinusoidal features of t fed to c's MLP.
-        skip_hidden: the MLP's hidden width.
-        img_size, num_classes, in_channels, dim: what the data decide, handed to the wrapped net (leave null).
-    """
+    """``net(z, t, y) + c(t) z``. Args: ``net`` (the wrapped backbone's spec ``{"class_path", "init_args"}``, as in a
+    config or a checkpoint, or the module itself), ``skip_features`` (sinusoidal features of t fed to c's MLP),
+    ``skip_hidden`` (its hidden width), and what the data decide, handed to the wrapped net (leave null)."""
 
     def __init__(self, net: dict[str, Any], skip_features: int = 64, skip_hidden: int = 64,
                  img_size: int | None = None, num_classes: int | None = None, in_channels: int | None = None,
                  dim: int | None = None):
         init_args = record_init_args(locals())
         super().__init__()
-        if skip_features < 2 or skip_features % 2 or skip_hidden < 1:
-            raise ConfigError("model.net.init_args.skip_features", f"need an even skip_features >= 2 and skip_hidden "
-                                                                   f">= 1, got {skip_features} and {skip_hidden}")
+        need(skip_features >= 2 and skip_features % 2 == 0 and skip_hidden >= 1, "skip_features",
+             f"need an even skip_features >= 2 and skip_hidden >= 1, got {skip_features} and {skip_hidden}")
         filled = {k: init_args[k] for k in FILLED_FROM_DATA if init_args.get(k) is not None}
         inner = net if isinstance(net, nn.Module) else build_net(_with_filled(net, filled))
         self.net = check_backbone(inner, "model.net.init_args.net")
@@ -55,8 +46,7 @@ class LearnedSkip(nn.Module):
         self.init_args = init_args
         self.skip_features = skip_features
         self.skip = nn.Sequential(nn.Linear(skip_features, skip_hidden), nn.SiLU(), nn.Linear(skip_hidden, 1))
-        nn.init.zeros_(self.skip[-1].weight)  # c(t) = 0 at the start: the wrapper begins as the wrapped net
-        nn.init.zeros_(self.skip[-1].bias)
+        init_zero([self.skip[-1]])  # c(t) = 0 at the start: the wrapper begins as the wrapped net
 
     def __getattr__(self, name: str) -> Any:
         if name in DELEGATED:
@@ -65,14 +55,6 @@ class LearnedSkip(nn.Module):
                 raise AttributeError(name)
             return getattr(inner, name)
         return super().__getattr__(name)
-
-    @property
-    def num_classes(self) -> int | None:
-        return self.net.num_classes
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.net.sample_shape)
 
     def c(self, t: Tensor) -> Tensor:
         """The skip's coefficient per sample: (N,) -> (N,)."""

@@ -8,11 +8,18 @@ from typing import Any
 from torch import nn
 
 from jitlab.classpath import import_path
+from jitlab.errors import ConfigError
 
 
 def record_init_args(frame_locals: dict[str, Any]) -> dict[str, Any]:
     """The constructor's arguments from its ``locals()`` (call first thing in ``__init__``)."""
     return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}
+
+
+def need(ok: bool, field: str, message: str) -> None:
+    """A constructor's check: ConfigError on ``model.net.init_args.<field>`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"model.net.init_args.{field}", message)
 
 
 def net_spec(net: nn.Module) -> dict[str, Any]:

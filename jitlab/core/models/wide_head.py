@@ -5,53 +5,21 @@ keeps a narrow backbone and adds a head of its own width: the head re-embeds the
 ``head_width`` (no bottleneck), runs ``head_depth`` blocks whose adaLN is conditioned per token on the trunk's output
 token (projected to ``head_width``, plus the trunk's conditioning ``c = t_emb + y_emb``), and its output layer maps
 ``head_width`` to the patch. Every token passes from ``z`` to the output at ``head_width``, so the rank argument
-(``noise_widths``) reads the head's width; the trunk's width only shapes the condition.
-
-The trunk is a JiT (its arguments, as RAE's backbone is a DiT) without its output layer: ``jitlab.core.models.trunk``
-runs its blocks.
+(``noise_widths``) reads the head's width; the trunk's width only shapes the condition. The trunk is a JiT (its
+arguments, as RAE's backbone is a DiT) without its output layer (``JiT.trunk``).
 """
 
 from __future__ import annotations
 
 import torch
-from timm.layers import Mlp
 from torch import Tensor, nn
 
-from jitlab.errors import ConfigError
-from jitlab.core.models.jit import JiT, MlpKind, block_forward, training_view
-from jitlab.core.models.layers import Attention, AttnImpl, NormKind, PatchEmbed, Rope2D, SwiGLU, make_norm, \
-    init_linears_xavier, sincos_pos_embed_2d
-from jitlab.core.models.spec import record_init_args
-from jitlab.core.models.trunk import jit_trunk
+from jitlab.core.models.jit import JiT, JiTBlock, MlpKind, block_forward, training_view
+from jitlab.core.models.layers import AttnImpl, NormKind, PatchEmbed, Rope2D, init_conv_as_linear, \
+    init_linears_xavier, init_zero, make_norm, modulate, sincos_pos_embed_2d
+from jitlab.core.models.spec import need, record_init_args
 
 HEAD_ARGS = ("head_width", "head_depth", "head_heads")
-
-
-def modulate_tokens(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN with one condition per token: x, shift, scale (N, L, D)."""
-    return x * (1 + scale) + shift  # (N, L, D)
-
-
-class HeadBlock(nn.Module):
-    """JiT's block with per-token adaLN: norm -> modulate -> attention -> gate; norm -> modulate -> MLP -> gate."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, mlp: MlpKind, norm: NormKind, qk_norm: bool,
-                 attn_impl: AttnImpl):
-        super().__init__()
-        self.norm1 = make_norm(norm, dim)
-        self.attn = Attention(dim, num_heads, qk_norm, 0.0, 0.0, attn_impl)
-        self.norm2 = make_norm(norm, dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = SwiGLU(dim, hidden, drop=0.0) if mlp == "swiglu" else \
-            Mlp(dim, hidden, act_layer=lambda: nn.GELU(approximate="tanh"))
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-
-    def forward(self, x: Tensor, c: Tensor, rope: Rope2D | None) -> Tensor:
-        """x: (N, L, D) head tokens; c: (N, L, D) one condition per token."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(modulate_tokens(self.norm1(x), shift_msa, scale_msa), rope)  # (N, L, D)
-        x = x + gate_mlp * self.mlp(modulate_tokens(self.norm2(x), shift_mlp, scale_mlp))  # (N, L, D)
-        return x
 
 
 class WideHead(JiT):
@@ -79,25 +47,18 @@ class WideHead(JiT):
         self.head_pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, head_width), requires_grad=False)
         self.head_cond = nn.Linear(hidden_size, head_width)  # trunk token (+ c) -> the head's per-token condition
         self.head_rope = Rope2D(head_width // head_heads, self.grid) if rope else None
-        self.head_blocks = nn.ModuleList([HeadBlock(head_width, head_heads, mlp_ratio, mlp, norm, qk_norm, attn_impl)
-                                          for _ in range(head_depth)])
+        self.head_blocks = nn.ModuleList([JiTBlock(head_width, head_heads, mlp_ratio, mlp, norm, qk_norm, 0.0, 0.0,
+                                                   attn_impl) for _ in range(head_depth)])  # no dropout
         self.head_norm = make_norm(norm, head_width)
         self.head_modulation = nn.Sequential(nn.SiLU(), nn.Linear(head_width, 2 * head_width))
         self.head_out = nn.Linear(head_width, self.patch_dim)
-        self._compiled_head: tuple[nn.Module, ...] = ()  # compile_blocks(): views outside the module tree
-        self._init_head()
-
-    def _init_head(self) -> None:
-        """As JiT's: xavier linears, fixed sin-cos positions, zero adaLN and output (an untrained net outputs 0)."""
+        self._compiled_head: tuple = ()  # compile_blocks(): views outside the module tree
+        # as JiT's: xavier linears, fixed sin-cos positions, zero adaLN and output (an untrained net outputs 0)
         init_linears_xavier([self.head_cond, *self.head_blocks.modules()])
         if self.head_pos_embed.device.type != "meta":
             self.head_pos_embed.data.copy_(sincos_pos_embed_2d(self.head_width, self.grid).unsqueeze(0))
-        conv = self.head_embedder.proj
-        nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
-        nn.init.zeros_(conv.bias)
-        for layer in [*(b.adaLN_modulation[-1] for b in self.head_blocks), self.head_modulation[-1], self.head_out]:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_conv_as_linear(self.head_embedder.proj)
+        init_zero([*(b.adaLN_modulation[-1] for b in self.head_blocks), self.head_modulation[-1], self.head_out])
 
     def compile_blocks(self, **options) -> None:
         """The trunk's blocks and the head's, each compiled on its own (``JiT.compile_blocks``)."""
@@ -113,7 +74,7 @@ class WideHead(JiT):
         """x: (N, C, H, W) noisy image z; t: (N,) in [0, 1]; y: (N,) labels, ``num_classes`` = null."""
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"input of size {tuple(x.shape[-2:])} does not match img_size={self.img_size}")
-        s, c = jit_trunk(self, x, t, y)  # (N, [P +] L, D), (N, D)
+        s, c = self.trunk(x, t, y)  # (N, [P +] L, D), (N, D)
         s = s[:, -self.num_patches:]  # the image tokens: (N, L, D)
         cond = self.head_cond(s + c.unsqueeze(1))  # (N, L, W)
         h = self.head_embedder(x) + self.head_pos_embed.to(x.dtype)  # (N, L, W): z re-embedded at the head's width
@@ -121,20 +82,15 @@ class WideHead(JiT):
             compiled = self._compiled_head[i] if self._compiled_head else None
             h = block_forward(block, compiled, self.checkpointing, h, cond, self.head_rope)  # (N, L, W)
         shift, scale = self.head_modulation(cond).chunk(2, dim=-1)  # (N, L, W) each
-        out = self.head_out(modulate_tokens(self.head_norm(h), shift, scale))  # (N, L, p*p*C)
+        out = self.head_out(modulate(self.head_norm(h), shift, scale))  # (N, L, p*p*C)
         return self.unpatchify(out)  # (N, C, H, W)
 
 
 def _validate_head(width: int, depth: int, heads: int, rope: bool) -> None:
-    if not (isinstance(width, int) and width > 0 and width % 4 == 0):
-        raise ConfigError("model.net.init_args.head_width", f"must be a positive multiple of 4 (2-D sin-cos "
-                                                            f"positions), got {width!r}")
-    if not (isinstance(depth, int) and depth >= 1):
-        raise ConfigError("model.net.init_args.head_depth", f"must be >= 1, got {depth!r}")
-    if not (isinstance(heads, int) and heads > 0 and width % heads == 0):
-        raise ConfigError("model.net.init_args.head_heads", f"head_width={width} is not divisible by "
-                                                            f"head_heads={heads}")
-    if rope and (width // heads) % 4:
-        raise ConfigError("model.net.init_args.head_heads", f"2-D RoPE needs a head dimension divisible by 4, "
-                                                            f"got {width // heads} (head_width={width}, "
-                                                            f"head_heads={heads})")
+    need(isinstance(width, int) and width > 0 and width % 4 == 0, "head_width",
+         f"must be a positive multiple of 4 (2-D sin-cos positions), got {width!r}")
+    need(isinstance(depth, int) and depth >= 1, "head_depth", f"must be >= 1, got {depth!r}")
+    need(isinstance(heads, int) and heads > 0 and width % heads == 0, "head_heads",
+         f"head_width={width} is not divisible by head_heads={heads}")
+    need(not rope or (width // heads) % 4 == 0, "head_heads", f"2-D RoPE needs a head dimension divisible by 4, "
+         f"got {width // heads} (head_width={width}, head_heads={heads})")

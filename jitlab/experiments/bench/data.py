@@ -1,26 +1,13 @@
 """Data-loading throughput: the folder source (per-sample PIL, the release's pipeline) against the shards.
 
-    jitlab bench-data --out reports/bench-data.md        (make bench-data)
-
-In a temporary directory: writes a folder tree of full-size JPEGs (crops of the photographs
-bundled with scikit-image / scikit-learn, short sides 375 to 1500 pixels, 4:3 and 3:4, like
-ImageNet photographs and larger), runs ``jitlab prepare-imagenet`` on it at each resolution, then
-measures the images per second that a data loader delivers:
-
-- per worker: the loading done in the training process (``num_workers=0``), i.e. what one
-  data-loader worker delivers;
-- with N workers: ``num_workers=N`` processes feeding the training process.
-
-Both sources make the same items (ADM centre crop, random flip, uint8 (3, R, R)) and are read
-through the data module's own datasets and loaders. The clock starts at the first batch of each
-pass (worker start-up is not throughput) and the files are in the page cache (the folder numbers
-are the cost of decoding and resizing, not of the disk).
+`jitlab bench-data` writes a folder tree of full-size JPEGs in a temporary directory, runs ``jitlab
+prepare-imagenet`` on it at each resolution, and measures the images per second the data module's own loaders
+deliver from each source, per worker (``num_workers=0``) and with N workers. The report says how.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -52,40 +39,8 @@ class DataBenchSettings:
     argv: list[str] = field(default_factory=list)  # the command line, for the report
 
 
-def machine_facts() -> dict[str, str]:
-    import litdata
-    import PIL
-
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    memory = "?"
-    try:
-        with open("/proc/meminfo") as handle:
-            kb = int(next(line for line in handle if line.startswith("MemTotal")).split()[1])
-        memory = f"{kb / 2**20:.0f} GiB"
-    except (OSError, StopIteration):
-        pass
-    return {
-        "CPU": f"{cpu}, {os.cpu_count()} logical cores",
-        "memory": memory,
-        "system": f"{platform.system()} {platform.release()}",
-        "Python": platform.python_version(),
-        "torch": torch.__version__,
-        "Pillow": PIL.__version__,
-        "litdata": litdata.__version__,
-        "torch threads": str(torch.get_num_threads()),
-    }
-
-
 def write_sources(root: Path, images: int, classes: int, short: tuple[int, int], seed: int) -> dict[str, Any]:
     """``images`` full-size JPEGs (quality 90) under ``root/train/<class>/``; their size statistics."""
-    from PIL import Image
-
     from jitlab.core.data.synth_imagenet import photo_image
 
     rng = np.random.default_rng(seed)
@@ -105,10 +60,9 @@ def write_sources(root: Path, images: int, classes: int, short: tuple[int, int],
             "mean_kb": nbytes / images / 1024}
 
 
-def throughput(make_loader: Callable[[], Iterable], min_images: int, seconds: float) -> tuple[float, int]:
-    """Images per second delivered by passes over ``make_loader()``, timed from each pass's first batch."""
+def throughput(loader: Iterable, min_images: int, seconds: float) -> float:
+    """Images per second delivered by passes over ``loader``, timed from each pass's first batch."""
     images, elapsed = 0, 0.0
-    loader = make_loader()
     while elapsed < seconds or images < min_images:
         start, batches = time.perf_counter(), 0
         for x, _ in loader:
@@ -122,37 +76,33 @@ def throughput(make_loader: Callable[[], Iterable], min_images: int, seconds: fl
         if batches < 2:
             raise RuntimeError("a pass of the loader gave fewer than 2 batches: use more images or smaller batches")
         elapsed += time.perf_counter() - start
-    return images / elapsed, images
+    return images / elapsed
 
 
-def folder_loader(root: Path, resolution: int, workers: int, batch: int) -> Callable[[], Iterable]:
+def folder_loader(root: Path, resolution: int, workers: int, batch: int) -> Iterable:
     from torch.utils.data import DataLoader, RandomSampler
 
     from jitlab.core.data.imagenet import ImageFolderDataset
 
     dataset = ImageFolderDataset(root / "train", resolution, flip=True)
     sampler = RandomSampler(dataset, replacement=True, num_samples=10**7)
-    return lambda: DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
+    return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
 
 
-def shard_loader(root: Path, workers: int, batch: int) -> Callable[[], Iterable]:
+def shard_loader(root: Path, workers: int, batch: int) -> Iterable:
     from jitlab.core.data.shards import ShardDataset
     from jitlab.core.data.shards import shard_loader as make
 
-    return lambda: make(ShardDataset(str(root), "train", flip=True), batch, workers, train=True)
+    return make(ShardDataset(str(root), "train", flip=True), batch, workers, train=True)
 
 
 def prepare(src: Path, out: Path, resolution: int, workers: int) -> float:
     """Run ``jitlab prepare-imagenet`` in a subprocess; its wall time in seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "jitlab.commands.cli", "prepare-imagenet", "--src", str(src), "--out", str(out),
-                    "--resolution", str(resolution), "--workers", str(workers), "--no_progress"],
+    subprocess.run([sys.executable, "-m", "jitlab.commands.cli", "prepare-imagenet", "--src", str(src),
+                    "--out", str(out), "--resolution", str(resolution), "--workers", str(workers), "--no_progress"],
                    check=True, capture_output=True, text=True)
     return time.perf_counter() - start
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*.bin"))
 
 
 def run(args: DataBenchSettings) -> str:
@@ -168,13 +118,12 @@ def run(args: DataBenchSettings) -> str:
         for resolution in args.resolutions:
             out = tmp / f"shards{resolution}"
             seconds = prepare(tmp / "src", out, resolution, max(workers))
-            prepared.append((resolution, seconds, dir_bytes(out) / args.images))
+            prepared.append((resolution, seconds, sum(p.stat().st_size for p in out.rglob("*.bin")) / args.images))
             print(f"bench: prepare-imagenet at {resolution}: {seconds:.1f} s", file=sys.stderr)
             for n in [0, *[w for w in workers if w > 0]]:
-                folder, count_f = throughput(folder_loader(tmp / "src", resolution, n, args.batch), args.batch * 3,
-                                             args.seconds)
-                shards, count_s = throughput(shard_loader(out, n, args.batch), args.batch * 20, args.seconds)
-                rows.append((resolution, n, folder, count_f, shards, count_s))
+                folder = throughput(folder_loader(tmp / "src", resolution, n, args.batch), args.batch * 3, args.seconds)
+                shards = throughput(shard_loader(out, n, args.batch), args.batch * 20, args.seconds)
+                rows.append((resolution, n, folder, shards))
                 print(f"bench: {resolution} px, {n} workers: folder {folder:.1f} img/s, shards {shards:.1f} img/s "
                       f"({shards / folder:.0f}x)", file=sys.stderr)
             shutil.rmtree(out)
@@ -183,90 +132,65 @@ def run(args: DataBenchSettings) -> str:
     return report(args, sources, rows, prepared, load_before, os.getloadavg())
 
 
-READING = [
-    "## Reading the numbers",
-    "",
-    "A run on G GPUs needs G x (images per second per GPU) from its loaders. The folder source scales with "
-    "the number of worker processes (cores) and is the bottleneck at 512 and 1024; the shards need no "
-    "decoding, so a few workers per GPU suffice and the limit moves to the disk or network bandwidth "
-    "(3 x R x R bytes per image: 3 MB at 1024).",
-    "",
-]
-
-
 def report(args: DataBenchSettings, sources, rows, prepared, load_before, load_after) -> str:
+    """The markdown page: paragraphs, lists and tables separated by blank lines."""
+    import litdata
+    import PIL
+
+    from jitlab.experiments.bench.machine import machine_facts
+
     command = "jitlab bench-data " + " ".join(args.argv) if args.argv else "jitlab bench-data"
-    lines = [
+    facts = machine_facts({"Pillow": PIL.__version__, "litdata": litdata.__version__})
+    per_worker = {r: s / f for r, n, f, s in rows if n == 0}
+    verdict = ", ".join(f"{r}: {x:.0f}x" for r, x in per_worker.items())
+    target = all(per_worker.get(r, 0) >= 5 for r in (512, 1024) if r in per_worker)
+    blocks = [
         "# Data-loading throughput: folder tree vs. prepared shards",
-        "",
         f"Made by `{command}` (`make bench-data`) on {time.strftime('%Y-%m-%d %H:%M')}.",
-        "",
         "Images per second delivered by the training data loader, for the two sources of "
         "`ImageNetDataModule`: the **folder** tree read per sample with PIL (open, decode the full-size JPEG, "
         "convert to RGB, ADM centre crop, flip: the pipeline of the JiT release) and the **shards** written by "
         "`jitlab prepare-imagenet` (uint8 crops at the target resolution streamed by litdata, then the flip).",
-        "",
         "- *per worker* = the loading runs in the training process (`num_workers=0`): what one data-loader "
-        "worker process delivers.",
-        "- *N workers* = `num_workers=N` worker processes feeding the training process.",
+        "worker process delivers.\n"
+        "- *N workers* = `num_workers=N` worker processes feeding the training process.\n"
         f"- Timed from the first batch of each pass (worker start-up excluded), at least {args.seconds:g} s per "
         f"cell, batches of {args.batch}; files in the page cache, so the folder numbers are the decoding and "
         "resizing, not the disk.",
-        "",
         "## Machine",
-        "",
-    ]
-    for key, value in machine_facts().items():
-        lines.append(f"- {key}: {value}")
-    lines += [
-        f"- load average (1 min) before / after the run: {load_before[0]:.1f} / {load_after[0]:.1f} "
+        "".join(f"- {key}: {value}\n" for key, value in facts.items())
+        + f"- load average (1 min) before / after the run: {load_before[0]:.1f} / {load_after[0]:.1f} "
         "(the machine is shared; other jobs take cores)",
-        "",
         "## Source images",
-        "",
         f"{sources['images']} JPEGs (quality 90) in {sources['classes']} class folders: crops of the photographs "
         f"bundled with scikit-image / scikit-learn, short side {args.short[0]} to {args.short[1]} px, 4:3 or 3:4; "
         f"mean {sources['mean_megapixels']:.2f} megapixels and {sources['mean_kb']:.0f} KB per file, from "
         f"{sources['smallest'][0]}x{sources['smallest'][1]} to {sources['largest'][0]}x{sources['largest'][1]}. "
         "(ImageNet's training JPEGs average roughly 400 x 350 pixels and 110 KB, so at 512 and 1024 most of "
         "them are upsampled and cheaper to decode; the files here are the costly end of the range.)",
-        "",
         "## Throughput",
-        "",
-        "| resolution | loader workers | folder (img/s) | shards (img/s) | shards / folder |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for resolution, n, folder, _, shards, _ in rows:
-        label = "per worker (0)" if n == 0 else str(n)
-        lines.append(f"| {resolution} | {label} | {folder:.1f} | {shards:.0f} | {shards / folder:.0f}x |")
-    per_worker = {r: s / f for r, n, f, _, s, _ in rows if n == 0}
-    verdict = ", ".join(f"{r}: {x:.0f}x" for r, x in per_worker.items())
-    target = all(per_worker.get(r, 0) >= 5 for r in (512, 1024) if r in per_worker)
-    lines += [
-        "",
+        "\n".join(["| resolution | loader workers | folder (img/s) | shards (img/s) | shards / folder |",
+                   "|---:|---|---:|---:|---:|"]
+                  + [f"| {resolution} | {'per worker (0)' if n == 0 else n} | {folder:.1f} | {shards:.0f} | "
+                     f"{shards / folder:.0f}x |" for resolution, n, folder, shards in rows]),
         f"Per worker, the shards deliver {verdict} the folder source's images per second "
         f"(target: at least 5x at 512 and 1024: {'met' if target else 'NOT met'}).",
-        "",
         "On a machine with few cores the N-worker rows can be below the per-worker ones: the N workers and the "
         "training process that receives their batches share the cores (here "
         f"{os.cpu_count()}, with other jobs), and every batch crosses from a worker to the trainer through shared "
         "memory (3 x R x R bytes per image, 3 MB at 1024). On a GPU node with a core or more per worker, the "
         "folder source scales with the number of workers (cores); the ratio per worker is the number to compare.",
-        "",
         "## Writing the shards (`jitlab prepare-imagenet`)",
-        "",
-        "| resolution | wall time | images/s | on disk per image |",
-        "|---:|---:|---:|---:|",
-    ]
-    for resolution, seconds, per_image in prepared:
-        lines.append(f"| {resolution} | {seconds:.1f} s | {sources['images'] / seconds:.1f} | "
-                     f"{per_image / 1024:.0f} KB |")
-    lines += [
-        "",
+        "\n".join(["| resolution | wall time | images/s | on disk per image |", "|---:|---:|---:|---:|"]
+                  + [f"| {resolution} | {seconds:.1f} s | {sources['images'] / seconds:.1f} | "
+                     f"{per_image / 1024:.0f} KB |" for resolution, seconds, per_image in prepared]),
         f"With {max(args.workers)} worker process(es), including the start of the command. Shards are uncompressed "
         "uint8: 3 x R x R bytes per image (ImageNet train, 1.28 M images: about 250 GB at 256, 1 TB at 512, "
         "4 TB at 1024; 64 x 64 is 16 GB).",
-        "",
-        *READING,
+        "## Reading the numbers",
+        "A run on G GPUs needs G x (images per second per GPU) from its loaders. The folder source scales with "
+        "the number of worker processes (cores) and is the bottleneck at 512 and 1024; the shards need no "
+        "decoding, so a few workers per GPU suffice and the limit moves to the disk or network bandwidth "
+        "(3 x R x R bytes per image: 3 MB at 1024).",
     ]
-    return "\n".join(lines)
+    return "\n\n".join(blocks) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import resource
 import time
 
@@ -20,11 +22,8 @@ def matmul_dtype(device: torch.device) -> torch.dtype:
 
 
 def matmul_peak_gflops(device: torch.device, size: int | None = None, repeats: int = 5) -> float:
-    """GFLOP/s of the best of ``repeats`` large square matmuls (``2 n^3`` FLOPs each) after two warm-ups.
-
-    The denominator of the MFU: what this device reaches on the kind of work a transformer is made of,
-    measured here rather than taken from a data sheet (a shared or throttled CPU is slower than its spec).
-    """
+    """GFLOP/s of the best of ``repeats`` large square matmuls (``2 n^3`` FLOPs each) after two warm-ups: the MFU's
+    denominator, measured rather than taken from a data sheet (a shared or throttled CPU is slower than its spec)."""
     n = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=matmul_dtype(device))  # (n, n)
     b = torch.randn(n, n, device=device, dtype=matmul_dtype(device))  # (n, n)
@@ -52,15 +51,30 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def machine_facts(device: torch.device) -> dict[str, str]:
-    """CPU, memory, system and versions (the data benchmark's facts), plus Lightning and the GPU."""
-    import lightning
+def _proc_field(name: str, key: str) -> str | None:
+    """The value of the first ``key: value`` line of ``/proc/NAME`` (None: no such file or line)."""
+    try:
+        with open(f"/proc/{name}") as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith(key)), None)
+    except OSError:
+        return None
 
-    from jitlab.experiments.bench.data import machine_facts as data_machine_facts
 
-    facts = data_machine_facts()
-    facts.pop("Pillow", None)
-    facts.pop("litdata", None)
-    facts["Lightning"] = lightning.__version__
-    facts["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+def machine_facts(versions: dict[str, str], device: torch.device | None = None) -> dict[str, str]:
+    """CPU, memory, system, Python, torch and ``versions``; with ``device`` Lightning's version and the device."""
+    kb = _proc_field("meminfo", "MemTotal")  # "16384 kB"
+    facts = {
+        "CPU": f"{_proc_field('cpuinfo', 'model name') or platform.processor() or '?'}, {os.cpu_count()} logical cores",
+        "memory": f"{int(kb.split()[0]) / 2**20:.0f} GiB" if kb else "?",
+        "system": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "torch": torch.__version__,
+        **versions,
+        "torch threads": str(torch.get_num_threads()),
+    }
+    if device is not None:
+        import lightning
+
+        facts["Lightning"] = lightning.__version__
+        facts["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return facts

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from jitlab.experiments.bench.machine import machine_facts
+
 ROWS = [  # (key, label, format)
     ("train_img_per_s", "train images/s, Lightning Trainer", "{:.2f}"),
     ("raw_train_img_per_s", "train images/s, plain loop", "{:.2f}"),
@@ -32,18 +34,15 @@ ROWS = [  # (key, label, format)
 
 def table(rows: list[dict]) -> str:
     """Markdown: one row per measurement, one column per model."""
-    lines = ["| | " + " | ".join(r["model"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
-    for key, label, fmt in ROWS:
-        lines.append(f"| {label} | " + " | ".join(fmt.format(r[key]) for r in rows) + " |")
-    return "\n".join(lines)
+    head = ["| | " + " | ".join(r["model"] for r in rows) + " |", "|---|" + "---:|" * len(rows)]
+    return "\n".join(head + [f"| {label} | " + " | ".join(fmt.format(r[key]) for r in rows) + " |"
+                             for key, label, fmt in ROWS])
 
 
 def report(rows: list[dict], argv: list[str], device: torch.device, load: tuple[float, float]) -> str:
-    from jitlab.experiments.bench.machine import machine_facts
-
     command = "jitlab bench " + shlex.join(argv) if argv else "jitlab bench"
-    facts = {**machine_facts(device), "load average (1 min) before / after": f"{load[0]:.1f} / {load[1]:.1f} (other "
-             f"jobs on a shared machine take cores, and slow a run of several threads most)"}
+    facts = {**machine_facts({}, device), "load average (1 min) before / after": f"{load[0]:.1f} / {load[1]:.1f} "
+             "(other jobs on a shared machine take cores, and slow a run of several threads most)"}
     facts = "\n".join(f"- {k}: {v}" for k, v in facts.items())
     first = rows[0]
     return f"""# Training and sampling speed

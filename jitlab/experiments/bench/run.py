@@ -40,9 +40,6 @@ class BenchSettings:
     attn_impl: str | None = None  # None: the config's (mini) or the release's fp32 attention (registry names)
     config: Path = MINI_CONFIG
 
-    def sampler(self) -> SamplerSettings:
-        return SamplerSettings(Sampler.heun, self.sample_steps, self.cfg_scale, tuple(self.cfg_interval), 0)
-
 
 def net_override(model: str, attn_impl: str | None) -> list[str]:
     """The `--model.net` of a registry name (the whole init_args, so no default of the preset leaks in)."""
@@ -53,10 +50,8 @@ def net_override(model: str, attn_impl: str | None) -> list[str]:
 
 
 def fit_args(model: str, img_size: int | None, batch: int | None, settings: BenchSettings, root: Path) -> list[str]:
-    """`jitlab fit` arguments (no verb) for warm-up + timed steps in ``root``, with the device's precision.
-
-    ``batch``: the global batch (``None``: the config's).
-    """
+    """`jitlab fit` arguments (no verb) for warm-up + timed steps in ``root`` at the device's precision;
+    ``batch``: the global batch (``None``: the config's)."""
     gpu = torch.device(settings.device).type == "cuda"
     compiled = gpu if settings.compile is None else settings.compile
     args = ["--config", str(settings.config)] if model == MINI else net_override(model, settings.attn_impl)
@@ -86,13 +81,6 @@ def model_gmacs(module) -> float:
     return count_gmacs(net)
 
 
-def default_batches(gmacs: float, settings: BenchSettings, config_batch: int) -> tuple[int, int]:
-    """(training batch, sampling batch): the flags, else the config's batch and 16 (4 and 2 for large models)."""
-    large = gmacs > LARGE_GMACS
-    batch = settings.batch_size or (4 if large else config_batch)
-    return batch, settings.sample_batch or (2 if large else 16)
-
-
 def describe(model: str, net) -> str:
     args = getattr(net, "init_args", {})
     size = f"{args.get('img_size')}px/p{args.get('patch_size')}"
@@ -101,6 +89,7 @@ def describe(model: str, net) -> str:
 
 def bench_model(model: str, img_size: int | None, settings: BenchSettings) -> dict[str, Any]:
     """Measure one model; a flat dict of numbers and the settings they were measured at."""
+    from jitlab.experiments.bench.machine import matmul_peak_gflops
     from jitlab.experiments.bench.sample import sample_rates
     from jitlab.experiments.bench.train import find_callback, raw_rate, trainer_rate
     from jitlab.score.fitconfig import instantiate_fit
@@ -111,7 +100,9 @@ def bench_model(model: str, img_size: int | None, settings: BenchSettings) -> di
     with tempfile.TemporaryDirectory(prefix="jitlab-bench-") as tmp:
         probe = instantiate_fit(fit_args(model, img_size, None, settings, Path(tmp)))  # only to read the sizes
         gmacs = model_gmacs(probe.model)
-        batch, sample_batch = default_batches(gmacs, settings, int(probe.datamodule.global_batch_size))
+        large = gmacs > LARGE_GMACS  # the flags' batches, else the config's and 16 (4 and 2 for large models)
+        batch = settings.batch_size or (4 if large else int(probe.datamodule.global_batch_size))
+        sample_batch = settings.sample_batch or (2 if large else 16)
         del probe
         cli = instantiate_fit(fit_args(model, img_size, batch, settings, Path(tmp)))
         bf16 = cli.trainer.precision == "bf16-mixed"
@@ -121,21 +112,15 @@ def bench_model(model: str, img_size: int | None, settings: BenchSettings) -> di
                        settings.steps, bf16)
         compiled = bool(module.compile)
         reference_net = torch.compile(module.net) if compiled else module.net
-        sampling = sample_rates(module, settings.sampler(), sample_batch, reference_net, bf16)
-    return summarize(describe(model, module.net), gmacs, batch, sample_batch, settings, train, raw, sampling,
-                     compiled, bf16, device)
-
-
-def summarize(name: str, gmacs: float, batch: int, sample_batch: int, settings: BenchSettings, train: float,
-              raw: float, sampling: dict[str, float], compiled: bool, bf16: bool, device: torch.device) -> dict:
-    from jitlab.experiments.bench.machine import matmul_peak_gflops
-
+        sampler = SamplerSettings(Sampler.heun, settings.sample_steps, settings.cfg_scale,
+                                  tuple(settings.cfg_interval), 0)
+        sampling = sample_rates(module, sampler, sample_batch, reference_net, bf16)
     peak = matmul_peak_gflops(device)
     evaluations = nfe(Sampler.heun, settings.sample_steps)  # per image; a CFG pair counts once
     train_gflop = 6 * gmacs  # per image: 2 FLOPs per multiply-add, backward = 2 x forward
     ref_gflop = 2 * 2 * evaluations * gmacs  # per image: two forwards per evaluation
     return {
-        "model": name, "device": str(device), "torch": torch.__version__,
+        "model": describe(model, module.net), "device": str(device), "torch": torch.__version__,
         "precision": "bf16-mixed" if bf16 else "fp32", "compile": compiled, "threads": torch.get_num_threads(),
         "batch_size": batch, "steps": settings.steps, "warmup": settings.warmup,
         "train_img_per_s": train, "raw_train_img_per_s": raw, "trainer_vs_raw": train / raw,

@@ -1,10 +1,8 @@
 """Sampling images/s: `jitlab sample`'s generation path against a plain reference sampler.
 
-The reference is the release's sampler written out plainly (``denoiser.py`` of the authors' code): Heun on a
-float32 ``linspace(0, 1, steps + 1)`` with a plain Euler last step, and at every evaluation two forwards of the
-batch, conditional and unconditional, combined as ``v_u + w (v_c - v_u)`` with ``w = cfg_scale`` where the
-release's interval mask holds and 1 elsewhere. It is written here, not taken from ``jitlab.core.sampling``, so that
-it stays the fixed yardstick whatever that module does to be faster.
+The reference is the release's sampler (``denoiser.py`` of the authors' code) written out plainly, Heun with CFG
+``v_u + w (v_c - v_u)`` from two forwards per evaluation. It is written here, not taken from ``jitlab.core.sampling``,
+so that it stays the fixed yardstick whatever that module does to be faster.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Training images/s: through the Lightning Trainer that `jitlab fit` builds, and through a plain loop.
 
-Both read the same data module's training loader, so their difference is what the Trainer, its callbacks
-(both EMAs, logging, checkpoint and sample-grid hooks, timer) and the module's logging add per step.
-The clock reads the time at the end of every step (after the device finished it); the first ``warmup``
-steps are not counted. Periodic work (a checkpoint or a sample grid every few hundred steps) falls
-outside the short timed window and is not part of these rates.
+Both read the same training loader, so their difference is what the Trainer, its callbacks and the module's
+logging add per step. The clock reads the end of every step after the device finished it; the first ``warmup``
+steps are not counted.
 """
 
 from __future__ import annotations
@@ -55,13 +53,9 @@ def find_callback(trainer: L.Trainer, kind: type) -> Any:
 
 def raw_rate(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, ema: Any, warmup: int,
              steps: int, bf16: bool) -> float:
-    """Images/s of a plain loop over the same module and loader after ``trainer`` ran: forward, backward, AdamW,
-    EMA update.
-
-    The Trainer's own optimizer and schedule (the module's fused AdamW, continued: no second copy of its
-    state) and the run's ``MultiEMA`` (both averages); bf16 autocast when the Trainer ran bf16-mixed.
-    No logging, no hooks.
-    """
+    """Images/s of a plain loop over the same module and loader after ``trainer`` ran: forward, backward, the
+    Trainer's own optimizer and schedule (continued: no second copy of their state), the run's ``MultiEMA``; bf16
+    autocast when the Trainer ran bf16-mixed. No logging, no hooks."""
     device = module.device
     optimizer, schedule = trainer.optimizers[0], trainer.lr_scheduler_configs[0].scheduler
     generator = torch.Generator(device=device)

@@ -1,21 +1,27 @@
 """What `jitlab grid run` does with a grid's cells: resolve, dry-run, preflight, run locally or on SLURM.
 
-The functions take the verb's parsed options (``jitlab.commands.grid``): ``name``, ``scale``, ``set``,
-``data_root``, ``only``, ``train_seeds`` and, per action, ``runs``, ``launcher``, ``jobs``, the SLURM fields.
+The functions take the verb's parsed options (``jitlab.commands.grid``).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from jitlab.errors import ConfigError
+from jitlab.experiments.grid.processes import CHILDREN
+from jitlab.experiments.grid.ratios import shape_of
+from jitlab.experiments.grid.refstats import build_ref_stats
+from jitlab.experiments.grid.rehearse import rehearse_grid
+from jitlab.experiments.grid.runner import References, check_settings, command_line, eval_args, fit_args, run_local
+from jitlab.experiments.grid.slurm import SlurmOptions, require_slurm, submit
 from jitlab.experiments.grid.spec import load_spec
+from jitlab.experiments.rundir import cell_dir, is_finished, read_result
 
 
 def resolve_cells(args: argparse.Namespace):
@@ -35,9 +41,6 @@ def resolve_cells(args: argparse.Namespace):
 
 def dry_run(cells, args: argparse.Namespace) -> int:
     """Print each cell's resolved config and commands; check each config parses as `jitlab fit` would."""
-    from jitlab.score.fitconfig import check_fit_config
-    from jitlab.experiments.grid.runner import cell_dir, command_line, eval_args, fit_args
-
     bad = 0
     for i, cell in enumerate(cells, 1):
         directory = cell_dir(args.runs, cell)
@@ -45,68 +48,47 @@ def dry_run(cells, args: argparse.Namespace) -> int:
               f" (paper {cell.paper_metric}: {cell.paper_value})")
         print(yaml.safe_dump(cell.config, sort_keys=False).rstrip())
         print(f"# shape: {shape_line(cell.config)}")
-        with temp_config(cell.config) as path:
-            try:
-                check_fit_config(["--config", str(path)])
-                print("# config: valid")
-            except ConfigError as error:
-                bad += 1
-                print(f"# config: INVALID: {error}")
+        try:
+            check_config(cell.config)
+            print("# config: valid")
+        except ConfigError as error:
+            bad += 1
+            print(f"# config: INVALID: {error}")
         if args.launcher == "local":
             print(f"# train: {command_line(fit_args(directory))}")
             print(f"# eval:  {command_line(eval_args(directory, cell.eval, write=False))}")
     if args.launcher == "slurm":
-        from jitlab.experiments.grid.slurm import submit
-
         submit(cells, args.runs, slurm_options(args), dry_run=True)
     print(f"# {len(cells)} cells, {bad} invalid")
     return 2 if bad else 0
 
 
 def shape_line(config: dict) -> str:
-    from jitlab.experiments.grid.ratios import shape_of
-
     try:
         return shape_of(config).line()
     except (KeyError, TypeError, ValueError):
         return "not a JiT backbone with a fixed image size"
 
 
-class temp_config:
-    def __init__(self, config: dict):
-        self.config = config
+def check_config(config: dict) -> dict:
+    """``config`` resolved as `jitlab fit --config` would (given as YAML text: jsonargparse reads either)."""
+    from jitlab.score.fitconfig import check_fit_config
 
-    def __enter__(self) -> Path:
-        import tempfile
-
-        fd, name = tempfile.mkstemp(suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(self.config, f, sort_keys=False)
-        self.path = Path(name)
-        return self.path
-
-    def __exit__(self, *exc) -> None:
-        self.path.unlink(missing_ok=True)
+    return check_fit_config(["--config", yaml.safe_dump(config, sort_keys=False)])
 
 
-def slurm_options(args: argparse.Namespace):
-    from jitlab.experiments.grid.slurm import SlurmOptions
+def echo(line: str) -> None:
+    print(line, flush=True)
 
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
     return SlurmOptions(partition=args.partition, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
                         cpus_per_task=args.cpus_per_task, time_min=args.time, account=args.account)
 
 
 def preflight(cells, args: argparse.Namespace) -> None:
-    """Every unfinished cell's needs, checked before any is launched (jitlab.score.preflight); a ConfigError names each."""
-    import logging
-
-    from jitlab.score.fitconfig import check_fit_config
-    from jitlab.experiments.grid.runner import cell_dir, check_settings, is_finished, read_result
+    """Every unfinished cell's needs, checked before any is launched (jitlab.score.preflight)."""
     from jitlab.score.preflight import check_cells
-
-    def resolve(config: dict) -> dict:
-        with temp_config(config) as path:
-            return check_fit_config(["--config", str(path)])
 
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set" per cell
     if not args.rehearse:
@@ -114,55 +96,45 @@ def preflight(cells, args: argparse.Namespace) -> None:
     todo = [c for c in cells if args.rehearse or not is_finished(read_result(cell_dir(args.runs, c)), c)]
     world = args.nodes * args.gpus_per_node if args.launcher == "slurm" else None
     hint = "" if args.build_ref_stats else " (or pass --build_ref_stats to `jitlab grid run`)"
-    check_cells(todo, args.runs, world, resolve, hint, echo=lambda line: print(line, flush=True))
+    check_cells(todo, args.runs, world, check_config, hint, echo=echo)
 
 
 def run_grid(args: argparse.Namespace, entry: Callable[[list[str]], int] | None = None) -> int:
     """Run (or submit) the grid's unfinished cells; ``entry`` is the jitlab dispatcher SLURM tasks run."""
     spec, cells = resolve_cells(args)
+    if getattr(args, "released", None) is not None:  # converted instead of trained (grid.converted)
+        from jitlab.experiments.grid.converted import run_released
+
+        return run_released(args, cells)
     if args.dry_run:
         return dry_run(cells, args)
     if args.launcher == "slurm":  # before anything is built or written: no SLURM here is one line at once
-        from jitlab.experiments.grid.slurm import require_slurm
-
         require_slurm()
     if args.build_ref_stats:
-        from jitlab.experiments.grid.refstats import build_ref_stats
-
-        build_ref_stats(cells, echo=lambda line: print(line, flush=True))
+        build_ref_stats(cells, echo=echo)
     if not args.skip_preflight:
         preflight(cells, args)
     if args.rehearse:
         if args.launcher != "local":
             raise ConfigError("--rehearse", "runs the cells on this machine, one after another: use --launcher local "
                                             "(e.g. inside an allocation of one node)")
-        from jitlab.experiments.grid.rehearse import rehearse_grid
-
-        return rehearse_grid(args.name, args.scale, cells, args.runs, threads=None,
-                             echo=lambda line: print(line, flush=True))
+        return rehearse_grid(args.name, args.scale, cells, args.runs, threads=None, echo=echo)
     if args.launcher == "slurm":
-        from jitlab.experiments.grid.slurm import submit
-
         submit(cells, args.runs, slurm_options(args), dry_run=False, entry=entry)
         return 0
-    from jitlab.experiments.grid.runner import References, run_local
-
     cores = os.cpu_count() or 1
     jobs = args.jobs or (cores if args.scale == "mini" else 1)
     jobs = max(1, min(jobs, len(cells)))
     threads = max(1, cores // jobs)
-    print(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
-          f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}", flush=True)
+    echo(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
+         f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}")
     started = time.time()
-    echo = lambda line: print(line, flush=True)  # noqa: E731
     outcomes = run_local(cells, args.runs, jobs=jobs, threads=threads, echo=echo,
                          references=References(cells, args.runs, threads, echo))
     counts = {s: sum(o.status == s for o in outcomes)
               for s in ("done", "diverged", "failed", "skipped", "interrupted")}
-    print(f"jitlab grid: {spec.name} {args.scale}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
-          + f" in {(time.time() - started) / 60:.1f} min", flush=True)
-    from jitlab.experiments.grid.processes import CHILDREN
-
+    echo(f"jitlab grid: {spec.name} {args.scale}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+         + f" in {(time.time() - started) / 60:.1f} min")
     if CHILDREN.signum is not None:  # stopped by SIGINT / SIGTERM: the interrupted cells resume next time
         return 128 + CHILDREN.signum
     return 1 if counts["failed"] else 0

@@ -4,11 +4,13 @@
       - {name: width, kind: width, axis: model, x: {VALUE: 0.5, ...}, series: {VALUE: "x-pred", ...},
          xlabel: "...", ylabel: "...", threshold: 1.0, threshold_label: "..."}
       - {name: erank, kind: log_curve, tag: train/latent_erank, hue: variant, ylabel: "..."}
+      - {name: points, kind: scatter, rows: pred, cols: D}
 
-``width``: each cell's value (mean +- sd over its trainings) at a numeric x per value of ``axis``, a line per
-series, a dashed vertical line at ``threshold``. ``log_curve``: a scalar of the cells' training logs against
-the step, a line per value of ``hue``, a panel per combination of the other axes. Each is written as
-``reports/STEM-NAME.png`` (jitlab.experiments.report.extras). This module only parses: grid/ never imports report/.
+``width``: each cell's value at a numeric x per value of ``axis``, a line per series. ``log_curve``: a scalar
+of the training logs against the step, a line per value of ``hue``, a panel per combination of the other axes.
+``scatter`` (``features: spiral``): each cell's generated 2-D points over the true spiral, a row of panels per value
+of ``rows``, a column per value of ``cols``.
+Drawn as ``reports/STEM-NAME.png`` by jitlab.experiments.report.extras; this module only parses.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from typing import Any, Literal, Union
 
 from jitlab.errors import ConfigError
 
-FigureKind = Literal["width", "log_curve"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # a file-name part: STEM-NAME.png
 _COMMON = {"name", "kind", "title", "ylabel"}
 _KEYS: dict[str, set[str]] = {
     "width": _COMMON | {"axis", "x", "series", "xlabel", "threshold", "threshold_label"},
     "log_curve": _COMMON | {"tag", "hue"},
+    "scatter": _COMMON | {"rows", "cols"},
 }
 
 
@@ -54,12 +56,21 @@ class LogCurveFigure:
     kind: Literal["log_curve"] = "log_curve"
 
 
-Figure = Union[WidthFigure, LogCurveFigure]
+@dataclass(frozen=True)
+class ScatterFigure:
+    name: str
+    rows: str  # the axis with a row of panels per value
+    cols: str  # the axis with a column of panels per value
+    ylabel: str = ""
+    title: str = ""
+    kind: Literal["scatter"] = "scatter"
+
+
+Figure = Union[WidthFigure, LogCurveFigure, ScatterFigure]
 
 
 def parse_figures(raw: Any, axes: dict[str, list[str]], where: str) -> list[Figure]:
-    """``figures:`` of a grid file -> typed figures; ``axes`` maps each axis to its value names, ``where`` is
-    ``FILE: figures``. Fails with the entry and key named."""
+    """``figures:`` of a grid file -> typed figures (``axes``: each axis's value names); fails naming entry and key."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -84,6 +95,9 @@ def parse_figures(raw: Any, axes: dict[str, list[str]], where: str) -> list[Figu
         texts = {key: _text(body, key, at) for key in ("title", "ylabel", "xlabel", "threshold_label")}
         if kind == "width":
             figures.append(_width(body, axes, at, name, texts))
+        elif kind == "scatter":
+            figures.append(ScatterFigure(name, _axis(body, "rows", axes, at), _axis(body, "cols", axes, at),
+                                         texts["ylabel"], texts["title"]))
         else:
             hue = _axis(body, "hue", axes, at)
             tag = body.get("tag")

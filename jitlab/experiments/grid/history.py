@@ -7,8 +7,8 @@
         why: the mini should keep the ratio the table is about
         shown: the nine (b) cells had spread 4.63x (max/min), eps-pred worst   # what the run had shown
 
-A choice made after seeing a result can be fitted to it: the report prints each entry in its provenance, so a
-reader weighs the verdict knowing which choices came after which results. This module only parses.
+A choice made after seeing a result can be fitted to it: the report prints each entry, so a reader knows which
+choices came after which results.
 """
 
 from __future__ import annotations
@@ -47,8 +47,7 @@ def _sentence(text: str) -> str:
 
 
 def parse_history(raw: Any, where: str) -> list[Change]:
-    """``history:`` of a grid file -> typed changes, oldest first as written; ``where`` is ``FILE: history``.
-    A bad entry fails naming the entry and its key."""
+    """``history:`` of a grid file -> typed changes, as written; a bad entry fails naming the entry and its key."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -74,10 +73,8 @@ def parse_history(raw: Any, where: str) -> list[Change]:
 
 
 def _date(value: Any, where: str) -> datetime.date:
-    if isinstance(value, datetime.datetime):
-        return value.date()
     if isinstance(value, datetime.date):  # YAML reads an unquoted 2026-11-30 as a date
-        return value
+        return value.date() if isinstance(value, datetime.datetime) else value
     try:
         return datetime.date.fromisoformat(str(value))
     except ValueError:

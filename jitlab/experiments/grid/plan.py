@@ -1,19 +1,14 @@
 """`jitlab grid plan`: what each cell costs, before anything runs.
 
-Per cell: GMACs of one forward pass (counted with torch's flop counter on the meta device, as
-`jitlab info` does), images trained on, and GPU-hours for training and evaluation at a stated
-peak throughput and utilisation. Training costs about 3 forward passes per image (the backward
-pass is about twice the forward) at 2 FLOPs per multiply-add; evaluation costs one forward per
-function evaluation, doubled inside the CFG interval (counted as doubled throughout: an upper bound).
-
-With ``--gpu_memory GB``, per cell the memory plan its fit would use on GPUs of that size (``jitlab.train.fitplan``:
-counted activations, fixed bytes per parameter, micro-batch, accumulation, checkpointing, sharding; predictions,
-not measurements), and training GPU-hours that include the recomputation of checkpointed blocks.
+Per cell: GMACs of one forward pass (counted on the meta device, as `jitlab info` does), images trained on, and
+GPU-hours at a stated peak throughput and utilisation: training is 3 forwards per image at 2 FLOPs per
+multiply-add, evaluation one forward per function evaluation, doubled throughout for CFG (an upper bound).
+With ``--gpu_memory GB``, each cell's predicted memory plan on GPUs of that size (``jitlab.train.fitplan``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from jitlab.classpath import import_path
@@ -40,9 +35,7 @@ class CellCost:
     memory_note: str | None = None  # why a cell has no memory plan
 
     def as_dict(self) -> dict[str, Any]:
-        row = {"cell": self.cell, "model": self.model, "gmacs": self.gmacs, "train_images": self.train_images,
-               "eval_images": self.eval_images, "train_gpu_hours": self.train_gpu_hours,
-               "eval_gpu_hours": self.eval_gpu_hours}
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("plan", "memory_note")}
         if self.plan is not None:
             row.update(self.plan.as_dict(), model=self.model, plan_model=self.plan.model)
             if not self.plan.fits:
@@ -84,7 +77,9 @@ def cell_cost(cell: Cell, peak_tflops: float, utilisation: float, gpu_memory: fl
     n_eval = int(evals.get("num_images", 0)) * points
     per_image = nfe(Sampler(evals.get("sampler", "heun")), int(evals.get("steps", 50))) * 2
     eval_flops = 2 * gmacs * 1e9 * per_image * n_eval
-    model = f"{type(net).__name__} w{net.hidden_size} d{net.depth} /{net.patch_size} @{net.img_size}"
+    model = (f"{type(net).__name__} w{net.hidden_size} d{net.depth} /{net.patch_size} @{net.img_size}"
+             if hasattr(net, "patch_size") else f"{type(net).__name__} {sum(p.numel() for p in net.parameters()):,} "
+             f"parameters, sample {tuple(net.sample_shape)}")
     plan, note = None, None
     if gpu_memory is not None:
         from jitlab.train.fitplan import plan_config
@@ -128,9 +123,8 @@ def memory_table(rows: list[CellCost]) -> list[str]:
 
 def plan_table(cells: list[Cell], peak_tflops: float, utilisation: float, gpus: int | None = None,
                time_limit_min: int | None = None, gpu_memory: float | None = None) -> str:
-    """The plan as markdown: its assumptions first, a row per cell, the total, and a warning per cell whose
-    wall time on ``gpus`` GPUs (training, then evaluation on the same GPUs) exceeds the job limit; with
-    ``gpu_memory`` (GiB) each cell's memory plan after it."""
+    """The plan as markdown: assumptions, a row per cell, the total, each cell's memory plan with ``gpu_memory``
+    (GiB), and a warning per cell whose wall time on ``gpus`` GPUs exceeds the job limit."""
     rows = plan_rows(cells, peak_tflops, utilisation, gpus or 8, gpu_memory)
     lines = [f"Assumed: {peak_tflops:g} TFLOP/s peak per GPU at {utilisation:.0%} model FLOP utilisation (set "
              "--peak_tflops / --utilisation from a measurement, e.g. `jitlab bench`); the data loader keeps up "

@@ -1,15 +1,9 @@
 """The grid runner's subprocesses: started, tracked, and stopped with it.
 
-A signal to `jitlab grid run` (SIGINT from Ctrl-C, SIGTERM from `kill` or a scheduler, SIGHUP from a closed
-terminal) is passed on to every running `jitlab fit` / `jitlab eval` / `jitlab train-ref` as SIGTERM (a
-training then saves ``last.ckpt`` at the end of its step), no new process is started, and the runner waits
-for its children before it exits. SIGTERM, not the signal received: a Ctrl-C reaches the children from the
-terminal too, and a second SIGINT would stop a training at once, without its checkpoint.
-
-A runner that cannot pass anything on (``kill -9``, an out-of-memory kill) still takes its children with it:
-each child asks the kernel for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), so no trainer is
-left running, adopted by init, beside the next runner's. While it stops, the cell's lock names it
-(``Children.watched``), so the next runner waits for it instead of starting a second trainer.
+SIGINT, SIGTERM or SIGHUP to `jitlab grid run` reaches every running child as SIGTERM (a training saves
+``last.ckpt`` at the end of its step; a second SIGINT would stop it at once, without one), no new child starts,
+and the runner waits for them. A runner killed outright still takes its children with it: each asks the kernel
+for SIGTERM when its parent dies (Linux ``PR_SET_PDEATHSIG``), and the cell's lock names it while it stops.
 """
 
 from __future__ import annotations
@@ -29,11 +23,8 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 def die_with(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux; elsewhere None: nothing to do).
-
-    The kernel's parent-death signal is what ``kill -9`` of the runner cannot skip; Python has no binding
-    for ``prctl``, hence ctypes. If the parent died before the call, the child stops itself at once.
-    """
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies, or at once if it already has (Linux ``prctl``
+    through ctypes; elsewhere None)."""
     if _LIBC is None:
         return None
 
@@ -67,21 +58,19 @@ class Children:
 
     def call(self, args: list[str], **kwargs: Any) -> int:
         """``subprocess.call`` that the runner's signals reach; 128 + signal once the runner is stopping."""
-        hooks = getattr(self._local, "hooks", None)
+        on_start, on_end = getattr(self._local, "hooks", None) or (lambda pid: None, lambda pid: None)
         with self._lock:
             if self.signum is not None:
                 return 128 + self.signum
             proc = subprocess.Popen(args, preexec_fn=die_with(os.getpid()), **kwargs)
             self._procs.add(proc)
         try:
-            if hooks is not None:
-                hooks[0](proc.pid)
+            on_start(proc.pid)
             return proc.wait()
         finally:
             with self._lock:
                 self._procs.discard(proc)
-            if hooks is not None:
-                hooks[1](proc.pid)
+            on_end(proc.pid)
 
     def stop(self, signum: int, frame: Any = None) -> None:
         with self._lock:

@@ -1,10 +1,8 @@
 """The shape ratios a grid's claim is about, read from a cell's resolved config.
 
-The paper's ablations turn on ratios, not sizes: Table 2 on the patch dimension over the width at equal
-tokens (768/768 vs 48/768, 256 tokens), Figure 4 and Table 4 on ``d'`` over the patch dimension, Table 5 on
-the patch dimension over the width (1, 4, 16) at equal tokens, Table 6 on widths and depths growing with the
-width kept >= the patch dimension. A mini grid stands for the paper only where it keeps these; the dry run
-prints them and ``tests/test_ratios.py`` checks every mini grid against the paper scale's own cells.
+The paper's ablations turn on ratios, not sizes (Tables 2 and 5: patch dimension / width at equal tokens;
+Figure 4 and Table 4: ``d'`` / patch dimension; Table 6: width >= patch dimension). A mini grid stands for the
+paper only where it keeps them: ``tests/test_ratios.py`` checks every mini grid against the paper scale's cells.
 """
 
 from __future__ import annotations
@@ -57,6 +55,6 @@ class Shape:
 def shape_of(config: dict[str, Any]) -> Shape:
     """The shape of a `jitlab fit` config (a JiT backbone; the image size comes from the data)."""
     net = FitView.of(config).net_args()
-    return Shape(resolution=int(net["img_size"]), patch_size=int(net["patch_size"]), channels=int(net.get("in_channels", 3)),
-                 width=int(net["hidden_size"]), depth=int(net["depth"]),
+    return Shape(resolution=int(net["img_size"]), patch_size=int(net["patch_size"]),
+                 channels=int(net.get("in_channels", 3)), width=int(net["hidden_size"]), depth=int(net["depth"]),
                  bottleneck=None if net.get("bottleneck_dim") is None else int(net["bottleneck_dim"]))

@@ -1,10 +1,8 @@
 """`jitlab grid run --build_ref_stats`: make the missing reference statistics of a grid's cells first.
 
-A cell scored with Inception on ImageNet names its statistics (``eval.ref_stats``); the release ships
-only 256 and 512. Each missing file is made once, by `jitlab fid-stats` from the cells' own data root at
-their resolution (every training image, the ADM crop), on all local GPUs through torchrun when there are
-several. The Inception weights come from ``$JITLAB_INCEPTION_WEIGHTS`` (or torch hub's cache), as the
-cells' evaluations take them. An interrupted build resumes when the command is run again.
+A cell scored with Inception on ImageNet names its statistics (``eval.ref_stats``; the release ships only 256
+and 512). Each missing file is made once by `jitlab fid-stats` from the cells' own data root at their resolution,
+on all local GPUs; an interrupted build resumes when the command is run again.
 """
 
 from __future__ import annotations

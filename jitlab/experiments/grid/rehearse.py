@@ -1,14 +1,9 @@
 """Rehearsal: every cell of a grid (or one `jitlab fit`) end to end on the real code path, in minutes.
 
-What a user runs on the cluster before committing GPU-weeks. For each cell: the real `jitlab fit` (its
-model, batch per device, precision, compile, data) for ``STEPS`` steps and a checkpoint, a resume from
-that checkpoint for ``STEPS`` more, the real `jitlab eval` of the cell on ``IMAGES`` images per point (its
-metric, reference statistics and Inception weights); at the end the real `jitlab report` of the grid.
-
-Nothing touches the real runs: a rehearsal writes under its own directory (``rehearsal_dir``: RUNS' parent
-/ ``rehearsal`` / RUNS' name, e.g. ``runs/rehearsal/grids``), starts every cell afresh there, and marks no
-cell done: once the report is written, each cell's ``result.json`` gets the status ``rehearsed``, which the
-runner never skips and a report never counts as a result.
+What a user runs on the cluster before committing GPU-weeks: per cell the real `jitlab fit` for ``STEPS`` steps
+and a checkpoint, a resume for ``STEPS`` more, the real `jitlab eval` on ``IMAGES`` images per point; then the
+real `jitlab report`. It writes under ``rehearsal_dir(RUNS)``, never the real runs, and marks no cell done: each
+``result.json`` ends as ``rehearsed``, which the runner never skips and a report never counts.
 """
 
 from __future__ import annotations
@@ -23,17 +18,10 @@ from typing import Any, Callable
 from jitlab.atomic import write_json
 from jitlab.fitview import FitView
 from jitlab.experiments.grid.runner import (
-    Runner,
-    cell_dir,
-    command_line,
-    finish_cell,
-    fit_args,
-    last_checkpoint,
-    prepare_cell,
-    run_subprocess,
-    thread_env,
+    Runner, cell_dir, command_line, finish_cell, fit_args, last_checkpoint, prepare_cell, run_subprocess, thread_env,
 )
 from jitlab.experiments.grid.spec import Cell
+from jitlab.experiments.rundir import read_result
 
 STEPS = 2  # training steps before the checkpoint, and again after resuming from it
 IMAGES = 8  # generated images per evaluation point (a Frechet distance needs at least 2)
@@ -49,10 +37,15 @@ def rehearsal_dir(runs: Path) -> Path:
 def fit_overrides(steps: int, config: dict[str, Any]) -> list[str]:
     """`jitlab fit` arguments that stop at ``steps`` with a checkpoint there (a periodic evaluation too)."""
     args = [f"--trainer.max_steps={steps}", f"--checkpoint.every_n_train_steps={STEPS}", "--checkpoint.save_last=true"]
-    if int((config.get("evaluation") or {}).get("every_n_steps") or 0) > 0:  # the run's own evaluation, shortened
+    if evaluates(config):  # the run's own evaluation, shortened
         args += [f"--evaluation.every_n_steps={STEPS}", f"--evaluation.num_images={IMAGES}",
                  f"--evaluation.batch_size={IMAGES}"]
     return args
+
+
+def evaluates(config: dict[str, Any]) -> bool:
+    """The run evaluates itself periodically (``evaluation.every_n_steps`` > 0)."""
+    return int((config.get("evaluation") or {}).get("every_n_steps") or 0) > 0
 
 
 def rehearsal_eval(settings: dict[str, Any]) -> dict[str, Any]:
@@ -60,38 +53,26 @@ def rehearsal_eval(settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, "num_images": IMAGES, "batch_size": min(int(settings.get("batch_size", IMAGES)), IMAGES)}
 
 
-def _step(directory: Path) -> int | None:
-    from jitlab.train.checkpoint import checkpoint_state  # as the runner: Lightning only when a checkpoint is read
-
-    ckpt = last_checkpoint(directory)
-    return checkpoint_state(ckpt).step if ckpt.exists() else None
-
-
 def train_and_resume(directory: Path, config: dict[str, Any], runner: Runner, env: dict[str, str],
                      log: Path, base_args: Callable[[], list[str]]) -> tuple[str | None, list[str]]:
     """Train ``STEPS`` steps, then resume to ``2 * STEPS``; an error message (None: both worked) and the commands."""
+    from jitlab.train.checkpoint import checkpoint_state  # as the runner: Lightning only when a checkpoint is read
+
     commands = []
     for stage, steps in (("train", STEPS), ("resume", 2 * STEPS)):
         args = [*base_args(), *fit_overrides(steps, config)]
         commands.append(command_line(args))
         code = runner(args, log, {**env, "PYTHONUNBUFFERED": "1"})
-        step = _step(directory)
+        ckpt = last_checkpoint(directory)
+        step = checkpoint_state(ckpt).step if ckpt.exists() else None
         if code != 0 or step != steps:
             return (f"{stage}: `jitlab fit` exited with code {code} and the checkpoint is at step {step}, not {steps}; "
                     f"see {log}"), commands
     return None, commands
 
 
-@dataclasses.dataclass
-class Rehearsal:
-    cell: str
-    status: str  # rehearsed | failed
-    seconds: float
-    summary: str
-
-
-def rehearse_cell(cell: Cell, directory: Path, runner: Runner, threads: int | None) -> Rehearsal:
-    """Train, checkpoint, resume, evaluate one cell afresh in ``directory``; result.json says ``done`` or not."""
+def rehearse_cell(cell: Cell, directory: Path, runner: Runner, threads: int | None) -> tuple[str, str]:
+    """Train, checkpoint, resume, evaluate one cell afresh in ``directory``: (``rehearsed`` or ``failed``, summary)."""
     started = time.time()
     shutil.rmtree(directory, ignore_errors=True)
     cell = dataclasses.replace(cell, eval=rehearsal_eval(cell.eval))
@@ -101,23 +82,19 @@ def rehearse_cell(cell: Cell, directory: Path, runner: Runner, threads: int | No
                                        lambda: fit_args(directory))
     if error is not None:
         write_json(directory / "result.json", {"status": "failed", "error": error, "commands": commands})
-        return Rehearsal(cell.id, "failed", time.time() - started, error)
+        return "failed", error
     trained = {**cell.config, "trainer": {**(cell.config.get("trainer") or {}), "max_steps": 2 * STEPS}}
     outcome = finish_cell(dataclasses.replace(cell, config=trained), directory, 0, started, commands, env, runner)
     if outcome.status != "done":
-        return Rehearsal(cell.id, "failed", time.time() - started, f"eval: {outcome.summary}")
-    return Rehearsal(cell.id, REHEARSED, time.time() - started, f"train {STEPS}, resume to {2 * STEPS}, "
-                                                                f"{outcome.summary}")
+        return "failed", f"eval: {outcome.summary}"
+    return REHEARSED, f"train {STEPS}, resume to {2 * STEPS}, {outcome.summary}"
 
 
 def mark_rehearsed(directory: Path) -> None:
-    """result.json of a rehearsed cell: status ``rehearsed`` (never ``done``), the evaluation's rows kept.
-
-    A cell whose rehearsal failed keeps its ``failed``."""
-    path = directory / "result.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
+    """result.json of a rehearsed cell: ``done`` becomes ``rehearsed``, the evaluation's rows kept; ``failed`` stays."""
+    result = read_result(directory) or {}
     if result.get("status") == "done":
-        write_json(path, {**result, "status": REHEARSED, "rehearsal_of_status": result.get("status")})
+        write_json(directory / "result.json", {**result, "status": REHEARSED, "rehearsal_of_status": "done"})
 
 
 def rehearse_grid(name: str, scale: str, cells: list[Cell], runs: Path, threads: int | None = None,
@@ -126,11 +103,13 @@ def rehearse_grid(name: str, scale: str, cells: list[Cell], runs: Path, threads:
     target = rehearsal_dir(runs)
     echo(f"jitlab grid: rehearsal of {name} at {scale} scale: {len(cells)} cells under {target} "
          f"({STEPS} steps, a resume to {2 * STEPS}, evaluation on {IMAGES} images per point)")
-    outcomes = []
+    failed = []
     for i, cell in enumerate(cells, 1):
-        outcome = rehearse_cell(cell, cell_dir(target, cell), runner, threads)
-        outcomes.append(outcome)
-        echo(f"[rehearsal {i}/{len(cells)}] {cell.id}: {outcome.status} ({outcome.summary}) in {outcome.seconds:.0f}s")
+        started = time.time()
+        status, summary = rehearse_cell(cell, cell_dir(target, cell), runner, threads)
+        if status != REHEARSED:
+            failed.append(cell.id)
+        echo(f"[rehearsal {i}/{len(cells)}] {cell.id}: {status} ({summary}) in {time.time() - started:.0f}s")
     report_log = target / f"{Path(name).stem}-{scale}-report.log"
     report_args = ["report", name, "--scale", scale, "--runs", str(target), "--out", str(target / "reports")]
     code = runner(report_args, report_log, thread_env(threads))
@@ -138,7 +117,6 @@ def rehearse_grid(name: str, scale: str, cells: list[Cell], runs: Path, threads:
          f"(log {report_log})")
     for cell in cells:
         mark_rehearsed(cell_dir(target, cell))
-    failed = [o.cell for o in outcomes if o.status != REHEARSED]
     echo(f"jitlab grid: rehearsal: {len(cells) - len(failed)} of {len(cells)} cells rehearsed"
          + (f"; failed: {', '.join(failed)}" if failed else "") + "; no cell is marked done")
     return 1 if failed or code != 0 else 0
@@ -146,10 +124,8 @@ def rehearse_grid(name: str, scale: str, cells: list[Cell], runs: Path, threads:
 
 def rehearse_fit(args: list[str], config: dict[str, Any], runner: Runner = run_subprocess,
                  echo: Callable[[str], None] = print) -> int:
-    """`jitlab fit ARGS --rehearse`: ``STEPS`` steps, a checkpoint, a resume, the run's own evaluation if it has one.
-
-    ``config``: ARGS resolved (`jitlab.commands.cli.check_fit_config`). The run goes to ``rehearsal_dir(default_root_dir)``.
-    """
+    """`jitlab fit ARGS --rehearse` (``config``: ARGS resolved) under ``rehearsal_dir(default_root_dir)``: ``STEPS``
+    steps, a checkpoint, a resume, the run's own evaluation if it has one."""
     started = time.time()
     root = Path(FitView.of(config).trainer.get("default_root_dir") or "runs/default")
     directory = rehearsal_dir(root)
@@ -164,9 +140,8 @@ def rehearse_fit(args: list[str], config: dict[str, Any], runner: Runner = run_s
     echo(f"jitlab fit: rehearsal under {directory}: {STEPS} steps, a checkpoint, a resume to {2 * STEPS}")
     error, commands = train_and_resume(directory, config, runner, {}, directory / "train.log", base)
     evaluation = "none: the run has no evaluation (evaluation.every_n_steps = 0)"
-    metrics = sorted(directory.rglob("metrics.json"))
-    if error is None and int((config.get("evaluation") or {}).get("every_n_steps") or 0) > 0:
-        rows = [r for path in metrics for r in json.loads(path.read_text())["rows"]]  # one file per run version
+    if error is None and evaluates(config):  # one metrics.json per run version
+        rows = [r for path in sorted(directory.rglob("metrics.json")) for r in json.loads(path.read_text())["rows"]]
         evaluation = ", ".join(f"{r['metric']} {float(r['value']):.4g} at step {r['step']}" for r in rows) or "none"
         if not rows:
             error = f"evaluation: the periodic evaluation wrote no metrics.json; see {directory / 'train.log'}"

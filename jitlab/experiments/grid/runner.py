@@ -1,4 +1,5 @@
-"""Run the cells of a grid: train each through `jitlab fit`, evaluate it with `jitlab eval`, record it.
+"""Run the cells of a grid: train each through `jitlab fit` (or convert the authors' released weights into it:
+``jitlab.experiments.grid.converted``), evaluate it with `jitlab eval`, record it.
 
 One directory per cell (``RUNS/NAME/SCALE/CELL``)::
 
@@ -108,6 +109,7 @@ class CellOutcome:
 
 
 Runner = Callable[[list[str], Path, dict[str, str]], int]
+Convert = Callable[[Cell, Path, Runner], CellOutcome]  # (cell, its directory, runner) -> outcome, the lock held
 
 
 def run_subprocess(args: list[str], log: Path, env: dict[str, str]) -> int:
@@ -124,24 +126,29 @@ def thread_env(threads: int | None) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {}
 
 
-def prepare_cell(cell: Cell, directory: Path) -> None:
-    """Write config.yaml and cell.json; a directory holding a different cell's config is refused."""
+def prepare_cell(cell: Cell, directory: Path, weights: dict[str, Any] | None = None) -> None:
+    """Write config.yaml and cell.json; a directory holding a different cell's config is refused. ``weights``: the
+    release's file a converted cell's weights are (``jitlab.experiments.grid.converted``), None for a training."""
     directory.mkdir(parents=True, exist_ok=True)
-    meta_path = directory / "cell.json"
-    other = other_settings(cell, directory)
+    other = other_settings(cell, directory, released=weights is not None)
     if other is not None:
         raise ConfigError(str(directory), other)
     write_text(directory / "config.yaml", yaml.safe_dump(cell.config, sort_keys=False))
-    write_json(meta_path, cell_meta(cell))
+    write_json(directory / "cell.json", cell_meta(cell) | ({"weights": weights} if weights else {}))
 
 
-def other_settings(cell: Cell, directory: Path) -> str | None:
-    """None when ``directory`` is empty or holds this cell's run; else a message naming what differs (the grid
-    file or --set changed): such a run is never reported, skipped or resumed as this cell's."""
+def other_settings(cell: Cell, directory: Path, released: bool = False) -> str | None:
+    """None when ``directory`` is empty or holds this cell's run (trained, or converted when ``released``); else a
+    message naming what differs (the grid file, --set, or trained against converted weights): such a run is never
+    reported, skipped or resumed as this cell's."""
     try:
         old = json.loads((directory / "cell.json").read_text())
     except (OSError, ValueError):
         return None
+    if bool(old.get("weights")) != released:
+        status = (read_result(directory) or {}).get("status") or "unfinished"
+        held = "the release's weights, converted (--released)" if old.get("weights") else "a training of the cell"
+        return f"holds {held}, {status}; trained and converted weights are never mixed: pass --runs DIR for the other"
     if old.get("config_hash") == cell.config_hash:
         return None
     try:
@@ -156,23 +163,24 @@ def other_settings(cell: Cell, directory: Path) -> str | None:
             "it is not this cell's result: move it away, or pass --runs DIR to start a fresh set of runs")
 
 
-def check_settings(cells: list[Cell], runs: Path) -> None:
+def check_settings(cells: list[Cell], runs: Path, released: bool = False) -> None:
     """Before anything runs: every cell directory holds this cell's settings or nothing (one error otherwise)."""
     for cell in cells:
-        message = other_settings(cell, cell_dir(runs, cell))
+        message = other_settings(cell, cell_dir(runs, cell), released)
         if message is not None:
             raise ConfigError(str(cell_dir(runs, cell)), message)
 
 
 def cell_meta(cell: Cell) -> dict[str, Any]:
     return {"grid": cell.grid, "scale": cell.scale, "cell": cell.id, "labels": cell.labels,
-            "train_seed": cell.train_seed, "config_hash": cell.config_hash, "eval": cell.eval, "paper_value": cell.paper_value,
-            "paper_metric": cell.paper_metric}
+            "train_seed": cell.train_seed, "config_hash": cell.config_hash, "eval": cell.eval,
+            "paper_value": cell.paper_value, "paper_metric": cell.paper_metric}
 
 
 def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra: list[str] | None = None,
-             runner: Runner = run_subprocess) -> CellOutcome:
-    """Train (or resume), evaluate and record one cell; returns its outcome.
+             runner: Runner = run_subprocess, convert: Convert | None = None) -> CellOutcome:
+    """Train (or resume), evaluate and record one cell; returns its outcome. ``convert``: instead of training,
+    what gives the cell its (released) weights, evaluates and records it (``jitlab.experiments.grid.converted``).
 
     One runner per cell: the cell's lock (``runner.lock``) is held throughout, and names the cell's running
     subprocess too; a cell another live runner (or its trainer) holds is skipped, one whose holder is gone is
@@ -191,6 +199,8 @@ def run_cell(cell: Cell, directory: Path, threads: int | None = None, fit_extra:
         if is_finished(previous, cell):
             return CellOutcome(cell, "skipped", 0.0, f"{previous['status']} by another runner")
         with CHILDREN.watched(lock.add_child, lock.drop_child):  # the lock lives as long as the trainer does
+            if convert is not None:
+                return convert(cell, directory, runner)
             return _run_held_cell(cell, directory, threads, fit_extra, runner)
     finally:
         lock.release()
@@ -222,23 +232,25 @@ def interrupted(code: int) -> bool:
 def find_twin(runs: Path, cell: Cell, directory: Path) -> Path | None:
     """A finished cell of any grid at the same scale with the identical config and evaluation."""
     for meta_path in sorted(Path(runs).glob(f"*/{cell.scale}/*/cell.json")):
-        other = meta_path.parent
-        if other == directory or "reused_from" in (read_result(other) or {"reused_from": 0}):
-            continue
-        if json.loads(meta_path.read_text()).get("config_hash") == cell.config_hash:
+        other, meta = meta_path.parent, json.loads(meta_path.read_text())
+        if other == directory or "reused_from" in (read_result(other) or {"reused_from": 0}) or meta.get("weights"):
+            continue  # a reuse, or the release's weights: no training of this config
+        if meta.get("config_hash") == cell.config_hash:
             if is_finished(read_result(other), cell):
                 return other
     return None
 
 
 def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, commands: list[str],
-                env: dict[str, str], runner: Runner) -> CellOutcome:
-    """After training: check the checkpoint, evaluate, write result.json."""
+                env: dict[str, str], runner: Runner, settings: dict[str, Any] | None = None,
+                extra: dict[str, Any] | None = None) -> CellOutcome:
+    """After training: check the checkpoint, evaluate (``settings``, else the cell's eval), write result.json
+    (with ``extra``)."""
     result: dict[str, Any] = {**cell_meta(cell), "rows": [], "error": None, "commands": commands,
-                              "train_seconds": round(time.time() - started, 1)}
+                              "train_seconds": round(time.time() - started, 1), **(extra or {})}
     ckpt = final_checkpoint(directory)
     if train_code != 0 or not ckpt.exists():
-        return _finish(cell, directory, result, "failed", started,
+        return record(cell, directory, result, "failed", started,
                        f"training exited with code {train_code}; see {directory / 'train.log'}")
     from jitlab.train.checkpoint import checkpoint_state  # here: it imports Lightning, which `grid list` needs not
 
@@ -248,26 +260,26 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
     if train_seconds is not None:  # a resumed cell: this attempt's wall time would miss the earlier ones
         result["train_seconds"] = round(train_seconds, 1)
     if not finite:
-        return _finish(cell, directory, result, "diverged", started, f"non-finite weights at step {step}")
+        return record(cell, directory, result, "diverged", started, f"non-finite weights at step {step}")
     if target is not None and step != target:
-        return _finish(cell, directory, result, "failed", started, f"{ckpt} is at step {step}, not the "
+        return record(cell, directory, result, "failed", started, f"{ckpt} is at step {step}, not the "
                        f"trainer.max_steps {target} of the cell; see {directory / 'train.log'} (a rerun resumes it)")
-    e_args = eval_args(directory, cell.eval)
+    e_args = eval_args(directory, cell.eval if settings is None else settings)
     result["commands"].append(command_line(e_args))
     code = runner(e_args, directory / "eval.log", env)
     if code != 0 and interrupted(code):
         return CellOutcome(cell, "interrupted", round(time.time() - started, 1), "evaluation stopped; resumes")
     if code != 0 or not (directory / "metrics.json").exists():
-        return _finish(cell, directory, result, "failed", started,
+        return record(cell, directory, result, "failed", started,
                        f"evaluation exited with code {code}; see {directory / 'eval.log'}")
     rows = [r for r in best_rows(directory / "metrics.json") if r.get("step") == step]
     result["rows"] = rows
     if not rows or any(not math.isfinite(float(r["value"])) for r in rows):
-        return _finish(cell, directory, result, "diverged", started, "non-finite metric")
-    return _finish(cell, directory, result, "done", started, None)
+        return record(cell, directory, result, "diverged", started, "non-finite metric")
+    return record(cell, directory, result, "done", started, None)
 
 
-def _finish(cell: Cell, directory: Path, result: dict, status: str, started: float, error: str | None) -> CellOutcome:
+def record(cell: Cell, directory: Path, result: dict, status: str, started: float, error: str | None) -> CellOutcome:
     result.update(status=status, error=error, seconds=round(time.time() - started, 1),
                   finished_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
     write_json(directory / "result.json", result)
@@ -314,8 +326,8 @@ class References:
         try:
             self.echo(f"jitlab grid: reference classifier for {kind} at {resolution}px (the shipped one, digest "
                       "checked; else trained once and cached)")
-            code = CHILDREN.call([sys.executable, "-m", "jitlab.commands.cli", "train-ref", "--kind", kind, "--resolution",
-                                  str(resolution), "--threads", str(self.threads), "--if_missing"])
+            code = CHILDREN.call([sys.executable, "-m", "jitlab.commands.cli", "train-ref", "--kind", kind,
+                                  "--resolution", str(resolution), "--threads", str(self.threads), "--if_missing"])
             if code != 0:
                 self.failed.add(key)
         finally:
@@ -333,12 +345,14 @@ class References:
 
 def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None = None,
               fit_extra: list[str] | None = None, runner: Runner = run_subprocess,
-              echo: Callable[[str], None] = print, references: References | None = None) -> list[CellOutcome]:
+              echo: Callable[[str], None] = print, references: References | None = None,
+              convert: Convert | None = None) -> list[CellOutcome]:
     """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, estimate left).
 
-    At most ``jobs`` processes (cell trainings, evaluations, reference classifiers) run at once.
+    At most ``jobs`` processes (cell trainings, evaluations, reference classifiers) run at once. ``convert``:
+    the cells get their weights from it instead of a training (``run_cell``).
     """
-    check_settings(cells, runs)
+    check_settings(cells, runs, released=convert is not None)
     total, started, lock = len(cells), time.time(), threading.Lock()
     outcomes: list[CellOutcome] = []
     worked: list[float] = []
@@ -357,7 +371,7 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
         return call
 
     def one(cell: Cell) -> CellOutcome:
-        outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, gated(cell))
+        outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, gated(cell), convert)
         with lock:
             outcomes.append(outcome)
             if outcome.status != "skipped":

@@ -1,18 +1,10 @@
 """SLURM: each cell becomes one multi-GPU job, submitted through submitit.
 
-The job runs one task per GPU on every node; inside it `jitlab fit` runs in-process and Lightning
-reads the SLURM environment (ranks, master address), so no torchrun is needed. After training, every
-task evaluates the cell together (each a slice of the images, as under torchrun: the same numbers as on
-one GPU), and task 0 records the cell with the same code as a local run.
-
-Time limits and preemption: SLURM sends SIGUSR1 ``signal_delay_s`` before the end of the job (submitit's
-own USR2 is replaced: submitit's handler would requeue without a checkpoint, and with it installed Lightning
-would not install its own). Lightning's ``SLURMEnvironment`` (``auto_requeue``, requeue signal SIGUSR1)
-saves ``hpc_ckpt_N.ckpt`` and requeues the job; the SIGTERM that ends it stops training at the end of the
-step with ``last.ckpt`` (``jitlab.train.resume``). The requeued job resumes from the newest (``--ckpt_path auto``).
-
-Submission needs ``sbatch`` on PATH (checked before anything is created). Each cell's job id is kept in
-``slurm_job.json``; a cell whose job is still queued or running (``squeue``), or whose lock a live runner
+One task per GPU runs `jitlab fit` in-process (Lightning reads the SLURM environment: no torchrun), then every
+task evaluates its slice of the images and task 0 records the cell as a local run does. SLURM sends SIGUSR1
+``signal_delay_s`` before the time limit (in place of submitit's USR2, whose handler would requeue without a
+checkpoint): Lightning's ``SLURMEnvironment`` saves ``hpc_ckpt_N.ckpt`` and requeues, and the requeued job resumes
+from the newest checkpoint. A cell whose job (``slurm_job.json``) is queued or running, or whose lock a live runner
 holds, is not submitted again.
 """
 
@@ -21,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,30 +43,21 @@ class SlurmOptions:
     cpus_per_task: int = 12
     time_min: int = 72 * 60
     account: str | None = None
-    constraint: str | None = None
     signal_delay_s: int = 300  # time to write a checkpoint (tens of GB at G/16) before the job is stopped
 
     def parameters(self) -> dict[str, Any]:
         """The submitit ``update_parameters`` arguments."""
-        params: dict[str, Any] = {
+        optional = {"partition": self.partition, "account": self.account}
+        return {
             "nodes": self.nodes, "tasks_per_node": self.gpus_per_node, "gpus_per_node": self.gpus_per_node,
             "cpus_per_task": self.cpus_per_task, "timeout_min": self.time_min,
             "slurm_signal_delay_s": self.signal_delay_s,
             "slurm_additional_parameters": {"signal": f"{REQUEUE_SIGNAL.removeprefix('SIG')}@{self.signal_delay_s}"},
+            **{f"slurm_{key}": value for key, value in optional.items() if value},
         }
-        if self.partition:
-            params["slurm_partition"] = self.partition
-        if self.account:
-            params["slurm_account"] = self.account
-        if self.constraint:
-            params["slurm_constraint"] = self.constraint
-        return params
 
     def trainer_args(self, strategy: StrategyKind = "ddp") -> list[str]:
-        """What the cell's `jitlab fit` adds so that Lightning spans the allocation and saves at the requeue signal.
-
-        ``strategy``: ``ddp`` (replicated) or ``fsdp2`` (sharded), as ``jitlab.train.strategy.strategy_config`` gives it.
-        """
+        """The cell's `jitlab fit` arguments to span the allocation (``ddp`` or ``fsdp2``) and save at the requeue."""
         from jitlab.train.strategy import strategy_config
 
         plugin = ('[{"class_path": "lightning.pytorch.plugins.environments.SLURMEnvironment", '
@@ -93,6 +77,7 @@ def require_slurm() -> None:
 
 Entry = Callable[[list[str]], int]  # a `jitlab` command line -> exit code (jitlab.commands.cli.main)
 
+
 class CellJob:
     """The callable submitit pickles and runs on every task of the allocation."""
 
@@ -103,22 +88,19 @@ class CellJob:
     def __call__(self) -> str:
         import submitit
 
-        main = self.entry
         started = time.time()
         job = submitit.JobEnvironment()
         lock = CellLock(self.directory)
         if job.global_rank == 0:
             if not lock.acquire():  # another runner trains this cell: end this job on every task
-                import subprocess
-
                 subprocess.call(["scancel", str(job.job_id)])
                 return f"{self.cell.id}: not run, {lock.busy_message()}"
             prepare_cell(self.cell, self.directory)
         args = fit_args(self.directory, self.options.trainer_args())
-        code = main(args)  # every task trains; Lightning's SLURMEnvironment gives each its rank
+        code = self.entry(args)  # every task trains; Lightning's SLURMEnvironment gives each its rank
         if code != 0 and interrupted(code):
             return f"rank {job.global_rank}: stopped at a checkpoint (exit {code}); the requeued job resumes"
-        eval_code = evaluate_together(main, code, eval_args(self.directory, self.cell.eval))
+        eval_code = evaluate_together(self.entry, code, eval_args(self.directory, self.cell.eval))
         if job.global_rank != 0:
             return f"rank {job.global_rank}: fit exited {code}, eval {eval_code}"
         try:  # task 0 records the cell, with the same code as a local run (the evaluation has run already)
@@ -154,18 +136,12 @@ def evaluate_together(main: Entry, fit_code: int, args: list[str]) -> int:
     return main(args)  # `jitlab eval` uses the initialised group (rank, world) and ends it
 
 
-def read_job(directory: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        return json.loads((Path(directory) / JOB_RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def not_submittable(directory: Path) -> str | None:
     """Why a cell must not be submitted now (its job is queued or running, or a live runner holds it), or None."""
-    record = read_job(directory)
+    try:
+        record = json.loads((Path(directory) / JOB_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
     if record is not None:
         state = job_state(str(record.get("job_id")))
         if state in ACTIVE_STATES:
@@ -178,11 +154,8 @@ def not_submittable(directory: Path) -> str | None:
 
 def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, echo=print,
            entry: Entry | None = None) -> list[Any]:
-    """Submit one job per unfinished cell (or, with ``dry_run``, print what would be submitted).
-
-    ``entry``: the ``jitlab`` command dispatcher each task runs in-process (``jitlab.commands.cli.main``, passed down by the
-    ``grid`` verb); required unless ``dry_run``.
-    """
+    """Submit one job per unfinished cell (or, with ``dry_run``, print what would be submitted); ``entry``: the
+    ``jitlab`` dispatcher each task runs in-process, required unless ``dry_run``."""
     if not dry_run:
         require_slurm()
         if entry is None:

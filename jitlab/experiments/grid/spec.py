@@ -1,10 +1,8 @@
 """Grid specs: one YAML per paper table under ``experiments/grids/``, expanded into cells.
 
-A spec names a base config per scale (``mini``: embedded data on CPU; ``lab``: one GPU and an ImageNet
-class subset, about a GPU-day per table; ``paper``: ImageNet and the paper's recipe), the axes whose product
-gives the cells, the evaluation of each cell (its scale's scoring in ``experiments/scales/eval.yaml`` with the
-grid's differences), and the paper's value of each cell. A cell's config is the base YAML with the scale's and
-the axis values' overrides (dotted keys) applied: the same file `jitlab fit --config` reads.
+A spec names a base config per scale, the axes whose product gives the cells, each cell's evaluation (its
+scale's scoring in ``experiments/scales/eval.yaml`` with the grid's differences) and the paper's values. A cell's
+config is the base YAML with the scale's and the axis values' dotted-key overrides: what `jitlab fit --config` reads.
 
 Axis forms::
 
@@ -15,8 +13,6 @@ Axis forms::
       scale_values: {mini: [a]}                                 # optional: the values a scale runs
     model: {values: {B: {paper: {config: experiments/recipes/jit-b-16-256.yaml}}}}   # `config: FILE` in any
                                                                 # overrides applies that file there, as --config
-
-Unknown keys fail with the file and the key named; so do cells whose overrides do not resolve.
 """
 
 from __future__ import annotations
@@ -25,18 +21,18 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.experiments.grid.figures import Figure, LogCurveFigure, WidthFigure, parse_figures  # noqa: F401  (the `figures:` key)
+from jitlab.experiments.grid.figures import Figure, LogCurveFigure, WidthFigure, parse_figures  # noqa: F401
 from jitlab.experiments.grid.history import Change, parse_history
+from jitlab.identity import content_config
 from jitlab.core.settings import EvalSettings
 
-Scale = Literal["mini", "lab", "paper"]
 SCALES: tuple[str, ...] = ("mini", "lab", "paper")  # CPU minutes; one GPU and an ImageNet subset; the paper
 GRID_DIR = Path("experiments/grids")
 SCALE_EVAL = Path("experiments/scales/eval.yaml")  # each scale's scoring defaults; a grid's `eval:` holds differences
@@ -66,8 +62,7 @@ class Axis:
         wanted = self.scale_values.get(scale)
         if wanted is None:
             return self.values
-        by_name = {v.name: v for v in self.values}
-        return tuple(by_name[name] for name in wanted)
+        return tuple(v for name in wanted for v in self.values if v.name == name)
 
 
 @dataclass
@@ -92,8 +87,6 @@ class Cell:
     @property
     def config_hash(self) -> str:
         """The cell's identity: its config and evaluation, without where the data live (jitlab.identity)."""
-        from jitlab.identity import content_config
-
         text = json.dumps({"config": content_config(self.config), "eval": self.eval}, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -111,9 +104,9 @@ class GridSpec:
     paper: list[dict[str, Any]]
     path: Path
     root: Path = field(default=Path("."))  # paths in the spec are relative to the project root
-    rules: list[Any] = field(default_factory=list)  # the verdict's declared rules, parsed by jitlab.experiments.report.rules
+    rules: list[Any] = field(default_factory=list)  # the verdict's declared rules (jitlab.experiments.report.rules)
     figures: list[Figure] = field(default_factory=list)  # extra report figures (jitlab.experiments.grid.figures)
-    history: list[Change] = field(default_factory=list)  # design changes made after a run (jitlab.experiments.grid.history)
+    history: list[Change] = field(default_factory=list)  # changes made after a run (jitlab.experiments.grid.history)
 
     # -- cells ------------------------------------------------------------------------------
     def train_seeds(self, scale: str) -> int:
@@ -124,18 +117,17 @@ class GridSpec:
         """Every cell of the grid at ``scale``, under each training seed 0 .. ``train_seeds`` - 1 (default: the grid
         file's ``train_seeds``), seed-major (every cell's seed 0 first); ``extra`` (dotted keys) is applied last."""
         if scale not in self.scales:
-            raise ConfigError("--scale", f"grid {self.name!r} has no scale {scale!r}; it has {', '.join(self.scales)}")
+            raise ConfigError("--scale",
+                              f"grid {self.name!r} has no scale {scale!r}; it has {', '.join(self.scales)}")
         count = self.train_seeds(scale) if train_seeds is None else int(train_seeds)
         if count < 1:
             raise ConfigError("--train_seeds", f"must be >= 1, got {count}")
         cells = self._cells(scale, extra)
         seeded = []
-        for seed in range(1, count):
-            for cell in cells:
-                config = copy.deepcopy(cell.config)
-                config["seed_everything"] = int(config.get("seed_everything") or 0) + seed
-                seeded.append(Cell(cell.grid, cell.scale, cell.labels, config, cell.eval, cell.paper_value,
-                                   cell.paper_metric, train_seed=seed))
+        for seed, cell in itertools.product(range(1, count), cells):
+            config = copy.deepcopy(cell.config)
+            config["seed_everything"] = int(config.get("seed_everything") or 0) + seed
+            seeded.append(replace(cell, config=config, train_seed=seed))
         return cells + seeded
 
     def _cells(self, scale: str, extra: dict[str, Any] | None) -> list[Cell]:
@@ -160,10 +152,10 @@ class GridSpec:
                 apply_overrides(cell_doc, routed, where)
             _check_keys(cell_doc["eval"], _EVAL_KEYS, f"{self.path}: eval of scale {scale}")
             labels = {axis.name: value.name for axis, value in zip(self.axes, combo)}
-            cell_id = "_".join(f"{k}-{v}" for k, v in labels.items())
-            EvalSettings.from_dict(cell_doc["eval"], where=f"{self.path}: eval of cell {cell_id}")  # fail at load
-            cells.append(Cell(self.name, scale, labels, cell_doc["config"], cell_doc["eval"],
-                              self.paper_value(labels), self.paper_metric))
+            cell = Cell(self.name, scale, labels, cell_doc["config"], cell_doc["eval"], self.paper_value(labels),
+                        self.paper_metric)
+            EvalSettings.from_dict(cell.eval, where=f"{self.path}: eval of cell {cell.id}")  # fail at load
+            cells.append(cell)
         return cells
 
     def paper_value(self, labels: dict[str, str]) -> float | None:
@@ -174,12 +166,7 @@ class GridSpec:
         return None
 
     def label_of(self, axis: str, value: str) -> str:
-        for a in self.axes:
-            if a.name == axis:
-                for v in a.values:
-                    if v.name == value:
-                        return v.label
-        return value
+        return next((v.label for a in self.axes if a.name == axis for v in a.values if v.name == value), value)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -227,12 +214,11 @@ def apply_overrides(config: dict[str, Any], overrides: dict[str, Any], where: st
         parts = str(dotted).split(".")
         node = config
         for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
                 raise ConfigError(where, f"cannot set {dotted!r}: {part!r} is not a mapping")
-            node = child
         node[parts[-1]] = copy.deepcopy(value)
 
 
@@ -259,8 +245,8 @@ def _parse_axis(name: str, raw: Any, where: str) -> Axis:
         vwhere = f"{where}.{name}.values.{value_name}"
         _check_keys(body, _VALUE_KEYS, vwhere)
         overrides = {"*": dict(body.get("set", {}))}
-        if key is not None and key not in overrides["*"]:
-            overrides["*"][key] = _yaml_scalar(value_name)
+        if key is not None and key not in overrides["*"]:  # the name read back as YAML: none -> None, 16 -> 16
+            overrides["*"][key] = None if value_name.lower() == "none" else yaml.safe_load(value_name)
         for scale in SCALES:
             if scale in body:
                 overrides[scale] = dict(body[scale] or {})
@@ -276,13 +262,6 @@ def _parse_axis(name: str, raw: Any, where: str) -> Axis:
             raise ConfigError(f"{where}.{name}.scale_values.{scale}", f"unknown value(s) {missing}; axis has {names}")
         scale_values[scale] = wanted
     return Axis(name, tuple(values), scale_values)
-
-
-def _yaml_scalar(text: str) -> Any:
-    """A value name read back as YAML: ``none`` -> None, ``16`` -> 16, ``-0.4`` -> -0.4, ``x`` -> 'x'."""
-    if text.lower() == "none":
-        return None
-    return yaml.safe_load(text)
 
 
 def load_spec(name_or_path: str | Path, root: Path | None = None) -> GridSpec:

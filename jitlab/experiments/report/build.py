@@ -14,8 +14,8 @@ class ReportError(Exception):
 
 
 def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True) -> dict[str, Path]:
-    """Write OUT/STEM.{csv,md,tex,png} (and STEM-NAME.png per extra figure); returns the paths. Raises ReportError
-    when no cell has a result."""
+    """Write the report; returns the paths (keys csv, md, tex, png, png-NAME). Raises ReportError when no cell has
+    a result."""
     # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
     from jitlab.experiments.report.collect import collect
     from jitlab.experiments.report.extras import figure_data, figure_lines, render_figure
@@ -28,32 +28,28 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
 
     parse_rules(spec)  # a malformed rule fails before anything is read
     collected = collect(spec, scale, runs)
-    if collected.n_results == 0:
+    if all(result is None for result in collected.results.values()):
         raise ReportError(f"no cell of grid {spec.name!r} at scale {scale!r} has a result yet: searched "
                           f"{collected.directory} for CELL/result.json ({len(collected.plain_cells)} cells); "
                           f"run `jitlab grid run {spec.name} --scale {scale}` first, or pass --runs DIR")
-    view = view_of(spec)
-    name = report_stem(spec, scale)
+    view, name, out = view_of(spec), report_stem(spec, scale), Path(out)
     prov = provenance(collected)
-    paths = {kind: Path(out) / f"{name}.{kind}" for kind in ("csv", "md", "tex", "png")}
     extras = {figure.name: figure_data(collected, figure) for figure in spec.figures}  # the grid's `figures:`
     figures = figure_lines(collected, extras, name, png) if extras else None
     # everything is made in memory first, so a failure leaves the previous report whole
     texts = {"csv": collected.frame.to_csv(index=False, float_format="%.6g"),
              "md": markdown(collected, view, prov, verdict(spec, collected.frame), figures),
              "tex": latex(collected, view, prov)}
+    images = {}  # "" (the main figure) or "-NAME" (an extra figure) -> PNG bytes
     if png:
         from jitlab.experiments.report.plots import render_png
 
-        image = render_png(collected, view)
-        images = {f"png-{f.name}": render_figure(collected, f, extras[f.name]) for f in spec.figures}
-        paths.update({f"png-{f.name}": Path(out) / f"{name}-{f.name}.png" for f in spec.figures})
-    else:
-        paths.pop("png")
+        images = {"": render_png(collected, view),
+                  **{f"-{f.name}": render_figure(collected, f, extras[f.name]) for f in spec.figures}}
+    paths = {kind: out / f"{name}.{kind}" for kind in texts} | {f"png{k}": out / f"{name}{k}.png" for k in images}
     for kind, text in texts.items():
         write_text(paths[kind], text)
-    if png:
-        for key, data in {"png": image, **images}.items():
-            with atomic_path(paths[key], suffix=".png") as tmp:
-                tmp.write_bytes(data)
+    for key, data in images.items():
+        with atomic_path(paths[f"png{key}"], suffix=".png") as tmp:
+            tmp.write_bytes(data)
     return paths

@@ -1,12 +1,9 @@
 """Read a grid's run directories (``RUNS/NAME/SCALE/CELL/result.json``) into one tidy table.
 
-One row per cell, metric and training seed (a cell with an FD and an IS has two rows per training); a
-training without a value (failed, diverged, not run yet) keeps one row with its status and an empty
-value, so nothing is dropped silently. A cell trained under seed K > 0 lives in ``CELL_seed-K`` beside
-``CELL`` and shares its labels: its rows carry ``train_seed`` K and the same ``cell`` (the labels' id).
-The training seeds read are the grid file's (``scales.SCALE.train_seeds``) and any other on disk. The
-paper's value sits only on the Frechet-distance row of a cell (the paper's number is a FID; putting it
-beside our IS would compare different things).
+One row per cell, metric and training seed; a training without a value (failed, diverged, not run) keeps one
+row with its status, so nothing is dropped silently. ``CELL_seed-K`` holds the cell trained under seed K > 0
+(the grid file's ``train_seeds`` and any other on disk): the same ``cell``, ``train_seed`` K. The paper's value
+sits only on a cell's Frechet-distance row (the paper's number is a FID, not comparable with our IS).
 """
 
 from __future__ import annotations
@@ -56,10 +53,6 @@ class Collected:
         """The most training seeds any cell has."""
         return max((train_seed(cell) + 1 for cell in self.cells), default=1)
 
-    @property
-    def n_results(self) -> int:
-        return sum(r is not None for r in self.results.values())
-
 
 def cell_key(cell: Cell) -> str:
     """The id of a cell's labels (its seed-0 directory): what every training seed of the cell shares."""
@@ -86,7 +79,7 @@ def grid_cells(spec: GridSpec, scale: str, base: Path) -> list[Cell]:
     plain = spec.cells(scale, train_seeds=1)
     order = {cell_key(c): i for i, c in enumerate(plain)}
     on_disk = train_seeds_on_disk(base, set(order))
-    wanted = spec.train_seeds(scale) if hasattr(spec, "train_seeds") else 1
+    wanted = spec.train_seeds(scale)
     top = max([wanted, *(seed + 1 for _, seed in on_disk)])
     cells = plain if top == 1 else spec.cells(scale, train_seeds=top)
     cells = [c for c in cells if train_seed(c) < wanted or (cell_key(c), train_seed(c)) in on_disk]
@@ -112,28 +105,24 @@ def tidy_frame(spec: GridSpec, cells: list[Cell], results: dict[str, dict | None
     records = []
     for cell in cells:
         result = results.get(cell.id)
-        base: dict[str, Any] = {"grid": spec.name, "scale": cell.scale, "cell": cell_key(cell),
-                                "train_seed": train_seed(cell)}
-        base.update({axis: cell.labels[axis] for axis in axis_names})
-        base.update({axis: None for axis in extra_axes})
         status = NOT_RUN if result is None else str(result.get("status") or "unknown")
-        base.update(status=status, stale=cell.id in (stale or []),
-                    train_seconds=_number(result, "train_seconds"), seconds=_number(result, "seconds"),
-                    finished_at=(result or {}).get("finished_at"), error=(result or {}).get("error"),
-                    reused_from=(result or {}).get("reused_from"))
-        rows = [r for r in (result or {}).get("rows") or [] if isinstance(r, dict)]
-        if status != "done":
-            rows = []  # a diverged or failed cell has no value to report, whatever partial rows it kept
+        got = result or {}
+        base = {"grid": spec.name, "scale": cell.scale, "cell": cell_key(cell), "train_seed": train_seed(cell),
+                **{axis: cell.labels[axis] for axis in axis_names}, **dict.fromkeys(extra_axes), "status": status,
+                "stale": cell.id in (stale or []), "train_seconds": to_float(got.get("train_seconds")),
+                "seconds": to_float(got.get("seconds")), "finished_at": got.get("finished_at"),
+                "error": got.get("error"), "reused_from": got.get("reused_from")}
+        # a diverged or failed cell has no value to report, whatever partial rows it kept
+        rows = [r for r in got.get("rows") or [] if isinstance(r, dict)] if status == "done" else []
         if not rows:
             records.append({**base, "metric": None, "value": math.nan, "paper_metric": cell.paper_metric,
-                            "paper_value": _nan(cell.paper_value),
-                            "step": _number(result, "step")})
+                            "paper_value": to_float(cell.paper_value), "step": to_float(got.get("step"))})
             continue
         primary = primary_index(rows)
         for i, row in enumerate(rows):
-            record = {**base, "metric": row.get("metric"), "value": _float(row.get("value")),
+            record = {**base, "metric": row.get("metric"), "value": to_float(row.get("value")),
                       "paper_metric": cell.paper_metric if i == primary else None,
-                      "paper_value": _nan(cell.paper_value) if i == primary else math.nan}
+                      "paper_value": to_float(cell.paper_value) if i == primary else math.nan}
             for key in REPORT_FIELDS:
                 value = row.get(key)
                 record[key] = json.dumps(value) if isinstance(value, (list, tuple)) else value
@@ -149,31 +138,17 @@ def tidy_frame(spec: GridSpec, cells: list[Cell], results: dict[str, dict | None
 
 def primary_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per cell and training seed: its Frechet distance (or its only row when it has no value), in the
-    frame's order."""
+    frame's order; a done cell that measured no Frechet distance keeps its first row (so it is not lost)."""
     frame = frame.reset_index(drop=True)  # positions: the order restored below
-    key = ["cell", "train_seed"] if "train_seed" in frame else ["cell"]
-    keep = frame["metric"].map(is_frechet) | frame["metric"].isna()
-    primary = frame[keep].drop_duplicates(key, keep="first")
-    # a done cell that measured no Frechet distance keeps its first row (so it is not lost)
-    seen = pd.MultiIndex.from_frame(primary[key]) if len(key) > 1 else pd.Index(primary["cell"])
-    ids = pd.MultiIndex.from_frame(frame[key]) if len(key) > 1 else pd.Index(frame["cell"])
-    missing = frame[~ids.isin(seen)].drop_duplicates(key, keep="first")
-    out = pd.concat([primary, missing]) if len(missing) else primary
-    return out.sort_index(kind="stable").reset_index(drop=True)
+    other = ~(frame["metric"].map(is_frechet) | frame["metric"].isna())  # False first: a group's preferred row
+    first = frame.loc[other.sort_values(kind="stable").index]
+    first = first.drop_duplicates([k for k in ("cell", "train_seed") if k in frame], keep="first")
+    return first.sort_index(kind="stable").reset_index(drop=True)
 
 
-def _number(result: dict | None, key: str) -> float | None:
-    if result is None:
-        return None
-    return _float(result.get(key))
-
-
-def _float(value: Any) -> float:
+def to_float(value: Any) -> float:
+    """float(value), nan for None or a non-number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def _nan(value: Any) -> float:
-    return math.nan if value is None else float(value)

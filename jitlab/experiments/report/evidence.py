@@ -1,14 +1,9 @@
 """What a verdict weighs: each cell's value over its training seeds, and the margin a difference must exceed.
 
-A cell trained under several seeds has several result directories (``CELL``, ``CELL_seed-1``, ...) with
-the same labels; ``cell_stats`` folds them into one ``Stat`` (mean, sd, number of trainings). A diverged
-training makes the cell worse than any number (mean = inf); a failed or not-run one is missing evidence.
-
-``Margin`` decides whether a difference counts. With repeated trainings it is a t test: the relative sds
-pooled over the cells the rule reads (``measure_spread`` of those cells), and a difference is real when it
-exceeds t(df) standard errors of the difference, t the Student-t quantile at ``LEVEL`` on the pooled degrees of
-freedom. With one training per cell there is
-nothing to measure it from, so the rule's declared margin is used (no test, no level), and the verdict says so.
+``cell_stats`` folds a cell's trainings (``CELL``, ``CELL_seed-1``, ...) into one ``Stat``: a diverged training
+makes the cell worse than any number (mean = inf), a failed or not-run one is missing evidence. ``Margin``: with
+repeated trainings a t test on the relative sds pooled over the rule's cells (``measure_spread``) at ``LEVEL``;
+with one training per cell the rule's declared margin (no test, no level), and the verdict says so.
 """
 
 from __future__ import annotations
@@ -20,13 +15,12 @@ from typing import Literal
 
 import pandas as pd
 
-from jitlab.experiments.report.collect import primary_frame
+from jitlab.experiments.report.collect import primary_frame, to_float
 
 Move = Literal["lower", "tie", "higher"]
-# The level of each claim, fixed before any rerun (issue 27): a one-sided test at 2.5% in each direction, i.e. a
-# two-sided 95% test whose two directional calls ("reproduces", "does not reproduce") each err at most 2.5% of the
-# time under a null effect. It keeps the convention the known-spread margin of 2 standard errors stood for (z =
-# 1.96), now with the t quantile on the degrees of freedom the 2-3 trainings give (t(3) = 3.18, not 2).
+# The level of each claim, fixed before any rerun (issue 27): one-sided 2.5% in each direction (two-sided 95%:
+# "reproduces" and "does not reproduce" each err at most 2.5% of the time under a null effect), the convention of
+# the old 2 standard errors (z = 1.96), with the t quantile on the 2-3 trainings' dof (t(3) = 3.18, not 2).
 LEVEL = 0.025
 
 
@@ -54,6 +48,7 @@ class Stat:
     space: str | None = None  # the feature space it was scored in
     paper: float = math.nan
     stale: bool = False
+    cfg: tuple[float, ...] = ()  # the CFG scale of its best point per training, when the grid sweeps CFG
 
     @property
     def known(self) -> bool:
@@ -98,43 +93,21 @@ def cell_stats(frame: pd.DataFrame, axes: list[str]) -> list[Stat]:
         out.append(stat({axis: str(first[axis]) for axis in axes if axis in rows}, values, cell=str(cell),
                         status=status, seeds=tuple(int(s) for s in rows["train_seed"]),
                         metric=metrics[0] if metrics else None, space=spaces[0] if spaces else None,
-                        paper=_float(first.get("paper_value")), stale=bool(rows.get("stale", pd.Series([])).any())))
+                        paper=to_float(first.get("paper_value")), stale=bool(rows.get("stale", pd.Series([])).any())))
     return out
 
 
 def _value(row) -> float:
     if row["status"] == "diverged":
         return math.inf
-    value = _float(row["value"])
+    value = to_float(row["value"])
     return value if row["status"] == "done" and math.isfinite(value) else math.nan
-
-
-def _float(value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def pooled_rel_sd(groups: list[list[float]]) -> tuple[float | None, int, int]:
-    """sqrt(sum (k - 1) (sd / mean)^2 / sum (k - 1)) over the groups with >= 2 finite positive values: the
-    spread of one value relative to its mean, pooled over cells; (None, 0, 0) when no group has two values.
-    Returns (the pooled relative sd, the groups it pools, its degrees of freedom sum (k - 1))."""
-    squares, dof, used = 0.0, 0, 0
-    for group in groups:
-        finite = [v for v in group if math.isfinite(v) and v > 0]
-        if len(finite) < 2:
-            continue
-        squares += (len(finite) - 1) * (statistics.stdev(finite) / statistics.fmean(finite)) ** 2
-        dof += len(finite) - 1
-        used += 1
-    return (math.sqrt(squares / dof), used, dof) if dof else (None, 0, 0)
 
 
 @dataclass(frozen=True)
 class Spread:
-    """The measured spread between trainings (training seeds) of a rule's values, relative to the mean, pooled
-    over the rule's cells (None: not measured)."""
+    """The spread between trainings of a rule's values relative to the mean, pooled over its cells (None: not
+    measured)."""
 
     train: float | None = None
     train_cells: int = 0
@@ -142,9 +115,16 @@ class Spread:
 
 
 def measure_spread(stats: list[Stat]) -> Spread:
-    """The training-seed spread of ``stats`` (the cells a rule reads)."""
-    train, train_cells, train_dof = pooled_rel_sd([list(s.values) for s in stats])
-    return Spread(train, train_cells, train_dof)
+    """sqrt(sum (k - 1) (sd / mean)^2 / sum (k - 1)) over the cells of ``stats`` with >= 2 finite positive values
+    (k of them): one training's spread relative to its mean, pooled over the cells a rule reads."""
+    squares, dof, used = 0.0, 0, 0
+    for s in stats:
+        finite = [v for v in s.values if math.isfinite(v) and v > 0]
+        if len(finite) >= 2:
+            squares += (len(finite) - 1) * (statistics.stdev(finite) / statistics.fmean(finite)) ** 2
+            dof += len(finite) - 1
+            used += 1
+    return Spread(math.sqrt(squares / dof), used, dof) if dof else Spread()
 
 
 @dataclass(frozen=True)
@@ -160,11 +140,6 @@ class Margin:
         return self.spread.train is not None
 
     @property
-    def rel_sd(self) -> float:
-        """One training's sd relative to its mean."""
-        return self.spread.train or 0.0
-
-    @property
     def dof(self) -> float:
         return float(self.spread.train_dof)
 
@@ -175,16 +150,15 @@ class Margin:
     def threshold(self, lo: Stat, hi: Stat, factor: float = 1.0, tests: int = 1) -> float:
         if not self.measured:
             return self.declared * factor * hi.mean
-        s = self.rel_sd
+        s = self.spread.train  # one training's sd relative to its mean
         return self.quantile(tests) * math.sqrt((s * lo.mean) ** 2 / max(lo.n, 1)
                                                 + (factor * s * hi.mean) ** 2 / max(hi.n, 1))
 
     def compare(self, lo: Stat, hi: Stat, factor: float = 1.0, tests: int = 1) -> Move:
-        """"lower": lo < factor x hi beyond the margin; "higher": above it beyond the margin; else "tie".
-
-        ``tests``: lo is the best of that many cells, so "lower" is tested at level / tests (Bonferroni: the best
-        of several is below by chance more often than one); "higher" says every one of them is above (no
-        correction). A diverged lo is never lower (it did not work); a diverged hi is above any number."""
+        """"lower": lo < factor x hi beyond the margin; "higher": above it beyond the margin; else "tie". ``tests``:
+        lo is the best of that many cells, so "lower" is tested at level / tests (Bonferroni: the best of several is
+        below by chance more often than one); "higher" says every one of them is above (no correction). A diverged
+        lo is never lower (it did not work); a diverged hi is above any number."""
         if lo.mean == math.inf:
             return "higher"
         if hi.mean == math.inf:

@@ -1,11 +1,13 @@
-"""The grid file's extra figures (``figures:``, jitlab.experiments.grid.figures): STEM-NAME.png and a "## Figures" section.
+"""The grid file's extra figures (``figures:``, jitlab.experiments.grid.figures): STEM-NAME.png, a "## Figures" section.
 
 width: each cell's value (mean +- sd over its trainings, the main figure's numbers: the collected frame's
 cell statistics) at the figure's x, a line per series, a dashed line at the threshold. log_curve: a scalar
 of the done cells' training logs against the step (jitlab.experiments.report.logs), a line per hue value (the mean over
 training seeds, a +- sd band where two or more trainings logged the step), a panel per combination of the
 other axes; the Markdown gets the tag's last logged value per hue value and per training seed. A done cell
-that never logged the tag is listed as missing, never dropped. ``figure_data`` returns what is drawn.
+that never logged the tag is listed as missing, never dropped. scatter (Figure 2's toy): each cell's generated
+points on the plane (its first done training's Chamfer row keeps them) over the true spiral, a panel per cell titled
+with its metrics over the training seeds. ``figure_data`` returns what is drawn.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from jitlab.experiments.grid.spec import Figure, LogCurveFigure, WidthFigure  # the grid file format (jitlab.experiments.grid.figures)
+from jitlab.experiments.grid.spec import Figure, LogCurveFigure, WidthFigure  # the grid file's `figures:` format
 from jitlab.experiments.report.collect import Collected, cell_key, train_seed
 from jitlab.experiments.report.evidence import fmt_sd
 from jitlab.experiments.report.layout import axis_values, value_text
@@ -25,6 +27,8 @@ from jitlab.experiments.report.tables import fmt, ours_label, stats_of
 
 WIDTH_COLUMNS = ["value", "series", "x", "mean", "sd", "n", "status"]
 CURVE_COLUMNS = ["cell", "train_seed", "hue", "panel", "step", "value"]
+SCATTER_COLUMNS = ["row", "col", "cell", "points", "title"]
+VIEW = 2.6  # the true spiral reaches radius 2 (plus its thickness); points beyond the view are counted
 
 
 @dataclass
@@ -41,10 +45,39 @@ class Curves:
     not_done: list[str] = field(default_factory=list)  # trainings without a done result: not read
 
 
-def figure_data(collected: Collected, figure: Figure) -> WidthData | Curves:
+@dataclass
+class Scatter:
+    panels: pd.DataFrame  # SCATTER_COLUMNS: one row per panel (points: the first done training's, or None)
+    noise: float  # the spiral's thickness, for the true points drawn beneath
+
+
+def figure_data(collected: Collected, figure: Figure) -> WidthData | Curves | Scatter:
     if isinstance(figure, WidthFigure):
         return width_data(collected, figure)
+    if figure.kind == "scatter":
+        return scatter_data(collected, figure)
     return log_curves(collected, figure)
+
+
+def scatter_data(collected: Collected, figure: Figure) -> Scatter:
+    """Per cell: its first done training's points (the ``points`` of its rows) and a title with each metric's
+    mean ± sd over its done trainings."""
+    spec, frame = collected.spec, collected.frame
+    done = frame[(frame["status"] == "done") & frame["metric"].notna()]
+    records = []
+    for cell in collected.plain_cells:
+        key = cell_key(cell)
+        results = [collected.results.get(c.id) or {} for c in collected.cells if cell_key(c) == key]
+        rows = [r for result in results if result.get("status") == "done" for r in result.get("rows") or []
+                if r.get("points")]
+        lines = [", ".join(_panel_label(spec, axis, cell.labels[axis]) for axis in (figure.rows, figure.cols))]
+        for metric, values in done[done["cell"] == key].groupby("metric", sort=False)["value"]:
+            spread = f" ± {fmt_sd(values.std())}" if len(values) >= 2 else ""
+            lines.append(f"{metric.rsplit('-', 1)[0]} {fmt(values.mean())}{spread} (n={len(values)})")
+        records.append({"row": cell.labels[figure.rows], "col": cell.labels[figure.cols], "cell": key,
+                        "points": rows[0]["points"] if rows else None, "title": "\n".join(lines)})
+    noise = float(collected.cells[0].config.get("data", {}).get("init_args", {}).get("noise", 0.02))
+    return Scatter(pd.DataFrame.from_records(records, columns=SCATTER_COLUMNS), noise)
 
 
 def width_data(collected: Collected, figure: WidthFigure) -> WidthData:
@@ -124,6 +157,8 @@ def render_figure(collected: Collected, figure: Figure, data: WidthData | Curves
         sns.set_theme(style="whitegrid", context="notebook", font_scale=0.85)
         if isinstance(data, WidthData):
             fig = _width_figure(plt, sns, collected, figure, data)
+        elif isinstance(data, Scatter):
+            fig = _scatter_figure(plt, collected, figure, data)
         else:
             fig = _curve_figure(plt, sns, collected, figure, data)
         buffer = io.BytesIO()
@@ -159,6 +194,44 @@ def _width_figure(plt, sns, collected: Collected, figure: WidthFigure, data: Wid
     return fig
 
 
+def _panel_label(spec, axis: str, value: str) -> str:
+    """'x-pred', 'D=512': the value's label, or the axis and the value when it has none."""
+    text = value_text(spec, axis, value)
+    return text if text != value else f"{axis}={value}"
+
+
+def _scatter_figure(plt, collected: Collected, figure: Figure, data: Scatter):
+    import numpy as np
+    import torch
+
+    from jitlab.core.data.toy import spiral_points
+    from jitlab.score.metrics.spiral import TRUE_SEED
+
+    rows = axis_values(collected.spec, figure.rows, collected.scale)
+    cols = axis_values(collected.spec, figure.cols, collected.scale)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.3 * len(cols), 3.8 * len(rows)), squeeze=False)
+    truth = spiral_points(2000, data.noise, torch.Generator().manual_seed(TRUE_SEED)).numpy()  # (2000, 2)
+    colours = plt.get_cmap("tab10").colors
+    for _, panel in data.panels.iterrows():
+        ax = axes[rows.index(panel["row"])][cols.index(panel["col"])]
+        ax.scatter(truth[:, 0], truth[:, 1], s=2.5, color="0.75", lw=0, rasterized=True)
+        title = panel["title"]
+        if isinstance(panel["points"], list):
+            s = np.asarray(panel["points"], dtype=np.float64)  # (n, 2)
+            inside = np.all(np.abs(s) <= VIEW, axis=1)  # (n,)
+            ax.scatter(s[inside, 0], s[inside, 1], s=2.5, lw=0, alpha=0.8, rasterized=True,
+                       color=colours[rows.index(panel["row"]) % len(colours)])
+            title += f"; {1 - inside.mean():.0%} outside view" if inside.mean() <= 0.995 else ""
+        else:
+            title += "\nno points (not done)"
+        ax.set(xlim=(-VIEW, VIEW), ylim=(-VIEW, VIEW), aspect="equal", xticks=[], yticks=[])
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(figure.title or f"{collected.spec.name}: generated points (first training) over the true spiral "
+                 "(grey), projected back with P^T; mean ± sd over the training seeds", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def _curve_figure(plt, sns, collected: Collected, figure: LogCurveFigure, curves: Curves):
     points = curves.points
     names = list(dict.fromkeys(points["panel"])) or [""]
@@ -187,13 +260,17 @@ def _curve_figure(plt, sns, collected: Collected, figure: LogCurveFigure, curves
 
 # -- markdown -------------------------------------------------------------------------------------------------
 
-def figure_lines(collected: Collected, data: dict[str, WidthData | Curves], stem: str, drawn: bool) -> list[str]:
+def figure_lines(collected: Collected, data: dict[str, WidthData | Curves | Scatter], stem: str,
+                 drawn: bool) -> list[str]:
     """The report's "## Figures" section: each file, and for a log curve its last values and missing cells."""
     lines = ["## Figures", ""]
     for figure in collected.spec.figures:
         item = data[figure.name]
         path = f"`{stem}-{figure.name}.png`" + ("" if drawn else " (not drawn: PNGs were not asked for)")
-        if isinstance(item, WidthData):
+        if isinstance(item, Scatter):
+            lines.append(f"- {path}: each cell's generated points (its first done training) projected back to the "
+                         f"plane, over the true spiral; panel titles: each metric's mean ± sd over the trainings")
+        elif isinstance(item, WidthData):
             lines.append(f"- {path}: {ours_label(collected)} against {figure.xlabel}, a line per series, "
                          f"mean ± sd over the training seeds"
                          + (f"; dashed: {figure.threshold_label or 'threshold'} at {figure.threshold:g}"

@@ -1,14 +1,14 @@
 """The rule kinds: each a pure function of the cells' values (mean, sd, number of trainings) and a margin.
 
-``judge(rule, cells, margin, order)`` takes the cells one group of a rule looks at (its ``where`` and one
-combination of its ``per`` axes applied), the margin that decides whether a difference counts, and each
-axis' values in the grid's order at the report's scale; it returns a ``Finding``: whether the claim holds,
-fails, rests on a tie, or cannot be judged, with the numbers it turned on. Lower is better throughout.
+``judge(rule, cells, margin, order)``: the cells of one group of a rule (its ``where`` and one combination of its
+``per`` axes), the margin a difference must exceed, each axis' values in the grid's order -> a ``Finding`` (holds,
+fails, a tie, or cannot be judged, with the numbers it turned on). Lower is better throughout.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -60,27 +60,21 @@ def ratio(a: Stat, b: Stat) -> str:
     return f"{a.mean / b.mean:.3g}x"
 
 
-def _lacking(what: str) -> Finding:
-    return Finding("unjudged", f"no cell of {what} has a result")
-
-
-def below(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Finding:
-    """Every cell of a below every cell of b: the worst of a against the best of b."""
+def a_vs_b(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Finding:
+    """below: every cell of a below every cell of b (the worst of a against the best of b; far_below: factor x the
+    worst); beats: the best of a below the best of b."""
     a, b = known(pick(rule.a, cells, order)), known(pick(rule.b, cells, order))
     if not a or not b:
-        return _lacking("a" if not a else "b")
-    worst, best = max(a, key=lambda c: c.mean), min(b, key=lambda c: c.mean)
-    move = margin.compare(worst, best)
-    return Finding(OUTCOME[move], f"the worst of a ({tag(worst, cells)}) {num(worst)} vs the best of b "
-                                  f"({tag(best, cells)}) {num(best)}: ratio {ratio(worst, best)}", a + b)
-
-
-def beats(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Finding:
-    """The best of a below the best of b."""
-    a, b = known(pick(rule.a, cells, order)), known(pick(rule.b, cells, order))
-    if not a or not b:
-        return _lacking("a" if not a else "b")
-    best_a, best_b = min(a, key=lambda c: c.mean), min(b, key=lambda c: c.mean)
+        return Finding("unjudged", f"no cell of {'a' if not a else 'b'} has a result")
+    best_b = min(b, key=lambda c: c.mean)
+    if rule.kind in ("below", "far_below"):
+        worst = max(a, key=lambda c: c.mean)
+        factor = float(rule.factor or 1.0) if rule.kind == "far_below" else 1.0
+        claimed = f" (b at least {factor:g}x a claimed)" if rule.kind == "far_below" else ""
+        return Finding(OUTCOME[margin.compare(worst, best_b, 1.0 / factor)], f"the worst of a ({tag(worst, cells)}) "
+                       f"{num(worst)} vs the best of b ({tag(best_b, cells)}) {num(best_b)}: ratio "
+                       f"{ratio(worst, best_b)}{claimed}", a + b)
+    best_a = min(a, key=lambda c: c.mean)
     move = margin.compare(best_a, best_b, tests=len(a))
     better = [c for c in a if margin.compare(c, best_b, tests=len(a)) == "lower"]
     return Finding(OUTCOME[move], f"the best of a ({tag(best_a, cells)}) {num(best_a)} vs b ({tag(best_b, cells)}) "
@@ -137,7 +131,8 @@ def argmin_in(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Fi
     inside = known([c for c in cells if c.labels.get(axis) in rule.values])
     outside = known([c for c in cells if c.labels.get(axis) in order.get(axis, []) and c not in inside])
     if not inside or not outside:
-        return _lacking(f"{axis} in {{{', '.join(rule.values)}}}" if not inside else f"the other {axis} values")
+        what = f"{axis} in {{{', '.join(rule.values)}}}" if not inside else f"the other {axis} values"
+        return Finding("unjudged", f"no cell of {what} has a result")
     best_in, best_out = min(inside, key=lambda c: c.mean), min(outside, key=lambda c: c.mean)
     move = margin.compare(best_in, best_out, tests=len(inside))
     lowest = min(inside + outside, key=lambda c: c.mean)
@@ -147,8 +142,23 @@ def argmin_in(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Fi
                                   f"{ratio(best_in, best_out)}", inside + outside, tests=len(inside))
 
 
+def threshold(rule: Rule, cells: list[Stat], margin: Margin, order: Order) -> Finding:
+    """under: every cell below the absolute threshold (the highest against it); over: every cell above it (the
+    lowest against it). The threshold is a constant: no spread, so only the cells' own spread counts."""
+    members = known(pick(rule.cells, cells, order))
+    if not members:
+        return Finding("unjudged", "no cell has a result")
+    line = Stat("threshold", {}, float(rule.threshold or 0.0), 0.0, sys.maxsize)
+    under = rule.kind == "under"
+    cell = (max if under else min)(members, key=lambda c: c.mean)
+    move = margin.compare(cell, line) if under else margin.compare(line, cell)
+    return Finding(OUTCOME[move], f"the {'highest' if under else 'lowest'} ({tag(cell, cells)}) {num(cell)} vs the "
+                                  f"threshold {line.mean:.4g}: {ratio(cell, line)} of it", members)
+
+
 KINDS: dict[str, Callable[[Rule, list[Stat], Margin, Order], Finding]] = {
-    "below": below, "within_factor": within_factor, "ladder": ladder, "argmin_in": argmin_in, "beats": beats,
+    "below": a_vs_b, "within_factor": within_factor, "ladder": ladder, "argmin_in": argmin_in, "beats": a_vs_b,
+    "far_below": a_vs_b, "under": threshold, "over": threshold,
 }
 
 

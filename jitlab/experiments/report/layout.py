@@ -1,11 +1,8 @@
-"""The paper's layout of a grid (the spec's ``layout``) as rows x columns x panels, and display labels.
+"""The paper's layout of a grid (the spec's ``layout``) as rows x columns x panels, and display labels; axes the
+layout does not place become panels, so every cell appears in exactly one table.
 
     {kind: heatmap, rows: loss, cols: pred, panels: setting}   # Table 2: one rows x cols table per panel
-    {kind: line, x: mu, hue: pred}                             # a sweep: x down the table, one column per hue
-    {kind: points, x: resolution}
-    {kind: ladder, x: component}                               # also `bar`
-
-Axes the layout does not place become panels, so every cell appears in exactly one table.
+    {kind: line, x: mu, hue: pred}                             # a sweep (also points, bar, ladder): x down the table
 """
 
 from __future__ import annotations
@@ -62,11 +59,7 @@ def panel_keys(spec: GridSpec, view: View, scale: str | None = None) -> list[tup
 def value_text(spec: GridSpec, axis: str, value: str) -> str:
     """The label a reader sees: the spec's label, else 'x-pred' / 'v-loss' for those axes, else the value."""
     label = spec.label_of(axis, value)
-    if label != value:
-        return label
-    if axis in ("pred", "loss"):
-        return f"{value}-{axis}"
-    return value
+    return f"{value}-{axis}" if label == value and axis in ("pred", "loss") else label
 
 
 def axis_title(axis: str | None) -> str:
@@ -74,11 +67,8 @@ def axis_title(axis: str | None) -> str:
 
 
 def panel_title(spec: GridSpec, view: View, key: tuple[str, ...]) -> str:
-    parts = []
-    for axis, value in zip(view.panels, key):
-        text = value_text(spec, axis, value)
-        parts.append(text if text != value else f"{axis} {value}")
-    return ", ".join(parts)
+    texts = [(axis, value, value_text(spec, axis, value)) for axis, value in zip(view.panels, key)]
+    return ", ".join(text if text != value else f"{axis} {value}" for axis, value, text in texts)
 
 
 def report_stem(spec: GridSpec, scale: str) -> str:

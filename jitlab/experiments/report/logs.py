@@ -1,9 +1,7 @@
 """The scalars a cell's training logged: ``CELL/lightning_logs/version_*/events.out.tfevents.*``.
 
-Lightning's TensorBoardLogger writes a new ``version_N`` each time a cell's training starts (a resumed
-training, a rerun). The newest version wins: its points replace every older point at or after its first
-step (a resumed run relogs from its checkpoint on; a rerun from step 0 replaces everything), and older
-points before it are kept, so a resumed cell keeps the curve of its first attempt.
+Each start of a training (resumed, rerun) writes a new ``version_N``: its points replace every older point at or
+after its first step, older points before it are kept (a resumed cell keeps the curve of its first attempt).
 """
 
 from __future__ import annotations
@@ -24,28 +22,20 @@ def version_dirs(cell_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-def version_scalars(version_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """Every (step, value) of ``tag`` in one version directory, by step; [] when it never logged the tag."""
-    # tensorboard (a dependency) reads its own event files; size_guidance 0 keeps every point, not a sample
-    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
-
-    events = EventAccumulator(str(version_dir), size_guidance={SCALARS: 0})
-    events.Reload()
-    if tag not in events.Tags().get("scalars", []):
-        return []
-    points = {int(e.step): float(e.value) for e in events.Scalars(tag)}  # a step logged twice: the later value
-    return sorted(points.items())
-
-
 def scalars(cell_dir: Path, tag: str) -> list[tuple[int, float]]:
     """The (step, value) points of ``tag`` over the cell's trainings, by step (the newest version wins where
     versions overlap); [] when no version logged it. Non-finite values are kept (a diverging training)."""
+    # tensorboard (a dependency) reads its own event files; size_guidance 0 keeps every point, not a sample
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
     merged: list[tuple[int, float]] = []
     for version in version_dirs(cell_dir):
-        points = version_scalars(version, tag)
+        events = EventAccumulator(str(version), size_guidance={SCALARS: 0})
+        events.Reload()
+        logged = events.Scalars(tag) if tag in events.Tags().get("scalars", []) else []
+        points = sorted({int(e.step): float(e.value) for e in logged}.items())  # a step logged twice: the later
         if points:
-            first = points[0][0]
-            merged = [p for p in merged if p[0] < first] + points
+            merged = [p for p in merged if p[0] < points[0][0]] + points
     return merged
 
 

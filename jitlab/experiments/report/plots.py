@@ -1,11 +1,7 @@
-"""The report's figure (seaborn, Agg): our numbers on top, the paper's below, one column per panel.
-
-heatmap (a 3x3 table): annotated, log colour scale, one colour scale per heat map (panels of
-different resolutions are scored in different feature spaces); line (mu, d' sweeps): x is the
-swept value, hue the prediction space, d' = none at the right end; points (resolution); bar /
-ladder (components). Our rows and the paper's never share an axis: they are different metrics.
-Ours is each cell's mean over its training seeds: seaborn averages every training's value and draws
-the sd as an error bar (none with one training); a heat map annotates the mean and the sd.
+"""The report's figure (seaborn, Agg): our numbers on top, the paper's below (never on one axis: different
+metrics), one column per panel. heatmap: annotated with the mean and sd, one log colour scale per heat map (panels
+of different resolutions are scored in different feature spaces); line (mu, d' sweeps; d' = none at the right
+end), points, bar / ladder: seaborn averages every training's value and draws the sd as an error bar.
 """
 
 from __future__ import annotations
@@ -28,19 +24,15 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 from jitlab.experiments.report.collect import Collected  # noqa: E402
 from jitlab.experiments.report.evidence import fmt_sd  # noqa: E402
 from jitlab.experiments.report.layout import View, axis_title, value_text  # noqa: E402
-from jitlab.experiments.report.tables import Panel, fmt, fmt_paper, has_paper, ours_label, panels, paper_label  # noqa: E402
+from jitlab.experiments.report.tables import (Panel, fmt, fmt_paper, has_paper, ours_label,  # noqa: E402
+                                              panels, paper_label)
 
 MISSING_COLOUR = "#d9d9d9"
 
 
+@plt.rc_context()  # global matplotlib settings are left as they were
 def render_png(collected: Collected, view: View) -> bytes:
-    """The figure as PNG bytes (deterministic: no timestamp in the file). Global matplotlib settings are
-    left as they were."""
-    with plt.rc_context():
-        return _render(collected, view)
-
-
-def _render(collected: Collected, view: View) -> bytes:
+    """The figure as PNG bytes (deterministic: no timestamp in the file)."""
     sns.set_theme(style="white" if view.kind == "heatmap" else "whitegrid", context="notebook", font_scale=0.85)
     parts = panels(collected, view)
     show_paper = has_paper(collected)
@@ -51,7 +43,6 @@ def _render(collected: Collected, view: View) -> bytes:
     cell = (4.3, 3.7) if heat else (4.8, 3.6)
     size = (cell[0] * ncols + 0.6, cell[1] * nrows + 1.1)
     fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
-    spec = collected.spec
     ours, paper = ours_label(collected), paper_label(collected)
     for i, panel in enumerate(parts):
         sources = [(axes[0][i], "ours", ours)]
@@ -61,13 +52,10 @@ def _render(collected: Collected, view: View) -> bytes:
             where = " / ".join(panel.data) if which == "ours" else ""
             head = ", ".join(t for t in (panel.title, where) if t)
             title = f"{head}\n{label}" if head else label
-            if heat:
-                _heatmap(ax, collected, view, panel, which, label)
-            else:
-                _sweep(ax, collected, view, panel, which, label)
+            (_heatmap if heat else _sweep)(ax, collected, view, panel, which, label)
             ax.set_title(title, fontsize=9)
     width = int(size[0] * 12)
-    lines = [textwrap.fill(spec.title, width),
+    lines = [textwrap.fill(collected.spec.title, width),
              textwrap.fill(f"{'left' if side else 'top'}: {ours}"
                            + (f"; {'right' if side else 'bottom'}: {paper} (the paper's numbers)" if show_paper else "")
                            + (" - one colour scale per heat map" if heat else ""), width)]
@@ -81,24 +69,15 @@ def _render(collected: Collected, view: View) -> bytes:
 
 def _matrix(panel: Panel, which: str) -> tuple[np.ndarray, list[list[str]]]:
     values = np.full((len(panel.rows), len(panel.cols)), np.nan)
-    text = [["" for _ in panel.cols] for _ in panel.rows]
+    text = [["-" for _ in panel.cols] for _ in panel.rows]
     for r, row in enumerate(panel.rows):
         for c, col in enumerate(panel.cols):
             entry = panel.entries.get((row, col))
-            if entry is None:
-                text[r][c] = "-"
-                continue
-            if which == "ours":
-                if entry.status == "done" and math.isfinite(entry.value):
-                    values[r, c] = entry.value
-                    spread = f"\n± {fmt_sd(entry.sd)}" if entry.n >= 2 and math.isfinite(entry.sd) else ""
-                    text[r][c] = fmt(entry.value) + spread
-                else:
-                    text[r][c] = entry.status
-            else:
-                if math.isfinite(entry.paper):
-                    values[r, c] = entry.paper
-                text[r][c] = fmt_paper(entry.paper)
+            if entry is not None:
+                values[r, c] = entry.paper if which == "paper" else entry.mean if entry.status == "done" else math.nan
+                spread = f"\n± {fmt_sd(entry.sd)}" if entry.n >= 2 and math.isfinite(entry.sd) else ""
+                text[r][c] = (fmt_paper(entry.paper) if which == "paper" else
+                              fmt(entry.mean) + spread if math.isfinite(values[r, c]) else entry.status)
     return values, text
 
 
@@ -149,11 +128,8 @@ def _heatmap(ax, collected: Collected, view: View, panel: Panel, which: str, lab
         bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
         bar.ax.yaxis.set_minor_locator(NullLocator())
     # seaborn leaves masked (NaN) cells blank: say what they are
-    for r in range(values.shape[0]):
-        for c in range(values.shape[1]):
-            if not np.isfinite(values[r, c]):
-                ax.text(c + 0.5, r + 0.5, text[r][c], ha="center", va="center", fontsize=8, color="#444444",
-                        style="italic")
+    for r, c in zip(*np.nonzero(~np.isfinite(values))):
+        ax.text(c + 0.5, r + 0.5, text[r][c], ha="center", va="center", fontsize=8, color="#444444", style="italic")
     ax.set_ylabel(axis_title(view.rows))
     ax.set_xlabel(axis_title(view.cols))
     ax.tick_params(axis="y", rotation=0)
@@ -176,14 +152,10 @@ def positions(values: list[str]) -> tuple[list[float], bool]:
     known = sorted(p for p in placed if p is not None)
     step = float(np.median(np.diff(known))) if len(known) > 1 else 1.0
     step = step if step > 0 else 1.0
-    right = known[-1]
-    out = []
-    for p in placed:
-        if p is None:
-            right += step
-            out.append(right)
-        else:
-            out.append(p)
+    out, right = [], known[-1]
+    for p in placed:  # words one step apart past the right end
+        right += step if p is None else 0.0
+        out.append(right if p is None else p)
     return out, True
 
 
@@ -191,9 +163,7 @@ def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label
     """Lines (a numeric sweep), points (one marker per value) or bars (a ladder of components)."""
     spec = collected.spec
     bars = view.kind in ("bar", "ladder")
-    xs, numeric = positions(panel.rows)
-    if bars:
-        xs = [float(i) for i in range(len(panel.rows))]
+    xs, numeric = ([float(i) for i in range(len(panel.rows))], False) if bars else positions(panel.rows)
     ticks = [textwrap.fill(value_text(spec, view.rows, r).replace(" (", "\n("), 18) for r in panel.rows]
     hues = [value_text(spec, view.cols, c) if c is not None else "value" for c in panel.cols]
     colours = dict(zip(hues, sns.color_palette("colorblind", len(hues))))
@@ -203,43 +173,38 @@ def _sweep(ax, collected: Collected, view: View, panel: Panel, which: str, label
             entry = panel.entries.get((row, col))
             if entry is None:
                 continue
-            value = entry.value if which == "ours" else entry.paper
+            value = entry.mean if which == "ours" else entry.paper
             if math.isfinite(value) and (which == "paper" or entry.status == "done"):
-                trainings = entry.values if which == "ours" and entry.values else (value,)
+                finite = [v for v in entry.values if math.isfinite(v)]  # every training's value: the error bars
+                trainings = finite if which == "ours" and finite else (value,)
                 records += [{"x": xs[r], "value": v, "hue": hue, "label": ticks[r], "mean": value}
                             for v in trainings]
             elif which == "ours":
                 missing.append((xs[r], hue, entry.status))
     frame = pd.DataFrame(records, columns=["x", "value", "hue", "label", "mean"])
     legend = view.cols is not None and not frame.empty
-    if bars:
-        if not frame.empty:
-            sns.barplot(frame, x="label", y="value", hue="hue", order=ticks, hue_order=hues, palette=colours,
-                        ax=ax, legend=legend, errorbar="sd", capsize=0.15)
-            for container in ax.containers:
-                # inside the bar, clear of its error bar
-                ax.bar_label(container, fmt="%.3g", fontsize=7, label_type="center", color="white")
-        ax.set_xticks(xs, ticks)
-        ax.set_xlim(-0.6, len(xs) - 0.4)
-        ax.set_xlabel(axis_title(view.rows))
-    else:
-        if not frame.empty:
-            sns.lineplot(frame, x="x", y="value", hue="hue", hue_order=hues, palette=colours, marker="o",
-                         markersize=7, ax=ax, linestyle="-" if view.kind == "line" and numeric else "",
-                         legend=legend, sort=True, errorbar="sd", err_style="bars", err_kws={"capsize": 3})
-            if view.kind != "line":
-                for _, point in frame.drop_duplicates(["x", "hue"]).iterrows():
-                    ax.annotate(fmt(point["mean"]), (point["x"], point["mean"]), textcoords="offset points",
-                                xytext=(7, 3), fontsize=7, color=colours[point["hue"]])
-        ax.set_xticks(xs, ticks)
-        pad = (max(xs) - min(xs)) * 0.08 or 0.5
-        ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        ax.set_xlabel(axis_title(view.rows))
-        positive = frame["value"][frame["value"] > 0]
-        if len(positive) == len(frame) and len(positive) and positive.max() / positive.min() > 20:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
+    if bars and not frame.empty:
+        sns.barplot(frame, x="label", y="value", hue="hue", order=ticks, hue_order=hues, palette=colours,
+                    ax=ax, legend=legend, errorbar="sd", capsize=0.15)
+        for container in ax.containers:  # inside the bar, clear of its error bar
+            ax.bar_label(container, fmt="%.3g", fontsize=7, label_type="center", color="white")
+    elif not frame.empty:
+        sns.lineplot(frame, x="x", y="value", hue="hue", hue_order=hues, palette=colours, marker="o",
+                     markersize=7, ax=ax, linestyle="-" if view.kind == "line" and numeric else "",
+                     legend=legend, sort=True, errorbar="sd", err_style="bars", err_kws={"capsize": 3})
+        if view.kind != "line":
+            for _, point in frame.drop_duplicates(["x", "hue"]).iterrows():
+                ax.annotate(fmt(point["mean"]), (point["x"], point["mean"]), textcoords="offset points",
+                            xytext=(7, 3), fontsize=7, color=colours[point["hue"]])
+    ax.set_xticks(xs, ticks)
+    pad = (max(xs) - min(xs)) * 0.08 or 0.5
+    ax.set_xlim(*((-0.6, len(xs) - 0.4) if bars else (min(xs) - pad, max(xs) + pad)))
+    ax.set_xlabel(axis_title(view.rows))
+    positive = frame["value"][frame["value"] > 0]
+    if not bars and len(positive) == len(frame) and len(positive) and positive.max() / positive.min() > 20:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
     if frame.empty:
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes, color="#444444")
         ax.set_yticks([])

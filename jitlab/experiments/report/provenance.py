@@ -1,14 +1,11 @@
-"""What produced a report: scale, data set, metric and sample count, evaluation, training, commands, compute.
-
-Read from the cells' configs (what the grid file asks for) and their result.json files (what ran).
-"""
+"""What produced a report: scale, data set, metric and sample count, evaluation, training, commands, compute;
+read from the cells' configs (what the grid file asks for) and their result.json files (what ran)."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -37,8 +34,8 @@ class Provenance:
     compute: str
     counts: dict[str, int]
     paper: str
-    notes: list[str] = field(default_factory=list)
-    history: list[str] = field(default_factory=list)  # the grid file's design changes made after a run, one line each
+    notes: list[str]
+    history: list[str]  # the grid file's design changes made after a run, one line each
 
     @property
     def metric(self) -> str:
@@ -77,8 +74,6 @@ def metric_note(metric: str, features: str | None) -> str:
 def feature_notes(frame: pd.DataFrame) -> list[str]:
     """One line per classifier feature space: its validation accuracy and weights' digest, when the evaluation
     recorded them, and whether those weights are the shipped classifier's (the same instrument on every machine)."""
-    if "feature_accuracy" not in frame:
-        return []
     rows = frame.dropna(subset=["feature_accuracy"]).drop_duplicates("feature_space")
     return [f"{r['feature_space']}: the reference classifier's validation accuracy is "
             f"{float(r['feature_accuracy']):.1%} (how well its features tell the data set's classes apart)"
@@ -106,30 +101,19 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _join(values) -> str:
-    return ", ".join(_plain(v) for v in values)
+    return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in values)
 
 
 def _distinct(series: pd.Series) -> list:
-    return list(dict.fromkeys(v for v in series if not (isinstance(v, float) and math.isnan(v)) and v is not None))
+    return list(dict.fromkeys(series.dropna()))
 
 
 def mixed_references(collected: Collected) -> list[str]:
-    """A warning per feature space whose done cells were scored by more than one classifier, and per data set whose
-    done cells were scored against more than one reference statistics file.
-
-    A statistics file's name carries the data set, the reference classifier's config key and weights digest and the
-    image count. Cells on different data sets (Table 5's resolutions) have different files by design; two
-    classifiers in one feature space mean it was retrained between cells (or a cell reused another grid's run
-    scored with another one), and two files for one data set mean the reference itself changed: such values are
-    not comparable with one another.
-    """
+    """A warning per feature space whose done cells were scored by more than one classifier (retrained between
+    cells, or a reused run of another grid), and per data set whose done cells were scored against more than one
+    reference statistics file (the reference changed): such values are not comparable with one another. Cells on
+    different data sets (Table 5's resolutions) have different files by design."""
     by_space: dict[str, dict[str, dict[str, list[str]]]] = {}
     for cell_id, result in collected.results.items():
         if (result or {}).get("status") != "done":
@@ -164,11 +148,10 @@ def _datasets(cells: list) -> list[tuple[str, str]]:
     groups: dict[str, list] = {}
     for cell in cells:
         groups.setdefault(data_description(cell.config), []).append(cell)
+    if len(groups) == 1:
+        return [(description, "every cell") for description in groups]
     datasets = []
     for description, members in groups.items():
-        if len(groups) == 1:
-            datasets.append((description, "every cell"))
-            continue
         shared = [f"{axis} {value}" for axis, value in members[0].labels.items()
                   if all(m.labels[axis] == value for m in members)]
         datasets.append((description, ", ".join(shared) if shared else f"{len(members)} cells"))
@@ -178,17 +161,16 @@ def _datasets(cells: list) -> list[tuple[str, str]]:
 def _evaluation(cells: list, done: pd.DataFrame) -> str:
     """What the grid sweeps, and what the reported (best) points used."""
     ev = cells[0].eval if cells else {}
-    parts = []
     sampler = _distinct(done["sampler"]) or [ev.get("sampler", "?")]
     steps = _distinct(done["steps"]) or [ev.get("steps", "?")]
-    parts.append(f"sampler {_join(sampler)}, {_join(steps)} steps")
+    parts = [f"sampler {_join(sampler)}, {_join(steps)} steps"]
     nfe = _distinct(done["nfe"])
     if nfe:
         parts[-1] += f" (NFE {_join(int(n) for n in nfe)})"
-    final = _distinct(done["final_step"]) if "final_step" in done else []
+    final = _distinct(done["final_step"])
     if final:  # euler: the release's last step (leaves a sample_t_eps residual); x: lands on the x prediction
         parts[-1] += f", final step {_join(final)}"
-    scored_at = _distinct(done["score_resolution"]) if "score_resolution" in done else []
+    scored_at = _distinct(done["score_resolution"])
     if scored_at:
         parts.append(f"samples resized to {_join(int(r) for r in scored_at)}px before the features")
     if ev.get("cfg") is not None:
@@ -208,11 +190,9 @@ def _evaluation(cells: list, done: pd.DataFrame) -> str:
 
 
 def _training(collected: Collected, done: pd.DataFrame) -> str:
-    cells = collected.plain_cells
-    fit = FitView.of(cells[0].config if cells else {})
-    trainer, data_args = fit.trainer, fit.data
+    fit = FitView.of(collected.plain_cells[0].config if collected.plain_cells else {})
     steps_done = sorted({int(s) for s in _per_training(done)["step"].dropna()})
-    training = f"max_steps {trainer.get('max_steps', '?')}, global batch {data_args.get('global_batch_size', '?')}"
+    training = f"max_steps {fit.trainer.get('max_steps', '?')}, global batch {fit.data.get('global_batch_size', '?')}"
     if steps_done:
         training += f"; the reported checkpoints are at step {_join(steps_done)}"
     seeds = collected.train_seeds
@@ -228,7 +208,7 @@ def _training(collected: Collected, done: pd.DataFrame) -> str:
 
 
 def _per_training(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop_duplicates(["cell", "train_seed"] if "train_seed" in frame else ["cell"])
+    return frame.drop_duplicates(["cell", "train_seed"])
 
 
 def _compute(frame: pd.DataFrame) -> str:
@@ -261,8 +241,8 @@ def provenance(collected: Collected) -> Provenance:
     spec, scale, frame = collected.spec, collected.scale, collected.frame
     cells = collected.plain_cells
     metrics = _distinct(frame["metric"])
-    features = _distinct(pd.Series([c.eval.get("features") for c in cells]))
-    notes = [metric_note(m, features[0] if features else None) for m in metrics] + feature_notes(frame)
+    features = next((c.eval["features"] for c in cells if c.eval.get("features") is not None), None)
+    notes = [metric_note(m, features) for m in metrics] + feature_notes(frame)
     samples = sorted({int(v) for v in frame.loc[frame["metric"].notna(), "n_samples"].dropna()})
     done = frame[frame["status"] == "done"]
 
@@ -273,18 +253,17 @@ def provenance(collected: Collected) -> Provenance:
     scale_flag = f" --scale {scale}"
     runs_flag = "" if str(collected.runs) == "runs/grids" else f" --runs {collected.runs}"
     data_root = " --data_root DIR" if any("ImageNet" in data_description(c.config) for c in cells) else ""
-    seeds_flag = f" --train_seeds {collected.train_seeds}" if collected.train_seeds > spec_seeds(collected) else ""
+    more = collected.train_seeds > spec.train_seeds(scale)
+    seeds_flag = f" --train_seeds {collected.train_seeds}" if more else ""
     commands = [f"jitlab grid run {spec.name}{scale_flag}{runs_flag}{data_root}{seeds_flag}",
                 f"jitlab report {spec.name}{scale_flag}{runs_flag}"]
 
     per = _per_training(frame)
     finished = _distinct(per["finished_at"])
-    counts = {status: int((per["status"] == status).sum()) for status in _distinct(per["status"])}
-    counts = {k: counts[k] for k in sorted(counts, key=lambda s: (s != "done", s == NOT_RUN, s))}
+    counts = {s: int(n) for s, n in sorted(per["status"].value_counts().items(),
+                                           key=lambda item: (item[0] != "done", item[0] == NOT_RUN, item[0]))}
 
-    paper = f"{spec.paper_metric or 'no metric'}"
-    if spec.paper_note:
-        paper += f"; {spec.paper_note}"
+    paper = (spec.paper_metric or "no metric") + (f"; {spec.paper_note}" if spec.paper_note else "")
 
     return Provenance(
         scale=scale, why=" ".join(str(spec.scales.get(scale, {}).get("why", "")).split()),
@@ -292,12 +271,4 @@ def provenance(collected: Collected) -> Provenance:
         evaluation=_evaluation(cells, done), training=_training(collected, done), varies=varies,
         commands=commands, generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         last_finished=max(finished) if finished else None, compute=_compute(frame), counts=counts, paper=paper,
-        notes=_notes(collected),
-        history=[change.text() for change in getattr(spec, "history", [])],
-    )
-
-
-def spec_seeds(collected: Collected) -> int:
-    """The training seeds the grid file asks for at this scale (1 when it names none)."""
-    spec = collected.spec
-    return spec.train_seeds(collected.scale) if hasattr(spec, "train_seeds") else 1
+        notes=_notes(collected), history=[change.text() for change in spec.history])

@@ -5,7 +5,7 @@ A rule restates one sentence of the paper's claim as a comparison of cells (lowe
     rules:
       - name: (a)                  # how the verdict line and the overall line call it
         claim: only x-prediction works with high-dimensional patches   # the sentence it judges
-        kind: below                # below | within_factor | ladder | argmin_in | beats
+        kind: below                # below | within_factor | ladder | argmin_in | beats | far_below | under | over
         where: {setting: a}        # optional: the cells the rule looks at (default: every cell)
         a: {pred: x}               # the cells that must be lower ...
         b: {pred: [eps, v]}        # ... than these
@@ -25,6 +25,12 @@ Keys by kind (besides name, claim, kind, margin, where, per):
 - ``argmin_in``: axis, values. The lowest cell along the axis has one of these values: the best of them is
   lower than the best of the axis' other values.
 - ``beats``: a, b. The best cell of a is lower than the best cell of b (b usually names one cell).
+
+A factor or a constant (Figure 2's toy); these kinds may also read another metric than each cell's primary row
+(its Frechet distance, else its first row): ``metric: NAME`` (``residual`` reads ``residual-2000``).
+
+- ``far_below``: a, b, factor. Every cell of a times factor is lower than every cell of b.
+- ``under`` / ``over``: cells, threshold. Every cell is below (above) the absolute threshold.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from typing import Any, Literal
 from jitlab.errors import ConfigError
 from jitlab.experiments.grid.spec import GridSpec
 
-Kind = Literal["below", "within_factor", "ladder", "argmin_in", "beats"]
+Kind = Literal["below", "within_factor", "ladder", "argmin_in", "beats", "far_below", "under", "over"]
 COMMON = {"name", "claim", "kind", "margin", "where", "per"}
 REQUIRED = {"name", "claim", "kind", "margin"}
 KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (its required keys, its optional keys)
@@ -44,6 +50,9 @@ KEYS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (its required keys, it
     "ladder": ({"axis"}, set()),
     "argmin_in": ({"axis", "values"}, set()),
     "beats": ({"a", "b"}, set()),
+    "far_below": ({"a", "b", "factor"}, {"metric"}),
+    "under": ({"cells", "threshold"}, {"metric"}),
+    "over": ({"cells", "threshold"}, {"metric"}),
 }
 
 
@@ -85,6 +94,8 @@ class Rule:
     axis: str | None = None
     values: tuple[str, ...] = ()
     factor: float | None = None
+    threshold: float | None = None
+    metric: str | None = None  # None: each cell's primary row
 
 
 def parse_rules(spec: GridSpec) -> list[Rule]:
@@ -135,6 +146,12 @@ def _parse_rule(spec: GridSpec, i: int, body: Any) -> Rule:
         fields["of"] = _selector(body["of"], axes, f"{where}.of")
     if "factor" in body:
         fields["factor"] = _number(body["factor"], f"{where}.factor", low=1.0)
+    if "threshold" in body:
+        fields["threshold"] = _number(body["threshold"], f"{where}.threshold", low=0.0)
+    if "metric" in body:
+        if not isinstance(body["metric"], str) or not body["metric"].strip():
+            raise ConfigError(f"{where}.metric", f"must name a metric (e.g. residual), got {body['metric']!r}")
+        fields["metric"] = body["metric"].strip()
     if "axis" in body:
         (fields["axis"],) = _axes([body["axis"]], axes, f"{where}.axis")
     if "values" in body:

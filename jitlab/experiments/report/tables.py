@@ -1,14 +1,13 @@
-"""The tables in the paper's layout (panels of entries, one entry per cell over its training seeds), and LaTeX.
+"""The tables in the paper's layout (panels of cells, each over its training seeds), and LaTeX.
 
-Every table puts our number and the paper's in separate columns, each headed by its own metric
-("ours: FD-ref-500 (mini)", "paper: FID-50K"): the two are never in one column, and ours is never
-called FID unless it is one.
+Our number and the paper's are in separate columns, each headed by its own metric ("ours: FD-ref-500 (mini)",
+"paper: FID-50K"): ours is never called FID unless it is one.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from jitlab.experiments.report.collect import Collected, primary_frame
 from jitlab.experiments.report.evidence import Stat, cell_stats, fmt_sd
@@ -19,51 +18,27 @@ from jitlab.experiments.report.provenance import Provenance, data_description
 def fmt(value: float) -> str:
     if value is None or not math.isfinite(value):
         return "-"
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    return f"{value:.4g}"
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def fmt_paper(value: float) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:g}"
 
 
-@dataclass
-class Entry:
-    """One cell of a results table: its value over its trainings (the mean, with the sd from two on)."""
-
-    cell: str | None
-    status: str
-    value: float  # the mean over the cell's trainings
-    metric: str | None
-    paper: float
-    stale: bool = False
-    sd: float = math.nan
-    n: int = 1  # trainings with evidence
-    missing: int = 0  # trainings without a result
-    values: tuple[float, ...] = ()  # every finite training value (the plots' error bars)
-    cfg: tuple[float, ...] = ()  # the CFG scale of its best point per training, when the grid sweeps CFG
-
-    def ours(self, mixed: bool, show_n: bool = False) -> str:
-        if self.cell is None:
-            return "-"
-        if self.status != "done" or not math.isfinite(self.value):
-            return self.status if self.status != "done" else "no value"
-        text = fmt(self.value)
-        if self.n >= 2 and math.isfinite(self.sd):
-            text += f" ± {fmt_sd(self.sd)}"
-        if show_n:
-            text += f" (n={self.n}" + (f" of {self.n + self.missing})" if self.missing else ")")
-        if self.cfg:
-            text += " @ CFG " + "/".join(f"{c:g}" for c in self.cfg)
-        if mixed and self.metric:
-            text += f" ({self.metric})"
-        return text + (" (stale)" if self.stale else "")
-
-
-def entry(stat: Stat, cfg: tuple[float, ...] = ()) -> Entry:
-    return Entry(stat.cell, stat.status, stat.mean, stat.metric, stat.paper, stat.stale, stat.sd, stat.n,
-                 stat.missing, tuple(v for v in stat.values if math.isfinite(v)), cfg)
+def ours_text(stat: Stat, mixed: bool, show_n: bool = False) -> str:
+    """Our value of a results table's cell: the mean over its trainings (± the sd from two on)."""
+    if stat.status != "done" or not math.isfinite(stat.mean):
+        return stat.status if stat.status != "done" else "no value"
+    text = fmt(stat.mean)
+    if stat.n >= 2 and math.isfinite(stat.sd):
+        text += f" ± {fmt_sd(stat.sd)}"
+    if show_n:
+        text += f" (n={stat.n}" + (f" of {stat.n + stat.missing})" if stat.missing else ")")
+    if stat.cfg:
+        text += " @ CFG " + "/".join(f"{c:g}" for c in stat.cfg)
+    if mixed and stat.metric:
+        text += f" ({stat.metric})"
+    return text + (" (stale)" if stat.stale else "")
 
 
 def best_cfgs(collected: Collected) -> dict[str, tuple[float, ...]]:
@@ -72,8 +47,6 @@ def best_cfgs(collected: Collected) -> dict[str, tuple[float, ...]]:
     if not any(len(cell.eval.get("cfg") or []) > 1 for cell in collected.plain_cells):
         return {}
     primary = primary_frame(collected.frame)
-    if "cfg_scale" not in primary:
-        return {}
     done = primary[(primary["status"] == "done") & primary["cfg_scale"].notna()]
     return {str(cell): tuple(dict.fromkeys(float(c) for c in rows["cfg_scale"]))
             for cell, rows in done.groupby("cell", sort=False)}
@@ -85,12 +58,8 @@ class Panel:
     title: str
     rows: list[str]
     cols: list[str | None]
-    entries: dict[tuple[str, str | None], Entry]
+    entries: dict[tuple[str, str | None], Stat]  # (row, col) -> the cell there (its cfg set when CFG is swept)
     data: list[str]  # the data set(s) of the panel's cells
-
-    @property
-    def values(self) -> list[Entry]:
-        return list(self.entries.values())
 
 
 def stats_of(collected: Collected) -> list[Stat]:
@@ -106,24 +75,17 @@ def panels(collected: Collected, view: View) -> list[Panel]:
     cols: list[str | None] = axis_values(spec, view.cols, scale) if view.cols else [None]
     out = []
     for key in panel_keys(spec, view, scale):
-        entries: dict[tuple[str, str | None], Entry] = {}
+        entries: dict[tuple[str, str | None], Stat] = {}
         data = []
         for cell in collected.plain_cells:
             labels = cell.labels
             if any(labels[a] != v for a, v in zip(view.panels, key)):
                 continue
-            entries[(labels[view.rows], labels[view.cols] if view.cols else None)] = entry(by_cell[cell.id],
-                                                                                          cfgs.get(cell.id, ()))
-            description = data_description(cell.config)
-            if description not in data:
-                data.append(description)
-        out.append(Panel(key, panel_title(spec, view, key), rows, cols, entries, data))
+            at = (labels[view.rows], labels[view.cols] if view.cols else None)
+            entries[at] = replace(by_cell[cell.id], cfg=cfgs.get(cell.id, ()))
+            data.append(data_description(cell.config))
+        out.append(Panel(key, panel_title(spec, view, key), rows, cols, entries, list(dict.fromkeys(data))))
     return out
-
-
-def several_seeds(collected: Collected) -> bool:
-    """Whether some cell has more than one training (the tables then name each cell's count)."""
-    return collected.train_seeds > 1
 
 
 def metric_names(collected: Collected) -> list[str]:
@@ -145,10 +107,6 @@ def has_paper(collected: Collected) -> bool:
     return bool(collected.frame["paper_value"].notna().any())
 
 
-def col_text(spec, view: View, col: str | None) -> str:
-    return "" if col is None else value_text(spec, view.cols, col)
-
-
 # -- LaTeX ------------------------------------------------------------------------------------------
 
 _TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -166,7 +124,7 @@ def latex(collected: Collected, view: View, prov: Provenance) -> str:
     ours, paper = ours_label(collected), paper_label(collected)
     show_paper = has_paper(collected)
     per = 2 if show_paper else 1
-    show_n = several_seeds(collected)
+    show_n = collected.train_seeds > 1  # some cell has several trainings: name each cell's count
     out = [f"% {spec.title}",
            (f"% grid {spec.name}, scale {prov.scale}; ours: {prov.metric}, "
             f"{', '.join(map(str, prov.samples)) or '-'} samples per cell; paper: {spec.paper_metric}"),
@@ -174,17 +132,15 @@ def latex(collected: Collected, view: View, prov: Provenance) -> str:
            f"% made by: {prov.commands[0]} && {prov.commands[1]}  ({prov.generated})",
            "% needs \\usepackage{booktabs}", ""]
     for panel in panels(collected, view):
-        ncols = len(panel.cols) * per
-        out += [r"\begin{table}[t]", r"\centering", r"\small"]
         caption = (f"{spec.title}" + (f" {panel.title}" if panel.title else "")
                    + f". Ours: {prov.metric} at the {prov.scale} scale ({'; '.join(panel.data)}); "
                    + ("; the mean ± sd over a cell's training seeds (n trainings)" if show_n else "")
                    + f"; paper: {spec.paper_metric}. Lower is better.")
-        out.append(r"\caption{" + tex_escape(caption) + "}")
-        out.append(r"\begin{tabular}{l" + "r" * ncols + "}")
-        out.append(r"\toprule")
+        out += [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + tex_escape(caption) + "}",
+                r"\begin{tabular}{l" + "r" * (len(panel.cols) * per) + "}", r"\toprule"]
         if view.cols:
-            groups = [r"\multicolumn{%d}{c}{%s}" % (per, tex_escape(col_text(spec, view, c))) for c in panel.cols]
+            titles = [tex_escape(value_text(spec, view.cols, c)) for c in panel.cols]
+            groups = [r"\multicolumn{%d}{c}{%s}" % (per, title) for title in titles]
             out.append(tex_escape(axis_title(view.cols)) + " & " + " & ".join(groups) + r" \\")
             out.append(" ".join(r"\cmidrule(lr){%d-%d}" % (2 + i * per, 1 + (i + 1) * per)
                                 for i in range(len(panel.cols))))
@@ -195,7 +151,7 @@ def latex(collected: Collected, view: View, prov: Provenance) -> str:
             cells = [tex_escape(value_text(spec, view.rows, row))]
             for col in panel.cols:
                 item = panel.entries.get((row, col))
-                text = item.ours(mixed, show_n) if item else "-"
+                text = ours_text(item, mixed, show_n) if item else "-"
                 done = item is not None and item.status == "done"
                 cells.append(tex_escape(text) if done else r"\textit{" + tex_escape(text) + "}")
                 if show_paper:

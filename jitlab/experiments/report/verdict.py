@@ -1,15 +1,9 @@
 """Does our grid say what the paper says? Each verdict is computed from the numbers by the grid file's rules.
 
-``verdict(spec, frame)`` reads the grid file's declared ``rules:`` (``jitlab.experiments.report.rules``),
-folds the tidy frame's training seeds into one value per cell (``evidence.cell_stats``) and judges each
-rule (``kinds``) with a margin from the spread of the cells that rule reads (``judge_rule``): one Markdown
-line per rule, stating the rule, the test (t, degrees of freedom, level) or declared margin a difference had
-to exceed and where it comes from, and how many trainings per cell it rests on, then an overall line. Each
-claim is judged on its own at ``evidence.LEVEL`` (``level_note`` says so in the report). Outcomes:
-"reproduces (N seeds)" (holds with N >= 2 trainings per cell), "consistent, 1 seed" (holds on one
-training), "inconclusive" (a tie decides it), "does not reproduce", "cannot be judged" (cells lack
-results). A diverged cell counts as worse than any number; a failed or not-run one is missing evidence.
-A grid without rules gets no verdict.
+One Markdown line per declared rule (``rules``), judged by its ``kinds`` on the cells' training seeds folded
+into one value each (``evidence``) with a margin from the spread of the cells that rule reads, then an overall
+line. Outcomes: "reproduces (N seeds)", "consistent, 1 seed" (holds on one training), "inconclusive" (a tie
+decides it), "does not reproduce", "cannot be judged" (cells lack results). A grid without rules gets none.
 """
 
 from __future__ import annotations
@@ -35,18 +29,22 @@ def verdict(spec: GridSpec, frame: pd.DataFrame) -> list[str]:
     order = {axis.name: axis_values(spec, axis.name, scale if scale in spec.scales else None) for axis in spec.axes}
     lines, outcomes = [], []
     for rule in rules:
-        finding, margin = judge_rule(rule, stats, order)
-        line = rule_line(rule, finding, margin, stats, order, scale, spec.paper_metric)
+        cells = stats if rule.metric is None else cell_stats(metric_frame(frame, rule.metric), list(order))
+        finding, margin = judge_rule(rule, cells, order)
+        lines.append(rule_line(rule, finding, margin, cells, order, scale, spec.paper_metric))
         outcomes.append((rule.name, finding))
-        lines.append(line)
     return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale)]
 
 
+def metric_frame(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of a rule's ``metric`` (``residual`` also names ``residual-2000``) and the rows without a value."""
+    named = frame["metric"].map(lambda m: isinstance(m, str) and metric in (m, m.rsplit("-", 1)[0]))
+    return frame[named | frame["metric"].isna()]
+
+
 def judge_rule(rule: Rule, stats: list[Stat], order: Order) -> tuple[Finding, Margin]:
-    """(the rule's finding, its margin): the margin's training-seed spread is pooled over the cells this rule
-    reads only (the cells its kind compares, over every group), so a noisy cell elsewhere in the table does not
-    decide it. Which cells a rule reads does not depend on the margin, so a first pass with the declared one
-    finds them."""
+    """(the rule's finding, its margin): the margin's spread is pooled over the cells this rule compares only (a
+    noisy cell elsewhere in the table does not decide it), found by a first pass with the declared margin."""
     read, _ = evaluate(rule, stats, Margin(rule.margin), order)
     cells = list({c.cell: c for c in read.used}.values())
     margin = Margin(rule.margin, measure_spread(cells))
@@ -106,7 +104,6 @@ def outcome_word(finding: Finding) -> str:
 
 def rule_line(rule: Rule, finding: Finding, margin: Margin, stats: list[Stat], order: Order, scale: str,
               paper_metric: str | None) -> str:
-    """The verdict line of one rule judged as ``finding`` under ``margin``."""
     word = outcome_word(finding)
     counts = sorted({c.n for c in finding.used})
     rests = ("no training" if not counts else f"{counts[0]} training{'s' if counts[0] != 1 else ''} per cell"
@@ -145,12 +142,13 @@ def selector_text(selector: Selector | None, order: Order) -> str:
 
 def describe(rule: Rule, order: Order) -> str:
     """The rule in words: which cells, compared how."""
-    if rule.kind == "below":
-        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
-        text = f"every cell of a ({a}) below every cell of b ({b})"
-    elif rule.kind == "beats":
-        a, b = selector_text(rule.a, order), selector_text(rule.b, order)
-        text = f"the best of a ({a}) below the best of b ({b})"
+    if rule.kind in ("below", "beats", "far_below"):
+        each = "the best" if rule.kind == "beats" else "every cell"
+        far = f"{rule.factor:g}x " if rule.kind == "far_below" else ""
+        text = f"{far}{each} of a ({selector_text(rule.a, order)}) below {each} of b ({selector_text(rule.b, order)})"
+    elif rule.kind in ("under", "over"):
+        side = "below" if rule.kind == "under" else "above"
+        text = f"every cell of {selector_text(rule.cells, order)} {side} {rule.threshold:g}"
     elif rule.kind == "within_factor":
         cells = selector_text(rule.cells, order)
         text = (f"max/min of {cells} at most {rule.factor:g}" if rule.of is None else
@@ -162,6 +160,7 @@ def describe(rule: Rule, order: Order) -> str:
         text = f"each step along {rule.axis} ({' -> '.join(steps)}) lowers the metric"
     else:
         text = f"the lowest value along {rule.axis} is at {' or '.join(rule.values)}, below every other {rule.axis}"
+    text += f"; metric {rule.metric}" if rule.metric else ""
     scope = f"; cells: {selector_text(rule.where, order)}" if rule.where else ""
     per = f"; judged per {', '.join(rule.per)}" if rule.per else ""
     return text + scope + per
@@ -170,16 +169,11 @@ def describe(rule: Rule, order: Order) -> str:
 def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str) -> str:
     words = [outcome_word(f) for _, f in outcomes]
     failing = [n for n, f in outcomes if f.outcome == "fails"]
-    if failing:
-        return f"**Overall**: {name}'s claim does not reproduce at {scale} scale ({', '.join(failing)} fails)."
-    if all(w == "cannot be judged" for w in words):
-        return f"**Overall**: {name}'s claim cannot be judged yet at {scale} scale."
-    if "cannot be judged" in words:
-        return f"**Overall**: {name}'s claim cannot be fully judged at {scale} scale (a part lacks cells)."
-    if "inconclusive" in words:
-        return f"**Overall**: {name}'s claim is inconclusive at {scale} scale (a difference within the margin)."
-    if "consistent, 1 seed" in words:
-        return f"**Overall**: {name}'s claim is consistent, 1 seed, at {scale} scale (one training per cell)."
-    seeds = min(trainings(f) for _, f in outcomes)
-    return f"**Overall**: {name}'s claim reproduces ({seeds} seeds) at {scale} scale."
+    says = (f"does not reproduce at {scale} scale ({', '.join(failing)} fails)" if failing else
+            f"cannot be judged yet at {scale} scale" if all(w == "cannot be judged" for w in words) else
+            f"cannot be fully judged at {scale} scale (a part lacks cells)" if "cannot be judged" in words else
+            f"is inconclusive at {scale} scale (a difference within the margin)" if "inconclusive" in words else
+            f"is consistent, 1 seed, at {scale} scale (one training per cell)" if "consistent, 1 seed" in words else
+            f"reproduces ({min(trainings(f) for _, f in outcomes)} seeds) at {scale} scale")
+    return f"**Overall**: {name}'s claim {says}."
 

@@ -1,12 +1,8 @@
 """Feature extractors: uint8 images (N, 3, H, W) in, float64 features (N, F) out.
 
-Two feature spaces:
-
-- ``inception-v3-pool3``: torch-fidelity's InceptionV3 (the paper's FID and IS), loaded from a local
-  weights file and never downloaded.
-- ``refnet-<kind>-<res>``: the penultimate layer of a small classifier trained on an embedded data set
-  (``jitlab.score.metrics.refnet``; the grids' classifiers ship with their digests, ``jitlab.score.metrics.shipped``).
-  Its Frechet distance is FD-ref, never FID.
+``inception-v3-pool3``: torch-fidelity's InceptionV3 (the paper's FID and IS), from a local weights file.
+``refnet-<kind>-<res>``: the penultimate layer of a small classifier of embedded data (``jitlab.score.metrics.refnet``),
+whose Frechet distance is FD-ref, never FID.
 """
 
 from __future__ import annotations
@@ -35,10 +31,8 @@ def check_images(images: Tensor) -> None:
 
 
 class FeatureExtractor(nn.Module):
-    """The interface: ``forward(uint8 (N, 3, H, W)) -> float64 (N, F)``; ``extract`` also gives logits.
-
-    ``name`` names the feature space, ``fingerprint`` the exact weights (reference statistics record
-    it), and ``metric_names`` what the scores in this space are called.
+    """``extract``: uint8 (N, 3, H, W) -> float64 features (and logits); ``name``: the feature space,
+    ``fingerprint``: the exact weights (reference statistics record it), ``metric_names``: what its scores are called.
     """
 
     name: str
@@ -60,9 +54,6 @@ class FeatureExtractor(nn.Module):
 
     def train(self, mode: bool = True) -> "FeatureExtractor":
         return super().train(False)  # a fixed measuring instrument: BatchNorm stays in eval mode
-
-
-# -- InceptionV3 (torch-fidelity) ------------------------------------------------------------------------
 
 
 def inception_weights_cache_path() -> Path:
@@ -97,8 +88,8 @@ def find_inception_weights(path: str | os.PathLike | None = None) -> Path:
 class InceptionV3Features(FeatureExtractor):
     """torch-fidelity's InceptionV3: 2048-d pool3 features (FID, KID) and 1008 unbiased logits (IS).
 
-    Images of any size are resized to 299 inside, with torch-fidelity's TF1-compatible bilinear
-    resize (as the paper's evaluation does; torchmetrics' default antialiased resize would differ).
+    Images are resized to 299 inside with torch-fidelity's TF1-compatible bilinear resize, as the paper's evaluation
+    (torchmetrics' default antialiased resize would differ).
     """
 
     name = "inception-v3-pool3"
@@ -125,9 +116,6 @@ class InceptionV3Features(FeatureExtractor):
         check_images(images)
         pool3, logits = self.net(images)  # (N, 2048), (N, 1008) float32
         return {"features": pool3.double(), "logits": logits.double()}
-
-
-# -- refnet ----------------------------------------------------------------------------------------------
 
 
 class RefNetFeatures(FeatureExtractor):
@@ -163,14 +151,9 @@ class RefNetFeatures(FeatureExtractor):
         return {"features": features.double(), "logits": logits.double()}
 
 
-def build_extractor(
-    features: str,
-    kind: str | None = None,
-    resolution: int | None = None,
-    inception_weights: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    train_if_missing: bool = True,
-) -> FeatureExtractor:
+def build_extractor(features: str, kind: str | None = None, resolution: int | None = None,
+                    inception_weights: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
+                    train_if_missing: bool = True) -> FeatureExtractor:
     """``features="inception"`` or ``"refnet"`` (which needs ``kind`` and ``resolution`` of embedded data)."""
     if features == "inception":
         return InceptionV3Features(inception_weights)

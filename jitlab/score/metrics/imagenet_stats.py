@@ -1,23 +1,16 @@
 """Reference statistics of the ImageNet training split at any resolution (`jitlab fid-stats --root DIR`).
 
-The images: every readable training image of a folder tree (``ROOT/train/<class>/*``) or of the shards
-of `jitlab prepare-imagenet`, with the release's ADM centre crop at the resolution and no flip (the
-crop of ``jitlab.core.data.imagenet``, the one training sees). The features: torch-fidelity's InceptionV3
-(``jitlab.score.metrics.features``), summed with their outer products in float64 by torchmetrics
-(``FrechetDistance``), whose states are all-reduced over processes.
-
-Several processes (``torchrun --nproc_per_node N -m jitlab.commands.cli fid-stats ...``, gloo on CPU, nccl on GPUs)
-measure disjoint slices: the images are taken in rounds of ``world x batch`` positions, and rank ``r``
-takes the ``r``-th batch of each round. Resumable: every ``every`` rounds the summed states and the
-number of positions done are written atomically to ``OUT.partial.pt``; the same command run again
-continues from there (with any number of processes) and removes it when the statistics are written.
+Every readable training image of a folder tree or of `jitlab prepare-imagenet`'s shards, with the crop training
+sees (the release's ADM centre crop, no flip), through InceptionV3 into ``FrechetDistance``'s float64 sums.
+Several processes (torchrun; gloo on CPU, nccl on GPUs) take the images in rounds of ``world x batch`` positions,
+rank ``r`` the ``r``-th batch of each round. Resumable: every ``every`` rounds the summed states and the positions
+done go atomically to ``OUT.partial.pt``, which the same command (any number of processes) continues from.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +24,14 @@ from jitlab.score.metrics.frechet import FrechetDistance
 from jitlab.score.metrics.stats import ReferenceStats, load_stats, save_stats
 
 PARTIAL_FORMAT = "jitlab-fid-stats-partial"
+# a partial file's key -> the metric's summed state: (F,), (F, F) float64 and the count ()
+SUMS = {"sum": "real_features_sum", "cov_sum": "real_features_cov_sum", "n": "real_features_num_samples"}
 
 
 class TrainCrops(Dataset):
     """``index -> (uint8 (3, R, R), readable)`` over the training split of a folder tree or of shards.
 
-    A file of the folder tree that cannot be decoded gives ``readable=False`` (and one warning):
-    the statistics leave it out rather than count a neighbour twice, as the training loader does.
+    An undecodable file gives ``readable=False`` (and a warning): left out rather than a neighbour counted twice.
     """
 
     def __init__(self, root: str, resolution: int, source: str = "auto", classes: Any = None):
@@ -45,9 +39,7 @@ class TrainCrops(Dataset):
 
         self.root, self.resolution = str(root), int(resolution)
         self.source = resolve_source(self.root, source)  # type: ignore[arg-type]
-        classes = dataset_classes(self.root, self.source, classes)  # type: ignore[arg-type]  # a subset, or all
-        self.classes = list(classes)
-        self.num_classes = len(classes)
+        self.classes = list(dataset_classes(self.root, self.source, classes))  # type: ignore[arg-type]  # or a subset
         if self.source == "shards":
             from jitlab.core.data.shards import ShardDataset
 
@@ -57,7 +49,7 @@ class TrainCrops(Dataset):
                                                   f"{self.items.resolution} x {self.items.resolution} crops")
             self.num_images = int(self.items.num_images)
         else:
-            self.items = ImageFolderDataset(Path(self.root) / "train", self.resolution, classes, flip=False)
+            self.items = ImageFolderDataset(Path(self.root) / "train", self.resolution, self.classes, flip=False)
             self.num_images = len(self.items)
         if self.num_images < 2:
             raise ConfigError("--root", f"{root}: {self.num_images} training image(s); statistics need at least 2")
@@ -83,48 +75,26 @@ class TrainCrops(Dataset):
 def keep_readable(items: list[tuple[torch.Tensor, bool]]) -> tuple[torch.Tensor, int]:
     """Collate: the readable images (k, 3, R, R) uint8 and the number left out."""
     images = [image for image, ok in items if ok]
-    skipped = len(items) - len(images)
-    if not images:
-        return torch.zeros(0, *items[0][0].shape, dtype=torch.uint8), skipped
-    return torch.stack(images), skipped
+    batch = torch.stack(images) if images else torch.zeros(0, *items[0][0].shape, dtype=torch.uint8)
+    return batch, len(items) - len(images)
 
 
 def rank_batches(total: int, start: int, world: int, rank: int, batch: int) -> list[list[int]]:
-    """The batches of positions ``start..total-1`` that rank ``rank`` measures, one per round.
-
-    Round ``k`` covers ``[start + k * world * batch, start + (k + 1) * world * batch)``; rank ``r`` takes
-    its ``r``-th batch. Every position goes to exactly one rank; only the last round can be uneven.
-    """
-    batches = []
-    for first in range(start, total, world * batch):
-        low = min(first + rank * batch, total)
-        high = min(low + batch, total)
-        batches.append(list(range(low, high)))
-    return batches
-
-
-@dataclass
-class Progress:
-    """What a partial file holds besides the metric's states."""
-
-    positions: int  # dataset positions measured (or skipped as unreadable), over all ranks
-    skipped: int  # unreadable files left out, over all ranks
+    """The batches of positions ``start..total-1`` that rank ``rank`` measures, its ``rank``-th of each round of
+    ``world * batch`` positions: every position goes to exactly one rank; only the last round can be uneven."""
+    lows = [min(first + rank * batch, total) for first in range(start, total, world * batch)]
+    return [list(range(low, min(low + batch, total))) for low in lows]
 
 
 def partial_path(out: str | os.PathLike) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial.pt")
+    return Path(f"{Path(out)}.partial.pt")
 
 
-def _identity(crops: TrainCrops, extractor: FeatureExtractor) -> dict[str, Any]:
-    return {"format": PARTIAL_FORMAT, "root": crops.root, "resolution": crops.resolution,
-            "num_images": crops.num_images, "classes": crops.classes, "fingerprint": extractor.fingerprint}
-
-
-def load_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance) -> Progress:
-    """Put the saved sums into ``metric`` (rank 0 only calls this) and return the progress; none: zeros."""
+def load_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance) -> tuple[int, int]:
+    """Put the saved sums into ``metric`` (rank 0 only calls this); the positions done (measured or unreadable)
+    and the unreadable files left out, over all ranks (no file: zeros)."""
     if not path.exists():
-        return Progress(0, 0)
+        return 0, 0
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- a foreign or truncated file: say which, and what to do
@@ -135,17 +105,15 @@ def load_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance) 
             raise ConfigError(str(path), f"was made with {key} = {saved.get(key)!r}, not {value!r}; delete it to "
                                          "start afresh or run the command that made it")
     device = metric.real_features_sum.device
-    metric.real_features_sum = saved["sum"].to(device)  # (F,) float64
-    metric.real_features_cov_sum = saved["cov_sum"].to(device)  # (F, F) float64
-    metric.real_features_num_samples = saved["n"].to(device)  # ()
-    return Progress(int(saved["positions"]), int(saved["skipped"]))
+    for key, name in SUMS.items():
+        setattr(metric, name, saved[key].to(device))
+    return int(saved["positions"]), int(saved["skipped"])
 
 
-def save_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance, progress: Progress) -> None:
+def save_partial(path: Path, identity: dict[str, Any], metric: FrechetDistance, positions: int, skipped: int) -> None:
     """Write the (already all-reduced) sums and the progress atomically."""
-    state = {**identity, "positions": progress.positions, "skipped": progress.skipped,
-             "sum": metric.real_features_sum.cpu(), "cov_sum": metric.real_features_cov_sum.cpu(),
-             "n": metric.real_features_num_samples.cpu()}
+    state = {**identity, "positions": positions, "skipped": skipped,
+             **{key: getattr(metric, name).cpu() for key, name in SUMS.items()}}
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(state, tmp)
 
@@ -169,10 +137,11 @@ def imagenet_stats(root: str, resolution: int, extractor: FeatureExtractor, out:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     crops = TrainCrops(root, resolution, source, classes)
     metric = FrechetDistance(extractor.to(device)).to(device)
-    identity, partial = _identity(crops, extractor), partial_path(out)
-    done = load_partial(partial, identity, metric) if rank == 0 else Progress(0, 0)
-    start = _all_sum(done.positions, metric.real_features_sum.device)  # every rank learns where to start
-    skipped_before = done.skipped
+    identity = {"format": PARTIAL_FORMAT, "root": crops.root, "resolution": crops.resolution,
+                "num_images": crops.num_images, "classes": crops.classes, "fingerprint": extractor.fingerprint}
+    partial = partial_path(out)
+    done, skipped_before = load_partial(partial, identity, metric) if rank == 0 else (0, 0)
+    start = _all_sum(done, metric.real_features_sum.device)  # every rank learns where to start
     batches = [b for b in rank_batches(crops.num_images, start, world, rank, batch_size) if b]
     loader = DataLoader(crops, batch_sampler=batches, num_workers=workers, collate_fn=keep_readable)
     rounds = -(-(crops.num_images - start) // (world * batch_size))
@@ -189,7 +158,7 @@ def imagenet_stats(root: str, resolution: int, extractor: FeatureExtractor, out:
             with metric.sync_context():
                 total_skipped = skipped_before + _all_sum(skipped, metric.real_features_sum.device)
                 if rank == 0:
-                    save_partial(partial, identity, metric, Progress(positions, total_skipped))
+                    save_partial(partial, identity, metric, positions, total_skipped)
     bar.close()
     total_skipped = skipped_before + _all_sum(skipped, metric.real_features_sum.device)
     with metric.sync_context():

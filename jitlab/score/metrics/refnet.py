@@ -1,11 +1,9 @@
 """`jitlab train-ref`: the reference classifier ("refnet") of an embedded data set, trained and cached.
 
-InceptionV3 knows ImageNet, not our rendered shapes; a small CNN trained to tell the embedded classes
-apart gives a feature space (its globally pooled last convolution) that sees what the data set is
-about. Distances there are called FD-ref, never FID. Training is a pure function of the config and
-takes a minute or two on CPU. The classifiers the grids score with ship in the package with their digests
-(``jitlab.score.metrics.shipped``) and are read, never retrained; any other config is trained once and cached at
-``<cache_dir>/<kind>-<res>-<hash>.pt``.
+InceptionV3 knows ImageNet, not our rendered shapes: the pooled last convolution of a small CNN trained on the
+embedded classes is a feature space that sees what the data set is about (its distances are FD-ref, never FID).
+The grids' classifiers ship with their digests (``jitlab.score.metrics.shipped``) and are never retrained; any
+other config is trained once (a minute or two on CPU) and cached at ``<cache_dir>/<kind>-<res>-<hash>.pt``.
 """
 
 from __future__ import annotations
@@ -63,10 +61,9 @@ def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
 
 
 class RefNet(nn.Module):
-    """A stem at full resolution, then stride-2 stages down to about 4x4, a global average pool, a linear head.
+    """A stem at full resolution, stride-2 stages down to about 4x4, a global average pool, a linear head.
 
-    Channels grow as the maps shrink (``width * 4 / side``, at least 8), so every resolution costs about
-    the same; ``features`` is the pooled last stage, ``num_features = width`` (128 by default).
+    Channels grow as the maps shrink (``width * 4 / side``, at least 8): every resolution costs about the same.
     """
 
     def __init__(self, num_classes: int, resolution: int, width: int = 128):
@@ -109,9 +106,8 @@ def accuracy(net: RefNet, images: Tensor, labels: Tensor, batch_size: int = 500)
     return correct / len(images)
 
 
-def train_refnet(
-    config: RefNetConfig, log: Callable[[str], None] = print, threads: int | None = 1
-) -> tuple[RefNet, dict]:
+def train_refnet(config: RefNetConfig, log: Callable[[str], None] = print,
+                 threads: int | None = 1) -> tuple[RefNet, dict]:
     """Train on items of seed ``config.seed``; report accuracy on held-out items of seed ``seed + 1``.
 
     ``threads``: torch's intra-op threads while training (None: leave as is). One, because such small
@@ -173,20 +169,13 @@ def save_refnet(path: Path, net: RefNet, config: RefNetConfig, info: dict) -> No
         torch.save({"version": VERSION, "config": asdict(config), "info": info, "state_dict": net.state_dict()}, tmp)
 
 
-def load_refnet(
-    config: RefNetConfig,
-    cache_dir: str | os.PathLike | None = None,
-    train_if_missing: bool = True,
-    log: Callable[[str], None] = print,
-    threads: int | None = 1,
-    weights_dir: str | os.PathLike | None = None,
-) -> tuple[RefNet, dict]:
-    """The shipped refnet of ``config`` (``jitlab.score.metrics.shipped``), else the cached one, else trained (and
-    cached) first if ``train_if_missing``. A shipped classifier is never retrained: its file and digest are checked.
-
-    ``info`` has ``key``, ``val_accuracy``, ``train_seconds``, ``path``, ``cached`` (True unless trained now),
-    ``shipped`` and ``digest`` (sha256 of the weights, ``shipped.weights_digest``: a classifier retrained under
-    the same key, e.g. on other cores, gets other weights and so other reference statistics).
+def load_refnet(config: RefNetConfig, cache_dir: str | os.PathLike | None = None, train_if_missing: bool = True,
+                log: Callable[[str], None] = print, threads: int | None = 1,
+                weights_dir: str | os.PathLike | None = None) -> tuple[RefNet, dict]:
+    """The shipped refnet of ``config`` (file and digest checked), else the cached one, else trained and cached if
+    ``train_if_missing``. ``info``: ``key``, ``val_accuracy``, ``train_seconds``, ``path``, ``cached`` (False if
+    trained now), ``shipped``, ``digest`` (of the weights: one retrained under the same key, e.g. on other cores,
+    gets other weights and so other reference statistics).
     """
     from jitlab.core.data.embedded import num_classes_of
 
@@ -215,5 +204,5 @@ def load_refnet(
 
 
 def weights_digest(net: nn.Module) -> str:
-    """The sha256 of every weight (``shipped.weights_digest`` of the float32 state_dict)."""
+    """``shipped.weights_digest`` of the float32 state_dict."""
     return shipped.weights_digest(shipped.canonical(net.state_dict()))

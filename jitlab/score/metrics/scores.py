@@ -1,16 +1,13 @@
 """FID / FD-ref, Inception Score and KID of generated images, all computed by torchmetrics metrics.
 
-``SampleScores`` runs the feature extractor once per batch and feeds the features (and logits) to
-torchmetrics' ``FrechetInceptionDistance`` (through ``FrechetDistance``), ``InceptionScore`` and
-``KernelInceptionDistance``, whose feature module is then a pass-through. In a distributed run every
-rank updates with its own slice; ``compute`` syncs the states (torchmetrics does) and returns the same
-results on every rank.
+The extractor runs once per batch; its features and logits feed the metrics through a pass-through feature module.
+Each rank updates with its slice; ``compute`` syncs the states and returns the same results on every rank.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +19,7 @@ from jitlab.score.metrics.features import FeatureExtractor
 from jitlab.score.metrics.frechet import FrechetDistance
 
 MetricKind = Literal["FID", "FD-ref", "IS", "IS-ref", "KID", "KD-ref"]
-METRIC_KINDS = ("FID", "FD-ref", "IS", "IS-ref", "KID", "KD-ref")
+METRIC_KINDS = get_args(MetricKind)
 
 
 def metric_name(kind: MetricKind, n_samples: int) -> str:
@@ -49,29 +46,16 @@ class Precomputed(nn.Module):
 
 
 class SampleScores(nn.Module):
-    """Scores of generated (fake) uint8 images against a reference: statistics from an ``.npz`` or real images.
+    """Scores of generated (fake) uint8 images in ``extractor``'s feature space.
 
-    Args:
-        extractor: the feature space (``InceptionV3Features`` for FID/IS/KID, a refnet for FD-ref...).
-        reference: ``(mu, sigma)`` (e.g. ``load_stats(...).pair``); without it, ``update(real=True)`` gives them.
-        frechet, inception_score, kid: which scores to compute.
-        is_splits: splits of the Inception Score (10, as torch-fidelity and the paper's evaluation).
-        kid_subsets, kid_subset_size: KID subsets (subset size is capped at the number of samples).
-        seed: fixes the random splits and subsets of IS and KID.
+    ``reference``: ``(mu, sigma)`` (e.g. ``load_stats(...).pair``); without it, ``update(real=True)`` gives them.
+    ``is_splits``: 10, as torch-fidelity and the paper's evaluation; ``kid_subset_size`` is capped at the number of
+    samples; ``seed`` fixes the random splits and subsets of IS and KID.
     """
 
-    def __init__(
-        self,
-        extractor: FeatureExtractor,
-        reference: tuple | None = None,
-        frechet: bool = True,
-        inception_score: bool = False,
-        kid: bool = False,
-        is_splits: int = 10,
-        kid_subsets: int = 100,
-        kid_subset_size: int = 1000,
-        seed: int = 0,
-    ):
+    def __init__(self, extractor: FeatureExtractor, reference: tuple | None = None, frechet: bool = True,
+                 inception_score: bool = False, kid: bool = False, is_splits: int = 10, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, seed: int = 0):
         super().__init__()
         if inception_score and not extractor.has_logits:
             raise ValueError(f"{extractor.name} has no logits: no Inception Score in this feature space")
@@ -105,12 +89,11 @@ class SampleScores(nn.Module):
     def compute(self) -> list[dict]:
         """One dict per score: ``metric`` (e.g. "FID-50K"), ``value``, ``n_samples``, ``feature_space`` (+ ``std``)."""
         n_fake = int(self.n_fake.compute())
-        space = self.extractor.name
         results = []
 
         def row(kind: str, value: Tensor, **extra) -> dict:
             return {"metric": metric_name(self.names[kind], n_fake), "value": float(value), "n_samples": n_fake,
-                    "feature_space": space, **extra}
+                    "feature_space": self.extractor.name, **extra}
 
         if self.frechet is not None:
             results.append(row("frechet", self.frechet.compute()))
@@ -134,8 +117,3 @@ class SampleScores(nn.Module):
                 mean, std = self.kid.compute()
                 results.append(row("kernel", mean, std=float(std), subset_size=self.kid.subset_size))
         return results
-
-    def reset(self) -> None:
-        for metric in (self.n_fake, self.n_real, self.frechet, self.inception_score, self.kid):
-            if metric is not None:
-                metric.reset()

@@ -1,13 +1,9 @@
 """Reference statistics (mu, sigma) of real images: build, write and load them; `jitlab fid-stats`.
 
-The file layout is the release's (``fid_stats/jit_in256_stats.npz``): ``mu`` (F,) and ``sigma``
-(F, F). Files written here add ``n`` (images used), ``feature_space`` and ``fingerprint`` (which
-weights), so that statistics from one feature space are never compared with features of another,
-and ``resolution`` (the side of the images measured), so that a run's preflight can tell statistics
-made at another resolution. The release's files carry none of these (they are accepted as they are).
-
-`jitlab fid-stats` makes them from an embedded data set (``--kind``) or from the ImageNet training
-split (``--root``, see ``jitlab.score.metrics.imagenet_stats``).
+The release's layout (``fid_stats/jit_in256_stats.npz``: ``mu`` (F,), ``sigma`` (F, F)); files written here add
+``n``, ``feature_space`` and ``fingerprint`` (never compared with features of other weights) and ``resolution`` (a
+run's preflight tells statistics of another resolution); the release's files, without them, are accepted as they are.
+Statistics of the ImageNet training split: ``jitlab.score.metrics.imagenet_stats``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from jitlab.atomic import atomic_path
-from jitlab.devices import local_device_index
 from jitlab.errors import ConfigError
 from jitlab.score.metrics.features import FeatureExtractor
 from jitlab.score.metrics.frechet import FrechetDistance
@@ -52,10 +47,6 @@ class ReferenceStats:
         return self.mu, self.sigma
 
 
-def _text(archive, key: str) -> str | None:
-    return str(archive[key]) if key in archive.files else None
-
-
 def load_stats(path: str | os.PathLike, extractor: FeatureExtractor | None = None) -> ReferenceStats:
     """Read and check ``path``; with ``extractor``, also check the width and the feature space."""
     path = Path(path)
@@ -70,7 +61,8 @@ def load_stats(path: str | os.PathLike, extractor: FeatureExtractor | None = Non
             mu, sigma = archive["mu"].astype(np.float64), archive["sigma"].astype(np.float64)
             n = int(archive["n"]) if "n" in archive.files else None
             resolution = int(archive["resolution"]) if "resolution" in archive.files else None
-            space, fingerprint = _text(archive, "feature_space"), _text(archive, "fingerprint")
+            space, fingerprint = (str(archive[key]) if key in archive.files else None
+                                  for key in ("feature_space", "fingerprint"))
     except StatsFileError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -90,42 +82,28 @@ def load_stats(path: str | os.PathLike, extractor: FeatureExtractor | None = Non
     return ReferenceStats(mu, sigma, n, space, fingerprint, path, resolution)
 
 
-def save_stats(
-    path: str | os.PathLike,
-    mu: np.ndarray,
-    sigma: np.ndarray,
-    n: int | None = None,
-    extractor: FeatureExtractor | None = None,
-    resolution: int | None = None,
-) -> Path:
+def save_stats(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, n: int | None = None,
+               extractor: FeatureExtractor | None = None, resolution: int | None = None) -> Path:
     """Write the release's layout (plus provenance); atomic: a temporary file, then a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"mu": np.asarray(mu, dtype=np.float64), "sigma": np.asarray(sigma, dtype=np.float64)}
-    if n is not None:
-        arrays["n"] = np.array(n)
-    if extractor is not None:
-        arrays["feature_space"] = np.array(extractor.name)
-        arrays["fingerprint"] = np.array(extractor.fingerprint)
-    if resolution is not None:
-        arrays["resolution"] = np.array(int(resolution))
+    space, fingerprint = (None, None) if extractor is None else (extractor.name, extractor.fingerprint)
+    provenance = {"n": n, "feature_space": space, "fingerprint": fingerprint,
+                  "resolution": None if resolution is None else int(resolution)}
+    arrays = {"mu": np.asarray(mu, dtype=np.float64), "sigma": np.asarray(sigma, dtype=np.float64),
+              **{key: np.array(value) for key, value in provenance.items() if value is not None}}
     with atomic_path(path, suffix=".npz") as tmp:  # np.savez keeps a name ending in .npz
         np.savez(tmp, **arrays)
     return path
 
 
 @torch.no_grad()
-def build_stats(
-    dataloader: Iterable, extractor: FeatureExtractor, max_images: int | None = None, device: str | None = None
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mu (F,), sigma (F, F), n) of the uint8 images a loader yields (batches, or (batches, labels)).
-
-    Works for any data module's loader; in a distributed run each rank passes its slice and the
-    result is over all ranks (torchmetrics sums the states).
-    """
+def build_stats(dataloader: Iterable, extractor: FeatureExtractor, max_images: int | None = None,
+                device: str | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu (F,), sigma (F, F), n) of the uint8 images a loader yields (batches, or (batches, labels)); in a
+    distributed run each rank passes its slice and the result is over all ranks."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = extractor.to(device)
-    metric = FrechetDistance(extractor).to(device)
+    metric = FrechetDistance(extractor.to(device)).to(device)
     seen = 0
     for batch in dataloader:
         images = batch[0] if isinstance(batch, (tuple, list)) else batch  # (B, 3, H, W) uint8
@@ -141,10 +119,8 @@ def build_stats(
     return mu.cpu().numpy(), sigma.cpu().numpy(), n
 
 
-def dataset_stats(
-    dataset: Dataset, extractor: FeatureExtractor, out: str | os.PathLike, num: int | None = None,
-    batch_size: int = 100, device: str | None = None,
-) -> ReferenceStats:
+def dataset_stats(dataset: Dataset, extractor: FeatureExtractor, out: str | os.PathLike, num: int | None = None,
+                  batch_size: int = 100, device: str | None = None) -> ReferenceStats:
     """Statistics of the first ``num`` items of a data set of (uint8 image, label), written to ``out``."""
     if num is not None:
         dataset = Subset(dataset, range(min(num, len(dataset))))
@@ -158,14 +134,13 @@ def dataset_stats(
 
 def join_torchrun(device: str | None) -> tuple[int, str | None]:
     """Join the process group of torchrun (WORLD_SIZE > 1): rank, and this process's device."""
+    from jitlab.score.generate import join_processes, process_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, device
-    local = local_device_index()  # torchrun's LOCAL_RANK or SLURM's SLURM_LOCALID
-    if device is None and torch.cuda.is_available():
-        device = f"cuda:{local}"
-        torch.cuda.set_device(local)
-    backend = "nccl" if (device or "cpu").startswith("cuda") else "gloo"
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend)
+    device = process_device(device, world)  # None or cuda: this process's own GPU
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    join_processes(device, world)
     return torch.distributed.get_rank(), device

@@ -21,11 +21,9 @@ from jitlab.core.models.jit import JiT
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # the release trains on ImageNet-1k train
 # The release's training defaults (its argument parser; paper.md section 4), used when ``args`` lacks a field.
-RELEASE_DEFAULTS: dict[str, Any] = {
-    "P_mean": -0.8, "P_std": 0.8, "t_eps": 0.05, "label_drop_prob": 0.1,
-    "ema_decay1": 0.9999, "ema_decay2": 0.9996, "blr": 5e-5, "warmup_epochs": 5, "weight_decay": 0.0,
-    "attn_dropout": 0.0, "proj_dropout": 0.0,
-}
+RELEASE_DEFAULTS: dict[str, Any] = {"P_mean": -0.8, "P_std": 0.8, "t_eps": 0.05, "label_drop_prob": 0.1,
+                                    "ema_decay1": 0.9999, "ema_decay2": 0.9996, "blr": 5e-5, "warmup_epochs": 5,
+                                    "weight_decay": 0.0}
 NOISE_SCALE_BY_IMG = {256: 1.0, 512: 2.0}  # the release's noise_scale per resolution (jitlab.core.flow)
 
 
@@ -96,6 +94,8 @@ def _ema_state(net: JiT, averages: Sequence[Mapping[str, Tensor]], decays: Seque
 def build_converted(src: str | Path, *, in_context_start: int | None = None, steps_per_epoch: int | None = None,
                     attn_impl: Literal["fp32", "sdpa"] = "fp32") -> tuple[dict[str, Any], list[str]]:
     """The jitlab checkpoint dict for release checkpoint ``src``, and the assumptions it rests on."""
+    import lightning
+
     ckpt = read_official(src)
     args = release_args(ckpt)
     raw, ema1, ema2 = (weights_of(ckpt, key, src) for key in WEIGHTS)
@@ -118,7 +118,7 @@ def build_converted(src: str | Path, *, in_context_start: int | None = None, ste
     out = {
         "epoch": max(epoch, 0),
         "global_step": step,
-        "pytorch-lightning_version": _lightning_version(),
+        "pytorch-lightning_version": lightning.__version__,
         "state_dict": module.state_dict(),  # the raw weights as net.* (and whatever else JiTModule registers)
         "hyper_parameters": dict(module.hparams),
         "hparams_name": "kwargs",
@@ -128,12 +128,6 @@ def build_converted(src: str | Path, *, in_context_start: int | None = None, ste
                           "args": plain(args), "global_step": note, "assumptions": assumed},
     }
     return out, assumed
-
-
-def _lightning_version() -> str:
-    import lightning
-
-    return lightning.__version__
 
 
 def save_atomic(obj: Any, out: Path) -> None:

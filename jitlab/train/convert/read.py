@@ -1,9 +1,8 @@
 """Read the authors' released JiT checkpoints safely.
 
-A release checkpoint (``.pth``) is a dict with ``model``, ``model_ema1``, ``model_ema2`` (state dicts
-of a wrapper whose network keys start with ``net.``), ``optimizer``, ``epoch`` and ``args`` (an
-``argparse.Namespace``). It is read with ``weights_only=True`` and exactly one extra allowed type,
-``argparse.Namespace``: a file holding anything else is refused, never executed.
+A release ``.pth`` is a dict of ``model``, ``model_ema1``, ``model_ema2`` (state dicts, network keys under ``net.``),
+``optimizer``, ``epoch`` and ``args`` (an ``argparse.Namespace``, the one type allowed beyond ``weights_only``: a
+file holding anything else is refused, never executed).
 """
 
 from __future__ import annotations
@@ -31,23 +30,17 @@ def _safe_load(path: Path) -> Any:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        foreign = _unsafe_globals(path, error)
+        try:  # the disallowed globals the file names (read without running it), else those the error names
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            names = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        foreign = [n for n in names if n != "argparse.Namespace"]
         if foreign:
-            raise OfficialCheckpointError(
-                f"refusing to load {path}: it pickles objects other than tensors, plain containers and "
-                f"argparse.Namespace (found: {', '.join(foreign[:5])}); jitlab never unpickles arbitrary objects, "
-                f"so nothing in it was run. Re-save only the state dicts and args from a trusted environment."
-            ) from error
+            raise OfficialCheckpointError(f"refusing to load {path}: it pickles objects other than tensors, plain "
+                                          f"containers and argparse.Namespace (found: {', '.join(foreign[:5])}); "
+                                          "jitlab never unpickles arbitrary objects, so nothing in it was run. Re-save "
+                                          "only the state dicts and args from a trusted environment.") from error
         raise OfficialCheckpointError(f"cannot read {path} as a PyTorch checkpoint: {error}") from error
-
-
-def _unsafe_globals(path: Path, error: Exception) -> list[str]:
-    """The disallowed globals the file names (read without running it), else those named by ``error``."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:
-        names = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-    return [n for n in names if n != "argparse.Namespace"]
 
 
 def read_official(path: str | Path) -> dict[str, Any]:
@@ -59,9 +52,8 @@ def read_official(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict):
         raise OfficialCheckpointError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     if not any(isinstance(ckpt.get(k), Mapping) for k in WEIGHTS):
-        raise OfficialCheckpointError(
-            f"{path} has none of the weights {', '.join(WEIGHTS)} (it holds keys {sorted(map(str, ckpt))[:8]})"
-        )
+        raise OfficialCheckpointError(f"{path} has none of the weights {', '.join(WEIGHTS)} (it holds keys "
+                                      f"{sorted(map(str, ckpt))[:8]})")
     return ckpt
 
 

@@ -1,13 +1,8 @@
 """Class subsets of ImageNet: the first N classes, a list file of WordNet ids, or a list shipped here.
 
-The lists shipped as package data (``NAME.txt`` beside this file, one WordNet id a line, ``#``
-comments, the source named at the top):
-
-- ``imagenette``: the 10 classes of fastai's ImageNette;
-- ``imagenet100``: the 100 classes of ImageNet-100 (Tian et al., Contrastive Multiview Coding).
-
-``ImageNetDataModule(classes=...)`` and ``jitlab prepare-imagenet --classes ...`` select with
-:func:`select_classes`; checkpoints record the selected names (:func:`checkpoint_classes`).
+Shipped lists (``NAME.txt`` beside this file, one WordNet id a line, ``#`` comments, the source at the top):
+``imagenette`` (the 10 classes of fastai's ImageNette) and ``imagenet100`` (ImageNet-100 of Tian et al.,
+Contrastive Multiview Coding). Checkpoints record the selected names (:func:`checkpoint_classes`).
 """
 
 from __future__ import annotations
@@ -30,10 +25,7 @@ def shipped_class_lists() -> dict[str, Path]:
 
 
 def read_class_list(spec: str, field: str = "data.classes") -> tuple[list[str], str]:
-    """The WordNet ids of the list file ``spec`` (or of the shipped list of that name) and the file's path.
-
-    One id a line; ``#`` starts a comment; blank lines are ignored; an id listed twice is an error.
-    """
+    """The WordNet ids of the list file ``spec`` (or of the shipped list of that name) and the file's path."""
     shipped = shipped_class_lists()
     path = shipped.get(spec) or Path(spec).expanduser()
     if not path.is_file():
@@ -55,14 +47,9 @@ def read_class_list(spec: str, field: str = "data.classes") -> tuple[list[str], 
 def select_classes(available: list[str], classes: Classes, where: str, field: str = "data.classes") -> list[str]:
     """The names ``classes`` selects from ``available`` (the sorted class names of ``where``), sorted.
 
-    ``None``: all; an int N: the first N; a string: a list file or a shipped list (``imagenette``,
-    ``imagenet100``); a list: those names (how a checkpoint records its subset). A name that
-    ``where`` does not have is a ``ConfigError`` naming it and the list.
-
-    Labels are positions in the result, so a subset is numbered in sorted WordNet-id order: the
-    order of ImageNet-1k's own labels (its sorted folder names, as in the paper's code and
-    torchvision's ImageFolder). A subset's labels thus keep the 1k order, the first-N and list
-    forms agree, and the order of the lines of a list file does not matter.
+    ``None``: all; an int N: the first N; a string: a list file or a shipped list; a list: those names (how a
+    checkpoint records its subset). Sorted, because labels are positions in the result: a subset keeps ImageNet-1k's
+    label order (its sorted folder names), the first-N and list forms agree, and a list file's line order is moot.
     """
     if classes is None:
         return list(available)
