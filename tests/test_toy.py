@@ -271,3 +271,12 @@ def test_the_fig2_grid_is_planned_like_every_grid(capsys):
     assert main(["grid", "plan", "fig2", "--scale", "mini"]) == 0
     out = capsys.readouterr().out
     assert "| D-512_pred-eps | ToyMLP " in out and "sample (512,)" in out and "sample (2,)" in out
+
+
+def test_the_report_names_the_spiral_data_and_its_metrics():
+    from jitlab.experiments.report.provenance import data_description, metric_note
+
+    config = {"data": {"class_path": "jitlab.core.data.toy.SpiralDataModule", "init_args": {"dim": 8}}}
+    assert data_description(config) == "SpiralDataModule"  # points: no image size, no "?"
+    assert "P^T x" in metric_note("Chamfer-2000", "spiral") and "P P^T x" in metric_note("residual-2000", "spiral")
+    assert metric_note("FD-foo", None) != metric_note("Chamfer-2000", None)

@@ -48,7 +48,9 @@ def data_description(config: dict[str, Any]) -> str:
     fit = FitView.of(config)
     cls, args = (fit.data_class or "?").rsplit(".", 1)[-1], fit.data
     res = args.get("resolution")
-    size = f"{res}x{res}" if res is not None else "?"
+    if res is None:  # points, not images (the Figure 2 spiral): no size to name
+        return cls
+    size = f"{res}x{res}"
     if "Embedded" in cls:
         return f"{args.get('kind', 'shapes')} {size} (embedded)"
     if "ImageNet" in cls:
@@ -68,6 +70,11 @@ def metric_note(metric: str, features: str | None) -> str:
         return f"{metric}: Inception Score (higher is better)."
     if metric.startswith("FD"):
         return f"{metric}: a Frechet distance in the feature space {features or 'named by the metric'} (not FID)."
+    if metric.startswith("Chamfer"):
+        return (f"{metric}: Chamfer distance (halved symmetric mean nearest-neighbour distance) between the generated "
+                f"points projected back to the plane (P^T x) and as many fresh true spiral points.")
+    if metric.startswith("residual"):
+        return f"{metric}: mean off-plane residual ||x - P P^T x|| of the generated points (0 on the plane)."
     return f"{metric}: as recorded by `jitlab eval`."
 
 
