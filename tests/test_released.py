@@ -222,3 +222,16 @@ def test_the_paper_grids_cells_are_the_eight_released_models(tmp_path, monkeypat
     printed = capsys.readouterr().out
     assert printed.count("checkpoint in") == 8 and "model-G: no JiT-G/32 checkpoint in" in printed
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_grid_verb_hands_released_to_the_conversion(tmp_path, capsys):
+    """`jitlab grid run table7 --scale paper --released DIR`: the flag reaches the conversion step (not training)."""
+    from jitlab.commands.cli import main
+
+    empty = tmp_path / "checkpoints"
+    empty.mkdir()
+    assert main(["grid", "run", "table7", "--scale", "paper", "--released", str(empty), "--runs",
+                 str(tmp_path / "runs"), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert f"model-G: no JiT-G/16 checkpoint in {empty}; not run" in out
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("train.log"))  # nothing trained
