@@ -31,17 +31,9 @@ def fd_ref(extractor, real: torch.Tensor, fake: torch.Tensor) -> float:
     return float(metric.compute())
 
 
-@pytest.fixture
-def fixed_threads():
-    """One intra-op thread: the same order of sums in every run on every machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
+# one_thread (conftest): one intra-op thread, the same order of sums in every run on every machine
 @pytest.mark.parametrize("resolution", sorted(EXPECTED))
-def test_fd_ref_of_the_fixed_images_equals_the_committed_value(resolution, fixed_threads, monkeypatch, tmp_path):
+def test_fd_ref_of_the_fixed_images_equals_the_committed_value(resolution, one_thread, monkeypatch, tmp_path):
     monkeypatch.setattr(refnet, "train_refnet", no_training)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     real, fake = load(resolution)  # (200, 3, R, R) uint8 each
@@ -50,7 +42,7 @@ def test_fd_ref_of_the_fixed_images_equals_the_committed_value(resolution, fixed
     assert f"{value:.3g}" == f"{EXPECTED[resolution]:.3g}"
 
 
-def test_the_check_fails_for_another_instrument(fixed_threads, monkeypatch, tmp_path):
+def test_the_check_fails_for_another_instrument(one_thread, monkeypatch, tmp_path):
     """The same images in the features of slightly other weights (what a retraining gives) miss the value."""
     monkeypatch.setattr(refnet, "train_refnet", no_training)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
