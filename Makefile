@@ -36,11 +36,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# one grid: run every cell (finished cells are skipped), then write reports/NAME.{csv,md,tex,png}
-# (the report is written even when a cell failed: it shows which; make still exits non-zero then)
+# one grid: run every cell (finished cells are skipped), then write reports/NAME.{csv,md,tex,png} and keep the
+# trainings' small files (not checkpoints) under reports/runs, from which `jitlab report NAME --runs reports/runs`
+# regenerates the report (the report is written even when a cell failed: it shows which; make still exits non-zero)
 $(GRIDS): $(STAMP)
 	$(BIN)/jitlab grid run $@ --scale $(SCALE) $(SEEDS_ARG) $(GRID_ARGS); status=$$?; \
-	$(BIN)/jitlab report $@ --scale $(SCALE) && exit $$status
+	$(BIN)/jitlab report $@ --scale $(SCALE) --keep reports/runs && exit $$status
 
 figures: $(FIGURES)
 

@@ -3,6 +3,7 @@
     jitlab report table2                     # runs/grids/table2/mini/* -> reports/table2.{csv,md,tex,png}
     jitlab report table2 --scale paper       # runs/grids/table2/paper/* -> reports/table2-paper.*
     jitlab report table2 --runs /scratch/runs --out /tmp/reports
+    jitlab report table2 --keep reports/runs  # and the trainings' small files: --runs reports/runs regenerates
 
 What is read and how it is tabulated: ``jitlab.experiments.report``.
 """
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=SCALES, default="mini", help="which runs to report (default mini)")
     p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where the report files go (default {DEFAULT_OUT})")
+    p.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                   help="also copy every reported training's small files (result, metrics, config, logged scalars; "
+                        "not its checkpoints) to DIR/NAME/SCALE/CELL: `--runs DIR` regenerates the report from "
+                        "them, and a rerun whose runs directory starts as a copy of them skips those trainings")
     return p
 
 
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_spec(args.name)
-        paths = build_report(spec, args.scale, args.runs, args.out)
+        paths = build_report(spec, args.scale, args.runs, args.out, keep=args.keep)
     except (ConfigError, ReportError) as error:
         print(f"jitlab report: error: {error}", file=sys.stderr)
         return 2

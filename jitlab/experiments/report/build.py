@@ -13,9 +13,10 @@ class ReportError(Exception):
     """Nothing to report (no result yet); the message names what was searched."""
 
 
-def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True) -> dict[str, Path]:
+def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True,
+                 keep: Path | None = None) -> dict[str, Path]:
     """Write the report; returns the paths (keys csv, md, tex, png, png-NAME). Raises ReportError when no cell has
-    a result."""
+    a result. ``keep``: also copy the reported trainings' small files there (``jitlab.experiments.report.keep``)."""
     # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
     from jitlab.experiments.report.collect import collect
     from jitlab.experiments.report.extras import figure_data, figure_lines, render_figure
@@ -52,4 +53,8 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     for key, data in images.items():
         with atomic_path(paths[f"png{key}"], suffix=".png") as tmp:
             tmp.write_bytes(data)
+    if keep is not None:
+        from jitlab.experiments.report.keep import keep_results
+
+        keep_results(collected, keep)
     return paths
