@@ -19,11 +19,27 @@ class ConfigError(ValueError):
         super().__init__(f"{field}: {message}")
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` only where a flag has one (not None, an empty list or an off switch) and its help does not
+    already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one error line (``jitlab VERB: error: ...``, exit 2) instead of the usage and the line."""
+    """Every verb's argparse. A usage error is one line, ``jitlab: error: ... (see `jitlab VERB --help`)`` (exit 2),
+    as a ConfigError is, instead of the usage and the line; ``--help`` shows each flag's default."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsShown)
+        super().__init__(**kwargs)
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {one_line(message)} (see `{self.prog} --help`)", file=sys.stderr)
+        print(f"jitlab: error: {one_line(message)} (see `{self.prog} --help`)", file=sys.stderr)
         raise SystemExit(2)
 
 

@@ -52,6 +52,19 @@ def test_one_flag_spelling_the_dashed_one_is_refused(args, flag, capsys):
     assert code == 2 and "unrecognized arguments" in output and flag in output
 
 
+def test_every_verb_s_usage_error_is_one_line_naming_its_help(capsys):
+    """One parser class for every argparse verb: no usage block, the one `jitlab: error:` line a ConfigError has."""
+    from jitlab.commands.cli import VERBS
+
+    for verb in VERBS:
+        code, output = run_cli([verb, "--no-such-flag"], capsys)
+        lines = output.strip().splitlines()
+        assert code == 2 and len(lines) == 1, (verb, output)
+        named = "--no-such-flag" in lines[0] or "arguments are required" in lines[0]  # argparse's first complaint
+        assert lines[0].startswith("jitlab: error: ") and named, (verb, output)
+        assert lines[0].endswith(f"(see `jitlab {verb} --help`)"), (verb, output)
+
+
 def test_the_dispatcher_hands_itself_to_the_grid_verb(monkeypatch):
     from jitlab.commands import cli
     from jitlab.commands import grid

@@ -19,8 +19,7 @@ import torch
 from jitlab.atomic import write_text
 from jitlab.experiments.bench.report import report, table
 from jitlab.experiments.bench.run import MINI, MINI_CONFIG, BenchSettings, bench_model
-from jitlab.errors import ConfigError
-from jitlab.score.generate import Parser
+from jitlab.errors import ArgumentParser, ConfigError
 
 
 def parse_model(text: str) -> str:
@@ -32,7 +31,7 @@ def parse_model(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="jitlab bench", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="jitlab bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", type=parse_model, nargs="+", default=[MINI, "JiT-B/16"], metavar="NAME",
                    help=f"{MINI!r} (the mini scale's model and data, --config) or registry names such as JiT-B/16")
     p.add_argument("--img_size", type=int, default=None,

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from jitlab.train.convert import OfficialCheckpointError, convert_official
-from jitlab.errors import ConfigError
+from jitlab.errors import ArgumentParser, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jitlab convert-official", description="Convert an authors' JiT checkpoint "
+    parser = ArgumentParser(prog="jitlab convert-official", description="Convert an authors' JiT checkpoint "
                                      "(.pth) to a jitlab checkpoint that `jitlab sample` reads.")
     parser.add_argument("ckpt", type=Path,
                         help="the release checkpoint (dict with model, model_ema1, model_ema2, args)")

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
-from jitlab.errors import ConfigError
+from jitlab.errors import ArgumentParser, ConfigError
 from jitlab.score.evaluation import best_row, evaluate, read_rows, write_rows
-from jitlab.score.generate import (Parser, check_device, check_output, dist_info, join_processes, process_device,
+from jitlab.score.generate import (check_device, check_output, dist_info, join_processes, process_device,
                                    report_error)
 from jitlab.core.settings import EvalSettings, SamplerSettings, ScoreSettings, message_of
 
@@ -27,7 +27,7 @@ SETTING_FIELDS = {*SWEEP_FIELDS, *SAMPLER_FIELDS, *SCORE_FIELDS}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="jitlab eval", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="jitlab eval", description=__doc__.splitlines()[0])
     p.add_argument("ckpt", help="a jitlab checkpoint")
     p.add_argument("--settings", type=Path, default=None, help="a JSON file of evaluation settings (keys named as "
                    "these flags, as a grid file's eval:); flags given as well override it")

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jitlab.errors import ConfigError
+from jitlab.errors import ArgumentParser, ConfigError
 from jitlab.score.metrics.features import INCEPTION_WEIGHTS_ENV, INCEPTION_WEIGHTS_FILE, build_extractor
 from jitlab.score.metrics.stats import ReferenceStats, dataset_stats, join_torchrun
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jitlab fid-stats",
+    p = ArgumentParser(prog="jitlab fid-stats",
                                 description="Reference statistics (mu, sigma) as .npz: of an embedded data set "
                                             "(--kind) or of the ImageNet training split (--root).")
     p.add_argument("--root", default=None, help="ImageNet: a folder tree (ROOT/train/<class>/*) or a directory of "

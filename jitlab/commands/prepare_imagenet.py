@@ -13,11 +13,12 @@ import sys
 
 from jitlab.core.data import prepare
 from jitlab.core.data.imagenet import SPLITS
+from jitlab.errors import ArgumentParser
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jitlab prepare-imagenet", description=prepare.__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="jitlab prepare-imagenet", description=prepare.__doc__.split("\n\n")[0],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", required=True, help="ImageNet folder tree: SRC/train/<class>/*.JPEG, SRC/val/...")
     parser.add_argument("--out", required=True, help="the shard directory to write (created)")
     parser.add_argument("--resolution", type=int, required=True, help="side of the crops, e.g. 64, 256, 512, 1024")

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jitlab.errors import ConfigError
+from jitlab.errors import ArgumentParser, ConfigError
 from jitlab.experiments.grid.spec import SCALES, load_spec
 from jitlab.experiments.report.build import ReportError, build_report
 
@@ -23,7 +23,7 @@ DEFAULT_OUT = Path("reports")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jitlab report", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="jitlab report", description=__doc__.splitlines()[0])
     p.add_argument("name", help="a grid name (experiments/grids/NAME.yaml) or a path to a grid file")
     p.add_argument("--scale", choices=SCALES, default="mini", help="which runs to report (default mini)")
     p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")

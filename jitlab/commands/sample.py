@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from jitlab.commands.settings_flags import add_settings_flags, add_shard_flags, as_flag, check_shard_size, given
-from jitlab.errors import ConfigError
-from jitlab.score.generate import (Parser, check_classes, check_device, check_ema, check_output, dist_info,
+from jitlab.errors import ArgumentParser, ConfigError
+from jitlab.score.generate import (check_classes, check_device, check_ema, check_output, dist_info,
                                    join_processes, labels_for, process_device, read_jitlab_checkpoint, report_error)
 from jitlab.core.images import class_rows, image_grid, save_png, write_npz
 from jitlab.core.settings import SamplerSettings, SampleSettings
@@ -26,7 +26,7 @@ SAMPLER_FIELDS = [f.name for f in fields(SamplerSettings)]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="jitlab sample", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="jitlab sample", description=__doc__.splitlines()[0])
     p.add_argument("ckpt", help="a jitlab checkpoint (from `jitlab fit` or `jitlab convert-official`)")
     add_settings_flags(p, SampleSettings, SAMPLE_FIELDS)
     add_settings_flags(p, SamplerSettings, SAMPLER_FIELDS, FLAGS)

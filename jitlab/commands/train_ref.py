@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from jitlab.errors import ArgumentParser
 from jitlab.score.metrics import shipped
 from jitlab.score.metrics.refnet import (RefNetConfig, cache_path, default_cache_dir, load_refnet, save_refnet,
                                          train_refnet, weights_digest)
@@ -20,7 +21,7 @@ CONFIG_FIELDS = ("kind", "resolution", "train_size", "epochs", "seed")  # the fl
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = RefNetConfig()
-    p = argparse.ArgumentParser(prog="jitlab train-ref", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="jitlab train-ref", description=__doc__.splitlines()[0])
     p.add_argument("--kind", choices=["shapes", "photos"], default=defaults.kind)
     for name in CONFIG_FIELDS[1:]:
         p.add_argument(f"--{name}", type=int, default=getattr(defaults, name))

@@ -7,7 +7,6 @@ all or each of ``W`` processes makes ``rank, rank + W, ...``. The checks (``chec
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -71,16 +70,6 @@ def generate_uint8(module, indices: Sequence[int], labels: Tensor | None, settin
         bar.update(len(chunk))
         yield chunk, to_uint8(x).cpu(), chunk_labels
     bar.close()
-
-
-class Parser(argparse.ArgumentParser):
-    """The verbs' argparse: defaults in ``--help``, a usage error as one ``jitlab: error:`` line, exit code 2."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
-
-    def error(self, message: str):
-        self.exit(2, f"jitlab: error: {message} (see `{self.prog} --help`)\n")
 
 
 def check_output(flag: str, path: Path | None) -> None:
