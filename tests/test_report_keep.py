@@ -51,6 +51,7 @@ def test_kept_files_regenerate_the_report_and_leave_checkpoints_behind(tmp_path)
     assert "| v-prediction | 4.5 ± 0.71 (n=2) |" in md  # the log-curve figure read the kept event files too
     assert comparable(md) == comparable(md_again) and md != md_again  # only the runs directory named differs
     assert f"--runs {kept}" in md_again
+    assert first["kept"] == kept / "dsd_latent" / "mini" and "kept" not in again  # what the verb names as written
     cell = kept / "dsd_latent" / "mini" / "variant-v_sg_seed-1"  # a failed training is kept: the report shows it
     assert sorted(p.name for p in cell.iterdir()) == ["config.yaml", "lightning_logs", "result.json"]
     assert not list(kept.rglob("*.ckpt")) and len(list(kept.rglob("events.out.*"))) == 4

@@ -59,11 +59,6 @@ def read_result(directory: Path) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def best_point(path: Path) -> dict[str, Any] | None:
-    """The row `jitlab eval` named best in a metrics.json (metric, value, reference statistics, ...), or None."""
-    return json.loads(Path(path).read_text()).get("best")
-
-
 def best_rows(path: Path) -> list[dict[str, Any]]:
     """Every row of a metrics.json's best point: its Frechet distance and any other metric measured with it."""
     payload = json.loads(Path(path).read_text())

@@ -15,8 +15,9 @@ class ReportError(Exception):
 
 def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = True,
                  keep: Path | None = None) -> dict[str, Path]:
-    """Write the report; returns the paths (keys csv, md, tex, png, png-NAME). Raises ReportError when no cell has
-    a result. ``keep``: also copy the reported trainings' small files there (``jitlab.experiments.report.keep``)."""
+    """Write the report; returns the paths (keys csv, md, tex, png, png-NAME, and kept: the directory of the kept
+    files). Raises ReportError when no cell has a result. ``keep``: also copy the reported trainings' small files
+    there (``jitlab.experiments.report.keep``)."""
     # imported here for start-up time: pandas (and matplotlib, below) take seconds, `jitlab report -h` none
     from jitlab.experiments.report.collect import collect
     from jitlab.experiments.report.extras import figure_data, figure_lines, render_figure
@@ -56,5 +57,6 @@ def build_report(spec: GridSpec, scale: str, runs: Path, out: Path, png: bool = 
     if keep is not None:
         from jitlab.experiments.report.keep import keep_results
 
-        keep_results(collected, keep)
+        if keep_results(collected, keep):
+            paths["kept"] = Path(keep) / spec.name / scale
     return paths
