@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from jitlab.errors import ConfigError
-from jitlab.experiments.grid.spec import load_config, load_spec
+from jitlab.experiments.grid.spec import load_config, load_spec, recipe_eval
 from jitlab.core.models.registry import MODELS
 from tests.conftest import run_cli
 
@@ -136,14 +136,35 @@ def test_no_recipe_says_again_what_it_includes(path):
 
 
 @pytest.mark.parametrize("grid", ["table7", "table8"])
-def test_the_grids_eval_holds_only_differences_from_the_paper_scale(grid):
+def test_the_grids_eval_says_nothing_its_recipes_or_the_paper_scale_say(grid):
+    """One owner: a cell's scoring is its recipe's evaluation.* (recipe_eval); the grid adds only what neither the
+    recipes nor the paper scale's defaults say (the IS), and no axis value sets an eval key."""
     defaults = yaml.safe_load((REPO / "experiments" / "scales" / "eval.yaml").read_text())["paper"]
     raw = yaml.safe_load((REPO / "experiments" / "grids" / f"{grid}.yaml").read_text())
     values = raw["axes"]["model"]["values"].values()
-    differences = [*raw["scales"]["paper"]["eval"].items(),
-                   *((k[len("eval."):], v) for value in values for k, v in value["paper"].items()
-                     if k.startswith("eval."))]
-    assert len(differences) > 4 and not [(k, v) for k, v in differences if defaults.get(k) == v]
+    assert not [k for value in values for k in value["paper"] if k.startswith("eval.")]
+    own = raw["scales"]["paper"]["eval"]
+    for value in values:
+        said = recipe_eval(load_config(REPO / value["paper"]["config"]))
+        assert said["cfg"] and said["ref_stats"] and not set(own) & set(said), value["label"]
+    assert own and not [k for k, v in own.items() if defaults.get(k) == v]
+
+
+def test_a_recipe_s_evaluation_becomes_a_cell_s_scoring_and_a_later_eval_key_wins(tmp_path):
+    (tmp_path / "scale.yaml").write_text("trainer: {max_steps: 1}\n")
+    (tmp_path / "recipe.yaml").write_text("config: scale.yaml\ntrainer.max_steps: 5\nevaluation.cfg_scale: 2.7\n"
+                                          "evaluation.cfg_interval: [0.2, 0.9]\nevaluation.steps: 40\n"
+                                          "evaluation.every_n_steps: 100\nevaluation.inception_weights: /w.pth\n")
+    assert recipe_eval(load_config(tmp_path / "recipe.yaml")) == {"cfg": [2.7], "cfg_interval": [[0.2, 0.9]],
+                                                                   "steps": 40}
+    (tmp_path / "grid.yaml").write_text(
+        "name: g\ntitle: g\nclaim: c\npaper_metric: FID-50K\nlayout: {kind: points, x: m}\n"
+        "axes: {m: {values: {a: {paper: {config: recipe.yaml}}, b: {paper: {config: recipe.yaml, eval.cfg: [3.0]}}}}}\n"
+        "scales: {paper: {config: scale.yaml, eval: {cfg: [1.5], ema: [0], num_images: 10}}}\n")
+    a, b = load_spec(tmp_path / "grid.yaml", root=tmp_path).cells("paper")
+    assert a.config["trainer"]["max_steps"] == 5 and a.eval["steps"] == 40
+    assert a.eval["cfg"] == [2.7] and a.eval["cfg_interval"] == [[0.2, 0.9]] and b.eval["cfg"] == [3.0]
+    assert a.config_hash != b.config_hash
 
 
 def test_an_include_needs_dotted_keys_and_resolves_relative_to_its_file(tmp_path):

@@ -147,7 +147,9 @@ class GridSpec:
                 overrides = dict(overrides)
                 include = overrides.pop("config", None)  # a recipe applied here, as `jitlab fit --config FILE`
                 if include is not None:
-                    merge_config(cell_doc["config"], load_config(self.root / include))
+                    recipe = load_config(self.root / include)
+                    merge_config(cell_doc["config"], recipe)
+                    cell_doc["eval"].update(recipe_eval(recipe))  # the recipe owns its scoring
                 routed = {(k if str(k).startswith("eval.") else f"config.{k}"): v for k, v in overrides.items()}
                 apply_overrides(cell_doc, routed, where)
             _check_keys(cell_doc["eval"], _EVAL_KEYS, f"{self.path}: eval of scale {scale}")
@@ -197,6 +199,17 @@ def load_config(path: Path) -> dict[str, Any]:
     config = load_config(path.parent / include)
     apply_overrides(config, data, str(path))
     return config
+
+
+def recipe_eval(config: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's ``evaluation.*`` (the scoring `jitlab fit` would do) as a grid cell's eval keys: its one point
+    ``cfg_scale`` / ``cfg_interval`` becomes a sweep of one, the other keys keep their names."""
+    evaluation = dict(config.get("evaluation") or {})
+    if "cfg_scale" in evaluation:
+        evaluation["cfg"] = [evaluation.pop("cfg_scale")]
+    if "cfg_interval" in evaluation:
+        evaluation["cfg_interval"] = [evaluation["cfg_interval"]]
+    return {k: v for k, v in evaluation.items() if k in _EVAL_KEYS}
 
 
 def merge_config(config: dict[str, Any], other: dict[str, Any]) -> None:
