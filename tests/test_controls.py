@@ -1,5 +1,6 @@
 """Issue 27's new cells and switches: Table 2 (b) at 16x16, Table 4 taken apart, and the controls of the DSD, REG and
-RAE grids (jitlab/core/models/dsd.py ``latent_scale``, jitlab/score/reg_align.py, rae_width's rule at equal output rank).
+RAE grids (jitlab/core/models/dsd.py ``latent_scale``, jitlab/score/reg_align.py, rae_width's rule at equal output
+rank).
 
 Every new grid cell smoke-fits one step through `jitlab fit` (its resolved config, a batch of 2); the switches are
 checked for what they claim. Every number fed to a rule is a FIXTURE made up for these tests.

@@ -1,4 +1,5 @@
-"""jitlab.train.convert: release checkpoints (built here in the release's layout) load, convert and refuse foreign pickles."""
+"""jitlab.train.convert: release checkpoints (built here in the release's layout) load, convert and refuse foreign
+pickles."""
 
 from __future__ import annotations
 

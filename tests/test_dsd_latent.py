@@ -1,4 +1,5 @@
-"""DSD's joint latent (jitlab/core/models/dsd.py), the effective rank (jitlab/core/models/rank.py) and issue 15's grid files."""
+"""DSD's joint latent (jitlab/core/models/dsd.py), the effective rank (jitlab/core/models/rank.py) and issue 15's grid
+files."""
 
 from __future__ import annotations
 

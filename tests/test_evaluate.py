@@ -88,7 +88,8 @@ def test_periodic_evaluation_during_fit_logs_and_writes_rows(quick_refnet, tmp_p
     assert "eval/FD-ref-12" in trainer.callback_metrics
 
 
-def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_eval_with_inception_features_names_fid_and_needs_the_weights(
+        tiny_checkpoint, tmp_path, monkeypatch, capsys):  # noqa: F811
     """FID end to end with a random-weights InceptionV3 file (the real one cannot be fetched here)."""
     from jitlab.score.metrics.features import INCEPTION_WEIGHTS_ENV
     from tests.test_metrics import random_inception_weights
@@ -110,7 +111,8 @@ def test_eval_with_inception_features_names_fid_and_needs_the_weights(tiny_check
     assert not any("feature_accuracy" in r for r in rows)  # Inception: no classifier accuracy of ours to state
 
 
-def test_sampler_options_and_score_resolution_are_recorded_in_every_row(tiny_checkpoint, quick_refnet, tmp_path):  # noqa: F811
+def test_sampler_options_and_score_resolution_are_recorded_in_every_row(
+        tiny_checkpoint, quick_refnet, tmp_path):  # noqa: F811
     """--final_step x, --precision bf16 (autocast on CPU) and --score_resolution 8: a 16px model in the 8px space."""
     out = tmp_path / "metrics.json"
     assert evaluate.main([str(tiny_checkpoint), "--num_images", "10", "--steps", "2", "--final_step", "x",
@@ -160,7 +162,8 @@ def test_sweep_keeps_each_finished_point_and_a_rerun_skips_them(tiny_checkpoint,
     rows = json.loads(out.read_text())["rows"]
     assert [r["cfg_scale"] for r in rows] == [1.0]  # the first point was written before the failure
     calls.clear()
-    monkeypatch.setattr(evaluation, "score_samples", lambda *a, **k: calls.append(a[2].cfg_scale) or real_score(*a, **k))
+    monkeypatch.setattr(evaluation, "score_samples",
+                        lambda *a, **k: calls.append(a[2].cfg_scale) or real_score(*a, **k))
     assert evaluate.main([*base, "--cfg", "1.0", "2.0", "3.0"]) == 0
     assert calls == [2.0, 3.0] and "skipped" in capsys.readouterr().out  # resumed: only the missing points ran
     rows = json.loads(out.read_text())["rows"]

@@ -202,7 +202,8 @@ def test_build_ref_stats_makes_each_missing_file_once_from_the_cells_data(tmp_pa
         missing_ref_stats([cell(tmp_path / "x.npz", 64), cell(tmp_path / "x.npz", 128)])
 
 
-def test_a_class_subset_measures_only_its_classes(tree, folder_stats, inception_weights, tmp_path, monkeypatch):  # noqa: F811
+def test_a_class_subset_measures_only_its_classes(tree, folder_stats, inception_weights, tmp_path,  # noqa: F811
+                                                  monkeypatch):
     """`--classes 1` (the lab scale's subsets) measures the first class's 4 images, not the tree's 8."""
     from jitlab.commands.cli import main
 

@@ -1,5 +1,6 @@
 """One owner per format: the metrics row (jitlab.rows), the typed view of a fit config (jitlab.fitview), the
-network's shape derived once (FitView.net_args, used by the cost plan, the ratios, the memory plan and the preflight)."""
+network's shape derived once (FitView.net_args, used by the cost plan, the ratios, the memory plan and the
+preflight)."""
 
 from __future__ import annotations
 

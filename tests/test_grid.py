@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -102,7 +101,8 @@ def test_table2_cells_carry_the_papers_numbers_and_ratios():
     assert a.paper_value == 8.62 and b.paper_value == 3.63
     patch_dim = lambda c: c.config["model"]["net"]["init_args"]["patch_size"] ** 2 * 3  # noqa: E731
     width = a.config["model"]["net"]["init_args"]["hidden_size"]
-    assert patch_dim(a) == width and 16 * patch_dim(b) == width  # (a) = the width, (b) 1/16 of it (tests/test_ratios.py)
+    # (a) = the width, (b) 1/16 of it (tests/test_ratios.py)
+    assert patch_dim(a) == width and 16 * patch_dim(b) == width
     assert a.config["model"]["flow"] == {**a.config["model"]["flow"], "pred": "x", "loss": "v"}
     p = paper["setting-a_loss-x_pred-eps"].config
     assert p["data"]["init_args"]["global_batch_size"] == 1024 and p["trainer"]["max_epochs"] == 200
@@ -206,7 +206,8 @@ def test_killed_cell_resumes_from_last_ckpt_nothing_lost_nothing_repeated(tmp_pa
     runs = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # the runner in a child process (its training is a grandchild): both are killed below
-    child = ("from pathlib import Path; from jitlab.experiments.grid import runner; from jitlab.experiments.grid.spec import load_spec; "
+    child = ("from pathlib import Path; from jitlab.experiments.grid import runner; "
+             "from jitlab.experiments.grid.spec import load_spec; "
              "cells = load_spec('tiny', root=Path('.')).cells('mini', {'trainer.max_steps': 200}); "
              f"runner.run_local(cells, Path({str(runs)!r}), jobs=1, threads=1)")
     proc = subprocess.Popen([sys.executable, "-c", child], cwd=tmp_path, env=env, start_new_session=True,
@@ -312,113 +313,6 @@ def test_train_time_comes_from_the_checkpoint_timer_so_a_resumed_cell_counts_eve
     runner.run_local([cell], tmp_path / "runs", runner=resumed_training, echo=lambda _: None)
     result = json.loads((runner.cell_dir(tmp_path / "runs", cell) / "result.json").read_text())
     assert result["train_seconds"] == 512.5 and result["step"] == 30
-
-
-class Clock:
-    """Records what the fake processes below do, in order, and how many run at once."""
-
-    def __init__(self):
-        self.events: list[str] = []
-        self.running = 0
-        self.most = 0
-        self.lock = threading.Lock()
-
-    def enter(self, what: str) -> None:
-        with self.lock:
-            self.running += 1
-            self.most = max(self.most, self.running)
-            self.events.append(f"start {what}")
-
-    def leave(self, what: str) -> None:
-        with self.lock:
-            self.running -= 1
-            self.events.append(f"end {what}")
-
-
-def fake_train_ref(clock: Clock, seconds: dict[int, float], fail: set[int] = frozenset()):
-    """Stands in for `subprocess.call` of `jitlab train-ref`: sleeps its resolution's time, fails if told."""
-
-    def call(args, **_):
-        resolution = int(args[args.index("--resolution") + 1])
-        clock.enter(f"ref-{resolution} threads={args[args.index('--threads') + 1]}")
-        time.sleep(seconds[resolution])
-        clock.leave(f"ref-{resolution}")
-        return 1 if resolution in fail else 0
-
-    return call
-
-
-def fake_cell_runner(clock: Clock, seconds: float = 0.05):
-    """Stands in for a cell's `jitlab fit` (writes a finite checkpoint) and `jitlab eval` (writes a metric)."""
-
-    def call(args, log, env):
-        verb = args[0]
-        directory = Path(args[args.index("--config") + 1]).parent if verb == "fit" else Path(args[1]).parents[1]
-        what = f"{verb} {directory.name}"
-        clock.enter(what)
-        time.sleep(seconds)
-        step = yaml.safe_load((directory / "config.yaml").read_text())["trainer"]["max_steps"]  # trained to the end
-        if verb == "fit":
-            ckpt = directory / "checkpoints" / "last.ckpt"
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"state_dict": {"net.w": torch.ones(2)}, "global_step": step}, ckpt)
-        else:
-            row = {"metric": "FD-ref-10", "value": 5.0, "step": step}
-            (directory / "metrics.json").write_text(json.dumps({"rows": [row], "best": row}))
-        clock.leave(what)
-        return 0
-
-    return call
-
-
-def two_resolution_cells(tmp_path: Path) -> list:
-    tiny_grid(tmp_path, preds=("x",))
-    spec_path = tmp_path / "experiments" / "grids" / "tiny.yaml"
-    spec = yaml.safe_load(spec_path.read_text())
-    spec["axes"]["res"] = {"key": "data.init_args.resolution", "values": [16, 8]}
-    spec["paper"] = []
-    spec_path.write_text(yaml.safe_dump(spec))
-    return load_spec("tiny", root=tmp_path).cells("mini")
-
-
-def test_cells_train_while_the_reference_classifiers_do_and_evaluate_after_theirs(tmp_path, monkeypatch):
-    cells = two_resolution_cells(tmp_path)
-    runs = tmp_path / "runs"
-    clock = Clock()
-    # the 16-px classifier is slow, the 8-px one quick: a freed core must start a cell, not wait for the slow one
-    monkeypatch.setattr(runner.CHILDREN, "call", fake_train_ref(clock, {16: 0.6, 8: 0.05}))
-    refs = runner.References(cells + cells, runs, threads=1, echo=lambda _: None)
-    assert refs.keys == [("shapes", 16), ("shapes", 8)]  # each classifier once
-    outcomes = runner.run_local(cells, runs, jobs=2, threads=1, runner=fake_cell_runner(clock),
-                                echo=lambda _: None, references=refs)
-    assert [o.status for o in outcomes] == ["done", "done"]
-    events = clock.events
-    assert events[:2] == ["start ref-16 threads=1", "start ref-8 threads=1"]
-    assert clock.most == 2  # never more processes than jobs
-    first_fit = min(i for i, e in enumerate(events) if e.startswith("start fit"))
-    assert first_fit < events.index("end ref-16")  # a cell trained while the slow classifier did
-    for cell in cells:
-        ref = "end ref-16" if cell.config["data"]["init_args"]["resolution"] == 16 else "end ref-8"
-        assert events.index(ref) < events.index(f"start eval {cell.id}")  # its evaluation waited for it
-    # finished cells need no classifier: nothing to train on a re-run
-    assert runner.References(cells, runs, threads=1).keys == []
-
-
-def test_a_classifier_that_fails_to_train_fails_only_the_cells_that_need_it(tmp_path, monkeypatch):
-    cells = two_resolution_cells(tmp_path)
-    runs = tmp_path / "runs"
-    clock = Clock()
-    monkeypatch.setattr(runner.CHILDREN, "call", fake_train_ref(clock, {16: 0.05, 8: 0.05}, fail={16}))
-    refs = runner.References(cells, runs, threads=1, echo=lambda _: None)
-    outcomes = runner.run_local(cells, runs, jobs=1, threads=1, runner=fake_cell_runner(clock),
-                                echo=lambda _: None, references=refs)
-    status = {o.cell.config["data"]["init_args"]["resolution"]: o.status for o in outcomes}
-    assert status == {16: "failed", 8: "done"}
-    failed = [o.cell for o in outcomes if o.status == "failed"][0]
-    log = (runner.cell_dir(runs, failed) / "eval.log").read_text()
-    assert "training the reference classifier for shapes-16 failed" in log
-    assert clock.most == 1
-
 
 
 @pytest.mark.parametrize("key, value, field", [("steps", 0, "steps"), ("final_step", "exact", "final_step"),

@@ -175,7 +175,8 @@ def test_resumed_run_continues_where_it_stopped(clean_tree, clean_shards, source
     epoch = [image for batch in full.seen[:6] for image in batch]
     assert len(set(epoch)) == 48  # the first epoch: every image once
     for stop in (4, 6):
-        resumed = fit(root, workers, 9, tmp_path / f"resumed{stop}", ckpt_path=str(tmp_path / "full" / f"step={stop}.ckpt"))
+        resumed = fit(root, workers, 9, tmp_path / f"resumed{stop}",
+                      ckpt_path=str(tmp_path / "full" / f"step={stop}.ckpt"))
         assert resumed.seen == full.seen[stop:], f"resumed after step {stop}: other batches than the uninterrupted run"
 
 

@@ -3,10 +3,10 @@
 Every module is parsed with ``ast`` (nothing is imported); each ``import`` and ``from ... import`` counts, at
 module level and inside functions (a lazy import is still a dependency). A module imports only its own layer
 and the layers before it; module-level imports form no cycle, and no import at all (lazy ones included) closes a
-circle between parts (``part_of``: a package or module inside a layer's folder); no file is over 400 lines, no
-function over 80. The layer of a module is read from its folder (``FOLDERS``): jitlab/core, train, score,
-experiments, commands, and jitlab/ itself for base; a module in any other folder fails, so a new module's place
-is a decision, and every layer folder must exist.
+circle between parts (``part_of``: a package or module inside a layer's folder); no file is over 400 lines (nor
+one of tests/), no function over 80. The layer of a module is read from its folder (``FOLDERS``): jitlab/core,
+train, score, experiments, commands, and jitlab/ itself for base; a module in any other folder fails, so a new
+module's place is a decision, and every layer folder must exist.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jitlab"
+TESTS = Path(__file__).resolve().parent
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
@@ -63,7 +64,8 @@ def _resolve(node: ast.ImportFrom, source: str, is_package: bool, known: set[str
         package = node.module or ""
     if not package.startswith("jitlab"):
         return []
-    # `from jitlab.core.data import prepare` depends on the module jitlab.core.data.prepare, `from jitlab.x import f` on x
+    # `from jitlab.core.data import prepare` depends on the module jitlab.core.data.prepare,
+    # `from jitlab.x import f` on x
     return sorted({f"{package}.{a.name}" if f"{package}.{a.name}" in known else package for a in node.names})
 
 
@@ -243,6 +245,11 @@ def test_no_function_over_80_lines():
     assert not bad, f"functions over {MAX_FUNCTION_LINES} lines:{_listing(bad)}"
 
 
+def test_no_test_file_over_400_lines():
+    bad = long_files(TESTS)
+    assert not bad, f"test files over {MAX_FILE_LINES} lines:{_listing(bad)}"
+
+
 # -- the checker itself finds what it is for ------------------------------------------------------
 
 
@@ -261,7 +268,8 @@ def toy_package(tmp_path: Path) -> Path:
         "experiments/grid/run.py": "from . import spec\n\ndef go():\n    pass\n",
         "experiments/grid/spec.py": "import jitlab.experiments.grid.run\n" + "x = 1\n" * 5,
         "commands/__init__.py": "",
-        "commands/cli.py": "from jitlab.experiments.grid.run import go\nfrom jitlab.core import flow\nfrom jitlab import errors\n",
+        "commands/cli.py": ("from jitlab.experiments.grid.run import go\nfrom jitlab.core import flow\n"
+                            "from jitlab import errors\n"),
         "stray/__init__.py": "",
     }
     for name, text in files.items():
@@ -289,6 +297,11 @@ def test_the_checker_finds_upward_imports_cycles_strays_and_long_code(toy_packag
                    "jitlab.core.models -> jitlab.commands.cli (layer core -> commands; inside a function, line 2)"]
     assert import_cycles(toy_package) == [["jitlab.experiments.grid.run", "jitlab.experiments.grid.spec"]]
     assert long_files(toy_package, limit=5) == ["jitlab/experiments/grid/spec.py: 6 lines"]
+    tests = toy_package.parent / "tests"
+    tests.mkdir()
+    (tests / "test_ok.py").write_text("x = 1\n" * MAX_FILE_LINES)
+    (tests / "test_long.py").write_text("x = 1\n" * (MAX_FILE_LINES + 1))
+    assert long_files(tests) == ["tests/test_long.py: 401 lines"]
     assert long_functions(toy_package, limit=1) == ["jitlab/core/models/__init__.py:1 build: 2 lines",
                                                     "jitlab/experiments/grid/run.py:3 go: 2 lines"]
 
@@ -296,9 +309,10 @@ def test_the_checker_finds_upward_imports_cycles_strays_and_long_code(toy_packag
 def test_the_checker_finds_missing_folders_and_circles_between_parts_through_lazy_imports(toy_package):
     assert stale_names(toy_package, FOLDERS) == ["score", "train"]
     assert part_cycles(toy_package) == []  # grid.run <-> grid.spec is inside one part
-    (toy_package / "experiments" / "grid" / "plan.py").write_text("def f():\n    from jitlab.core.models import build\n")
+    (toy_package / "experiments" / "grid" / "plan.py").write_text(
+        "def f():\n    from jitlab.core.models import build\n")
     assert part_cycles(toy_package) == [["jitlab.commands.cli", "jitlab.core.flow", "jitlab.core.models",
                                          "jitlab.experiments.grid"]]  # models -> cli
-    (toy_package / "core" / "models" / "__init__.py").write_text("from typing import TYPE_CHECKING\n\n"
-                                                                 "if TYPE_CHECKING:\n    from jitlab.commands import cli\n")
+    (toy_package / "core" / "models" / "__init__.py").write_text(
+        "from typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n    from jitlab.commands import cli\n")
     assert part_cycles(toy_package) == []  # an annotation-only import runs nothing

@@ -81,7 +81,7 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 from jitlab.experiments.grid import runner
 from jitlab.experiments.grid.spec import load_spec
-from tests.test_grid import Clock, fake_cell_runner
+from tests.test_grid_scheduling import Clock, fake_cell_runner
 
 inner = fake_cell_runner(Clock(), seconds=1.0)
 

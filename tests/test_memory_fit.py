@@ -15,8 +15,8 @@ def own_cache(tmp_path, monkeypatch):
 
 
 MINI = ["--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
-        "--trainer.accelerator=cpu", "--trainer.devices=1", "--samples.every_n_steps=0", "--data.init_args.num_workers=0",
-        "--samples.num_images=2", "--samples.steps=1"]
+        "--trainer.accelerator=cpu", "--trainer.devices=1", "--samples.every_n_steps=0",
+        "--data.init_args.num_workers=0", "--samples.num_images=2", "--samples.steps=1"]
 
 
 def test_fit_applies_the_plan_keeps_explicit_settings_and_refuses_what_cannot_fit(tmp_path, capsys):

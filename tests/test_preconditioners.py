@@ -173,8 +173,9 @@ def test_the_sampler_asks_the_shifted_grid_and_lands_on_x():
 
 
 def test_the_learned_skip_adds_c_of_t_times_z_and_keeps_the_contract():
-    inner = {"class_path": "jitlab.core.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
-                                                                  bottleneck_dim=None, in_context_len=0)}
+    inner = {"class_path": "jitlab.core.models.JiT",
+             "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3, bottleneck_dim=None,
+                               in_context_len=0)}
     net = LearnedSkip(inner, img_size=16, num_classes=4)
     assert isinstance(net, PatchBackbone) and net.noise_widths() == {"hidden_size": 48} and net.patch_dim == 48
     assert net.init_args["net"]["init_args"]["img_size"] == 16  # what the data decide reaches the wrapped net
@@ -198,9 +199,9 @@ def test_the_learned_skip_adds_c_of_t_times_z_and_keeps_the_contract():
                                         (dict(pred="v"), True)])
 def test_one_training_step_of_each_switch(tmp_path, flow, skip):
     torch.manual_seed(0)
-    inner = {"class_path": "jitlab.core.models.JiT", "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3,
-                                                                  bottleneck_dim=None, in_context_len=0,
-                                                                  attn_impl="sdpa")}
+    inner = {"class_path": "jitlab.core.models.JiT",
+             "init_args": dict(patch_size=4, hidden_size=48, depth=1, num_heads=3, bottleneck_dim=None,
+                               in_context_len=0, attn_impl="sdpa")}
     net = LearnedSkip(inner, img_size=16, num_classes=10) if skip else build_net(
         {**inner, "init_args": {**inner["init_args"], "img_size": 16, "num_classes": 10}})
     module = JiTModule(net, flow=FlowConfig(loss="v", **flow), optim=OptimConfig(lr=1e-2, warmup_steps=0))
@@ -236,7 +237,8 @@ def test_edm_feeds_the_network_c_in_z_in_sampling_and_training(precond):
     t = torch.tensor([0.2, 0.4, 0.6, 0.8], dtype=torch.float64)  # (N,)
     net = Recorder()
     guided(net, flow, torch.zeros(4, dtype=torch.long), None)(z, t, t[:1])
-    scale = 1 / torch.sqrt(4.0 * (1 - t) ** 2 + 0.25 * t ** 2) if precond == "edm" else torch.ones(4, dtype=torch.float64)
+    scale = (1 / torch.sqrt(4.0 * (1 - t) ** 2 + 0.25 * t ** 2) if precond == "edm"
+             else torch.ones(4, dtype=torch.float64))
     assert torch.allclose(net.seen[-1], z * scale.view(-1, 1, 1, 1), atol=1e-12)
     x_noisy = z / t.view(-1, 1, 1, 1)  # EDM's x + sigma n
     if precond == "edm":

@@ -1,4 +1,5 @@
-"""The run-directory format (jitlab.experiments.rundir), the class-path importer, and the experiments layer's one-way imports."""
+"""The run-directory format (jitlab.experiments.rundir), the class-path importer, and the experiments layer's one-way
+imports."""
 
 from __future__ import annotations
 
@@ -76,8 +77,10 @@ def imported_modules(path: Path) -> set[str]:
 def test_grid_writes_run_directories_report_reads_them_neither_imports_the_other():
     for path in sorted((ROOT / "jitlab" / "experiments" / "report").glob("*.py")):
         grid = {m for m in imported_modules(path) if m.startswith("jitlab.experiments.grid")}
-        assert all(m.startswith("jitlab.experiments.grid.spec") for m in grid), (path.name, grid)  # the grid file format only
+        # the grid file format only
+        assert all(m.startswith("jitlab.experiments.grid.spec") for m in grid), (path.name, grid)
     for path in sorted((ROOT / "jitlab" / "experiments" / "grid").glob("*.py")):
         assert not {m for m in imported_modules(path) if m.startswith("jitlab.experiments.report")}, path.name
     shared = imported_modules(ROOT / "jitlab" / "experiments" / "rundir.py")
-    assert not {m for m in shared if m.startswith(("jitlab.experiments.report", "jitlab.experiments.grid.runner", "jitlab.commands"))}, shared
+    assert not {m for m in shared if m.startswith(("jitlab.experiments.report", "jitlab.experiments.grid.runner",
+                                                   "jitlab.commands"))}, shared

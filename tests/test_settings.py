@@ -9,7 +9,8 @@ import pytest
 
 from jitlab.errors import ConfigError
 from jitlab.core.sampling import FinalStep, Sampler
-from jitlab.core.settings import EvalSettings, PeriodicSettings, PreviewSettings, SamplerSettings, SampleSettings, ScoreSettings
+from jitlab.core.settings import (EvalSettings, PeriodicSettings, PreviewSettings, SamplerSettings, SampleSettings,
+                                  ScoreSettings)
 
 
 @pytest.mark.parametrize("kwargs,field", [
@@ -117,4 +118,5 @@ def test_the_callbacks_flags_are_the_settings_fields():
     with pytest.raises(ConfigError, match="cfg_interval"):
         SampleGrid(cfg_interval=(0.9, 0.1))
     periodic = PeriodicEval(every_n_steps=2, num_images=12, steps=2, ref_images=40)
-    assert periodic.sampling == SamplerSettings(steps=2) and periodic.score == ScoreSettings(num_images=12, ref_images=40)
+    assert (periodic.sampling == SamplerSettings(steps=2)
+            and periodic.score == ScoreSettings(num_images=12, ref_images=40))

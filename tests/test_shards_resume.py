@@ -123,8 +123,9 @@ def test_sharded_sample_on_two_processes_equals_one_process(tiny_checkpoint, tmp
     common = [str(tiny_checkpoint), "--num_images", "9", "--steps", "2", "--batch_size", "2", "--device", "cpu"]
     assert sample_main([*common, "--npz", str(tmp_path / "one.npz")]) == 0
     two = subprocess.run([str(bin_dir / "torchrun"), "--nproc_per_node", "2", "--master_port", "29533", "-m",
-                          "jitlab.commands.cli", "sample", *common, "--shards", str(tmp_path / "shards"), "--shard_size", "2",
-                          "--npz", str(tmp_path / "two.npz")], capture_output=True, text=True, timeout=300)
+                          "jitlab.commands.cli", "sample", *common, "--shards", str(tmp_path / "shards"),
+                          "--shard_size", "2", "--npz", str(tmp_path / "two.npz")],
+                         capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-2000:]
     assert np.array_equal(np.load(tmp_path / "one.npz")["images"], np.load(tmp_path / "two.npz")["images"])
     assert len(list(tmp_path.rglob("images-*.npz"))) == 5  # blocks of 2: 0-1 and 4-5 and 8 by rank 0, the rest by 1
