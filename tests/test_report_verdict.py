@@ -46,7 +46,9 @@ def test_verdict_not_reproducing(tmp_path):
     assert "**Does not reproduce**" in a and "(loss v, pred v) 30: ratio 1.4x" in a
     assert "**Does not reproduce**" in b and "60 / the lowest (loss v, pred x) 17 = 3.53x" in b
     assert "Provisional: 1 of 9 cells lack a result (setting-b_loss-x_pred-x (not run))" in b
-    assert overall == "**Overall**: Table 2's claim does not reproduce at mini scale ((a), (b) fails)."
+    assert overall == ("**Overall**: Table 2's claim does not reproduce at mini scale ((a), (b) fails). Provisional: "
+                       "1 of 18 cells lack a training's result (failed or not run yet); the verdict may change when "
+                       "they have one.")
 
 
 def test_verdict_counts_diverged_as_worse_and_grids_without_rules_have_none(tmp_path):
@@ -90,7 +92,7 @@ def test_several_training_seeds_are_read_averaged_and_judged_by_their_spread(tmp
     assert "Rests on 3 trainings per cell" in verdict_lines[1]
     assert ("Provisional: 2 of 9 cells lack a result (setting-a_loss-x_pred-x (1 training(s) without a result), "
             "setting-a_loss-eps_pred-eps (failed))") in verdict_lines[0]
-    assert "**Overall**: Table 2's claim reproduces (3 seeds) at mini scale." in md
+    assert "**Overall**: Table 2's claim reproduces (3 seeds) at mini scale. Provisional: 2 of 18 cells" in md
     tex = paths["tex"].read_text()
     assert r"38 $\pm$ 0.76 (n=3)" in tex and not re.search(r"\bnan\b", tex)
 

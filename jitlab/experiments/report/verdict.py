@@ -33,7 +33,8 @@ def verdict(spec: GridSpec, frame: pd.DataFrame) -> list[str]:
         finding, margin = judge_rule(rule, cells, order)
         lines.append(rule_line(rule, finding, margin, cells, order, scale, spec.paper_metric))
         outcomes.append((rule.name, finding))
-    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale)]
+    lacking = sum(1 for c in stats if c.missing or not c.known)
+    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale, lacking, len(stats))]
 
 
 def metric_frame(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -166,7 +167,8 @@ def describe(rule: Rule, order: Order) -> str:
     return text + scope + per
 
 
-def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str) -> str:
+def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str, lacking: int = 0, cells: int = 0) -> str:
+    """The table's verdict; ``lacking`` of its ``cells`` lack some training's result (failed or not run yet)."""
     words = [outcome_word(f) for _, f in outcomes]
     failing = [n for n, f in outcomes if f.outcome == "fails"]
     says = (f"does not reproduce at {scale} scale ({', '.join(failing)} fails)" if failing else
@@ -175,5 +177,7 @@ def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str) -> str:
             f"is inconclusive at {scale} scale (a difference within the margin)" if "inconclusive" in words else
             f"is consistent, 1 seed, at {scale} scale (one training per cell)" if "consistent, 1 seed" in words else
             f"reproduces ({min(trainings(f) for _, f in outcomes)} seeds) at {scale} scale")
-    return f"**Overall**: {name}'s claim {says}."
+    provisional = (f" Provisional: {lacking} of {cells} cells lack a training's result (failed or not run yet); the "
+                   f"verdict may change when they have one." if lacking else "")
+    return f"**Overall**: {name}'s claim {says}.{provisional}"
 
