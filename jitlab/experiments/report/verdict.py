@@ -33,8 +33,8 @@ def verdict(spec: GridSpec, frame: pd.DataFrame) -> list[str]:
         finding, margin = judge_rule(rule, cells, order)
         lines.append(rule_line(rule, finding, margin, cells, order, scale, spec.paper_metric))
         outcomes.append((rule.name, finding))
-    lacking = sum(1 for c in stats if c.missing or not c.known)
-    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale, lacking, len(stats))]
+    return lines + [overall(spec.title.split(":")[0].strip() or spec.name, outcomes, scale, len(lacking(stats)),
+                            len(stats))]
 
 
 def metric_frame(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -125,14 +125,19 @@ def paper_check(rule: Rule, stats: list[Stat], order: Order, paper_metric: str |
     return f" (The paper's {paper_metric or 'numbers'} under the same rule: {says}; {finding.text}.)"
 
 
+def lacking(cells: list[Stat]) -> list[Stat]:
+    """The cells without a result for some training (failed, not run)."""
+    return [c for c in cells if c.missing or not c.known]
+
+
 def missing_note(cells: list[Stat]) -> str:
     """Cells the rule looks at that lack a result for some training (failed, not run)."""
-    lacking = [c for c in cells if c.missing or not c.known]
-    if not lacking:
+    short = lacking(cells)
+    if not short:
         return ""
     listed = ", ".join(f"{c.cell} ({c.status if not c.known else f'{c.missing} training(s) without a result'})"
-                       for c in lacking[:3]) + (f", and {len(lacking) - 3} more" if len(lacking) > 3 else "")
-    return f" Provisional: {len(lacking)} of {len(cells)} cells lack a result ({listed})."
+                       for c in short[:3]) + (f", and {len(short) - 3} more" if len(short) > 3 else "")
+    return f" Provisional: {len(short)} of {len(cells)} cells lack a result ({listed})."
 
 
 def selector_text(selector: Selector | None, order: Order) -> str:
@@ -167,8 +172,8 @@ def describe(rule: Rule, order: Order) -> str:
     return text + scope + per
 
 
-def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str, lacking: int = 0, cells: int = 0) -> str:
-    """The table's verdict; ``lacking`` of its ``cells`` lack some training's result (failed or not run yet)."""
+def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str, short: int, cells: int) -> str:
+    """The table's verdict; ``short`` of its ``cells`` lack some training's result (failed or not run yet)."""
     words = [outcome_word(f) for _, f in outcomes]
     failing = [n for n, f in outcomes if f.outcome == "fails"]
     says = (f"does not reproduce at {scale} scale ({', '.join(failing)} fails)" if failing else
@@ -177,7 +182,7 @@ def overall(name: str, outcomes: list[tuple[str, Finding]], scale: str, lacking:
             f"is inconclusive at {scale} scale (a difference within the margin)" if "inconclusive" in words else
             f"is consistent, 1 seed, at {scale} scale (one training per cell)" if "consistent, 1 seed" in words else
             f"reproduces ({min(trainings(f) for _, f in outcomes)} seeds) at {scale} scale")
-    provisional = (f" Provisional: {lacking} of {cells} cells lack a training's result (failed or not run yet); the "
-                   f"verdict may change when they have one." if lacking else "")
+    provisional = (f" Provisional: {short} of {cells} cells lack a training's result (failed or not run yet); the "
+                   f"verdict may change when they have one." if short else "")
     return f"**Overall**: {name}'s claim {says}.{provisional}"
 
