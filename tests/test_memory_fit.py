@@ -57,3 +57,19 @@ def test_skip_preflight_starts_a_predicted_misfit_unchanged():
         plan_fit(config, 0.01, 1)
     plan, keys = plan_fit(config, 0.01, 1, refuse=False)
     assert not plan.fits and keys == {}
+
+
+def test_an_explicit_checkpointing_false_is_kept_by_the_plan():
+    # parsed as `jitlab fit` parses (the network's defaults filled in): unset is None, so the plan may choose, and
+    # an explicit false is the user's setting; at 0.1 GiB the mini model checkpoints 64 images, or accumulates 16 x 4
+    from jitlab.score.fitconfig import check_fit_config
+    from jitlab.train.fitplan import plan_fit
+
+    unset = check_fit_config([])
+    assert unset["model"]["net"]["init_args"]["checkpointing"] is None
+    plan, keys = plan_fit(unset, 0.1, 1)
+    assert (plan.micro_batch, plan.checkpointing) == (64, True) and keys["model.net.init_args.checkpointing"] is True
+    off = check_fit_config(["--model.net.init_args.checkpointing=false"])
+    plan, keys = plan_fit(off, 0.1, 1)
+    assert (plan.micro_batch, plan.accumulate, plan.checkpointing) == (16, 4, False) and plan.fits
+    assert keys == {"trainer.accumulate_grad_batches": 4}  # the user's false is left as it is

@@ -73,7 +73,7 @@ class AlignedRegJiT(RegJiT):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False, token: TokenKind = "thumbnail",
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool | None = None, token: TokenKind = "thumbnail",
                  token_dim: int = 48,
                  encoder: str = "vit_base_patch14_dinov2", encoder_weights: str | None = None,
                  encoder_size: int = 224, encoder_args: dict[str, Any] | None = None, projection_seed: int = 0,

@@ -168,7 +168,8 @@ def model_label(net: dict[str, Any]) -> str:
 
 
 def user_choices(config: dict[str, Any]) -> Choices:
-    """The memory settings a config gives explicitly (a value other than the default)."""
+    """The memory settings a config gives explicitly: checkpointing set (True or False, not None), accumulation other
+    than 1 (Lightning's default, so an explicit 1 reads as unset), a strategy other than ``auto``."""
     fit = FitView.of(config)
     accumulate = fit.accumulate if fit.accumulate != 1 else None
     checkpointing = fit.net.get("checkpointing")
@@ -180,7 +181,7 @@ def user_choices(config: dict[str, Any]) -> Choices:
         bucket_view = bool((strategy.get("init_args") or {}).get("gradient_as_bucket_view", False))
     elif strategy not in (None, "auto"):
         kind, bucket_view = ("fsdp2" if "fsdp" in str(strategy) else "ddp"), False
-    return Choices(accumulate, True if checkpointing else None, kind, bucket_view)
+    return Choices(accumulate, None if checkpointing is None else bool(checkpointing), kind, bucket_view)
 
 
 def plan_config(config: dict[str, Any], gpu_memory_gib: float, world: int,

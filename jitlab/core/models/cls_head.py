@@ -33,7 +33,7 @@ class ClsJiT(JiT):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False, cls_weight: float = 0.1,
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool | None = None, cls_weight: float = 0.1,
                  cls_on: ClsOn = "dropped"):
         init_args = record_init_args(locals())  # explicit JiT arguments: the CLI and preflight read the signature
         super().__init__(**{k: v for k, v in init_args.items() if k not in ("cls_weight", "cls_on")})

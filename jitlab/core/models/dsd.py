@@ -52,7 +52,7 @@ class LatentJiT(nn.Module):
                  mlp: MlpKind = "swiglu", norm: NormKind = "rms", num_classes: int | None = None,
                  bottleneck_dim: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
                  attn_impl: AttnImpl = "fp32", target: Target = "state", ema_decay: float = 0.99,
-                 recon_weight: float = 1.0, latent_scale: LatentScale = "free", checkpointing: bool = False):
+                 recon_weight: float = 1.0, latent_scale: LatentScale = "free", checkpointing: bool | None = None):
         self.init_args = record_init_args(locals())
         super().__init__()
         _validate(self.init_args)

@@ -92,7 +92,8 @@ class JiT(nn.Module):
         attn_drop, proj_drop: dropout in the middle half of the blocks only.
         attn_impl: ``fp32`` (the paper's float32 softmax) or ``sdpa`` (fused).
         checkpointing: per-block activation checkpointing in training: each block keeps only its inputs and runs
-            its forward again in backward (less memory, about one more forward of compute, the same gradients).
+            its forward again in backward (less memory, about one more forward of compute, the same gradients);
+            ``None``: off unless `jitlab fit`'s memory plan turns it on, ``False``: off, and the plan keeps it off.
     """
 
     def __init__(self, img_size: int | None = None, patch_size: int = 16, in_channels: int = 3,
@@ -100,7 +101,7 @@ class JiT(nn.Module):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False):
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool | None = None):
         init_args = record_init_args(locals())
         super().__init__()
         _validate(init_args)

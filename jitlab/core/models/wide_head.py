@@ -35,7 +35,7 @@ class WideHead(JiT):
                  bottleneck_dim: int | None = 128, rope: bool = True, qk_norm: bool = True, in_context_len: int = 32,
                  in_context_start: int = 4, mlp: MlpKind = "swiglu", norm: NormKind = "rms",
                  num_classes: int | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: AttnImpl = "fp32", checkpointing: bool = False,
+                 attn_impl: AttnImpl = "fp32", checkpointing: bool | None = None,
                  head_width: int = 2048, head_depth: int = 2, head_heads: int = 16):
         init_args = record_init_args(locals())  # explicit JiT arguments: the CLI and preflight read the signature
         super().__init__(**{k: v for k, v in init_args.items() if k not in HEAD_ARGS})
