@@ -60,6 +60,15 @@ def test_import_path_names_the_object_or_fails():
         import_path("jitlab.experiments.rundir.NoSuchThing")
     with pytest.raises(ImportError):
         import_path("jitlab.no_such_module.Name")
+    # a path written before the modules moved into the layer folders (an older checkpoint's) names the same class
+    from jitlab.core.models import JiT
+    from jitlab.train.strategy import ShardedStrategy
+
+    assert import_path("jitlab.models.JiT") is JiT and import_path("jitlab.strategy.ShardedStrategy") is ShardedStrategy
+    with pytest.raises(ImportError):
+        import_path("jitlab.no_such_module.models.JiT")
+    with pytest.raises(ImportError):
+        import_path("torch.no_such_module.Name")
 
 
 def imported_modules(path: Path) -> set[str]:

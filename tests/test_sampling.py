@@ -152,6 +152,22 @@ def test_sample_selects_ema_and_writes_png(tiny_checkpoint, tmp_path):
     assert not np.array_equal(outs["0"], outs["1"]) and not np.array_equal(outs["0"], outs["none"])
 
 
+def test_a_checkpoint_naming_a_class_before_the_layer_folders_samples_as_today(tiny_checkpoint, tmp_path):
+    """A checkpoint saved before jitlab's modules moved into layer folders names ``jitlab.models.jit.JiT``."""
+    from jitlab.commands.sample import main
+
+    ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["net"]["class_path"] == "jitlab.core.models.jit.JiT"
+    ckpt["hyper_parameters"]["net"]["class_path"] = "jitlab.models.jit.JiT"
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    images = {}
+    for name, path in (("today", tiny_checkpoint), ("old", tmp_path / "old.ckpt")):
+        assert main([str(path), "--num_images", "2", "--steps", "2", "--npz", str(tmp_path / f"{name}.npz"),
+                     "--device", "cpu"]) == 0
+        images[name] = np.load(tmp_path / f"{name}.npz")["images"]
+    assert np.array_equal(images["today"], images["old"])
+
+
 # -- the final step ----------------------------------------------------------------------------------------------
 
 def clamp_residual(steps: int, method: Sampler, t_eps: float = 0.05) -> float:
