@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,25 @@ def test_log_curve_last_values_missing_cells_and_png(tmp_path):
     assert "| v-prediction | 2 ± 1.4 (n=2) | 100 | 1 | 3 |" in section
     assert "missing (done, never logged the tag): `variant-x_sg_ema_seed-1`" in section
     assert "not read (no done result): `variant-v_sg_seed-1`" in section
+
+
+def test_a_cell_that_reused_another_grids_run_reads_that_runs_log(tmp_path):
+    grid = load_spec("dsd_latent", root=ROOT)
+    runs = tmp_path / "moved" / "runs"  # the runner saw runs/grids/...; the directory has moved since (kept)
+    write_results(runs, grid, lambda cell: 50.0, seeds=1)
+    base = runs / "dsd_latent" / "mini"
+    for cell in grid.cells("mini", train_seeds=1):
+        log_scalars(base / cell.id, "train/latent_erank", [(0, 16.0), (100, 4.0)])
+    reused = grid.cells("mini", train_seeds=1)[0].id
+    shutil.rmtree(base / reused / "lightning_logs")
+    result = json.loads((base / reused / "result.json").read_text())
+    (base / reused / "result.json").write_text(json.dumps({**result, "reused_from": "runs/grids/other/mini/twin"}))
+    figure = grid.figures[0]
+    assert log_curves(collect(grid, "mini", runs), figure).missing == [reused]  # the twin has no log here
+    log_scalars(runs / "other" / "mini" / "twin", "train/latent_erank", [(0, 16.0), (100, 7.0)])
+    curves = log_curves(collect(grid, "mini", runs), figure)
+    assert curves.missing == [] and reused in {c for c, *_ in curves.trainings}
+    assert curves.points[curves.points.cell == reused].value.tolist() == [16.0, 7.0]  # the twin's, not another's
 
 
 def test_scalars_newest_version_wins_where_versions_overlap(tmp_path):

@@ -22,7 +22,7 @@ from jitlab.experiments.grid.spec import Figure, LogCurveFigure, WidthFigure  # 
 from jitlab.experiments.report.collect import Collected, cell_key, train_seed
 from jitlab.experiments.report.evidence import fmt_sd
 from jitlab.experiments.report.layout import axis_values, value_text
-from jitlab.experiments.report.logs import last_value, scalars
+from jitlab.experiments.report.logs import last_value, log_source, scalars
 from jitlab.experiments.report.tables import fmt, ours_label, stats_of
 
 WIDTH_COLUMNS = ["value", "series", "x", "mean", "sd", "n", "status"]
@@ -109,7 +109,7 @@ def log_curves(collected: Collected, figure: LogCurveFigure) -> Curves:
         if result is None or result.get("status") != "done":
             curves.not_done.append(cell.id)
             continue
-        points = scalars(base / cell.id, figure.tag)
+        points = scalars(log_source(base / cell.id, result), figure.tag)
         if not points:
             curves.missing.append(cell.id)
             continue

@@ -22,6 +22,20 @@ def version_dirs(cell_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def log_source(cell_dir: Path, result: dict | None) -> Path:
+    """The directory holding a cell's training logs: its own, or, for a cell that reused another grid's identical
+    run (``reused_from`` in its result.json, no logs of its own), that run's in the same runs directory.
+
+    ``reused_from`` is the path the runner saw (``RUNS/GRID/SCALE/CELL``); its last three parts are looked up beside
+    this cell, so a runs directory that moved (kept under reports/runs) still finds it.
+    """
+    twin = (result or {}).get("reused_from")
+    if not twin or version_dirs(cell_dir) or len(Path(twin).parts) < 3:
+        return Path(cell_dir)
+    beside = Path(cell_dir).parents[2].joinpath(*Path(twin).parts[-3:])
+    return beside if version_dirs(beside) else Path(cell_dir)
+
+
 def scalars(cell_dir: Path, tag: str) -> list[tuple[int, float]]:
     """The (step, value) points of ``tag`` over the cell's trainings, by step (the newest version wins where
     versions overlap); [] when no version logged it. Non-finite values are kept (a diverging training)."""
