@@ -120,3 +120,29 @@ def test_a_classifier_that_fails_to_train_fails_only_the_cells_that_need_it(tmp_
     log = (runner.cell_dir(runs, failed) / "eval.log").read_text()
     assert "training the reference classifier for shapes-16 failed" in log
     assert clock.most == 1
+
+
+# -- the progress line -------------------------------------------------------------------------------------------
+
+def test_the_time_left_weighs_each_cell_by_its_counted_work():
+    from jitlab.experiments.grid.progress import Progress, cell_work
+
+    cells = load_spec("table2").cells("mini")  # 108: 4 settings x 9 loss/pred cells x 3 seeds
+    p2 = [c for c in cells if c.labels["setting"] == "b16p2"]
+    p4 = [c for c in cells if c.labels["setting"] == "b16p4"]
+    assert 3.5 < cell_work(p2[0]) / cell_work(p4[0]) < 4.5  # 64 tokens vs 16: Table 2's p2 cells cost ~4x
+    counted: list[str] = []
+
+    def work(cell) -> float:
+        counted.append(cell.labels["setting"])
+        return {"b": float("nan"), "b16p2": 4.0}.get(cell.labels["setting"], 1.0)
+
+    progress = Progress(cells, jobs=2, work=work)
+    # once per network, trainer, data and evaluation: the loss, prediction and seed do not change the FLOPs
+    assert sorted(counted) == ["a", "b", "b16p2", "b16p4"]
+    # 120 s per unit of work; left: 27 (a) + 27 x 2 (b: not countable, the mean of the others) + 26 + 27 x 4
+    line = progress.line(p4[0], "done", "FD-ref-500 30", 120.0)
+    assert line.startswith("[cell 1/108] table2 mini setting-b16p4_") and line.endswith("~3h35m left")
+    # a skipped cell (done earlier) takes its work off what is left and leaves the rate alone: 211 x 120 / 2
+    assert progress.line(p2[0], "skipped", "done earlier", 0.0).endswith("~3h31m left")
+    # (the mean cell time would have said 120 x 106 / 2 s: 1h46m)

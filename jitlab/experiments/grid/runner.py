@@ -42,11 +42,12 @@ from jitlab.atomic import write_json, write_text
 from jitlab.errors import ConfigError
 from jitlab.fitview import FitView
 from jitlab.experiments.grid.processes import CHILDREN, STOP_SIGNALS, forward_signals
+from jitlab.experiments.grid.progress import Progress
 from jitlab.experiments.grid.spec import Cell
 from jitlab.lock import CellLock
 from jitlab.core.settings import EvalSettings
 from jitlab.identity import setting_differences
-from jitlab.experiments.rundir import best_rows, cell_dir, clock, is_finished, read_result
+from jitlab.experiments.rundir import best_rows, cell_dir, is_finished, read_result
 
 
 # -- the commands of one cell ------------------------------------------------------------------
@@ -347,15 +348,15 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
               fit_extra: list[str] | None = None, runner: Runner = run_subprocess,
               echo: Callable[[str], None] = print, references: References | None = None,
               convert: Convert | None = None) -> list[CellOutcome]:
-    """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, estimate left).
+    """Run cells ``jobs`` at a time; print a progress line per finished cell (i of N, elapsed, the time left by
+    each cell's counted work: ``progress.Progress``).
 
     At most ``jobs`` processes (cell trainings, evaluations, reference classifiers) run at once. ``convert``:
     the cells get their weights from it instead of a training (``run_cell``).
     """
     check_settings(cells, runs, released=convert is not None)
-    total, started, lock = len(cells), time.time(), threading.Lock()
+    progress, lock = Progress(cells, jobs), threading.Lock()
     outcomes: list[CellOutcome] = []
-    worked: list[float] = []
     slots = threading.Semaphore(max(jobs, 1))
 
     def gated(cell: Cell) -> Runner:
@@ -374,14 +375,7 @@ def run_local(cells: list[Cell], runs: Path, jobs: int = 1, threads: int | None 
         outcome = run_cell(cell, cell_dir(runs, cell), threads, fit_extra, gated(cell), convert)
         with lock:
             outcomes.append(outcome)
-            if outcome.status != "skipped":
-                worked.append(outcome.seconds)
-            left = total - len(outcomes)
-            elapsed = time.time() - started
-            per_cell = sum(worked) / len(worked) if worked else 0.0
-            estimate = per_cell * left / max(jobs, 1)
-            echo(f"[cell {len(outcomes)}/{total}] {cell.grid} {cell.scale} {cell.id}: {outcome.status}"
-                 f" ({outcome.summary}) | elapsed {clock(elapsed)}, ~{clock(estimate)} left")
+            echo(progress.line(cell, outcome.status, outcome.summary, outcome.seconds))
         return outcome
 
     with forward_signals():  # SIGINT / SIGTERM: the running cells stop (saving last.ckpt), no new one starts

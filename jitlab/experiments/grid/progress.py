@@ -1,0 +1,64 @@
+"""The progress line of a grid run: i of N, elapsed, and the time left weighed by each cell's counted work.
+
+Cells of one grid differ in cost (Table 2's 16x16/p2 cells train 64 tokens where the others train 16: about 4x),
+so the time left is the seconds per unit of work of the cells trained so far times the work still to do, not the
+mean cell time times the cells left. The work is `jitlab grid plan`'s count (training and evaluation FLOPs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Callable
+
+from jitlab.experiments.grid.spec import Cell
+from jitlab.experiments.rundir import clock
+
+
+def cell_work(cell: Cell) -> float:
+    """The cell's training and evaluation FLOPs as `jitlab grid plan` counts them (NaN: not countable)."""
+    from jitlab.experiments.grid.plan import cell_cost
+
+    try:
+        cost = cell_cost(cell, 1.0, 1.0)  # at 1 TFLOP/s the hours are proportional to the FLOPs
+    except Exception:  # noqa: BLE001  (a backbone the meta device cannot build: the mean of the others stands in)
+        return math.nan
+    return (cost.train_gpu_hours + cost.eval_gpu_hours) * 3600e12
+
+
+def work_key(cell: Cell) -> str:
+    """What a cell's work depends on (the network, trainer, data and evaluation): seeds of one cell share it."""
+    config = cell.config
+    return json.dumps([(config.get("model") or {}).get("net"), config.get("trainer"), config.get("data"), cell.eval],
+                      sort_keys=True, default=str)
+
+
+class Progress:
+    """One line per finished cell; the estimate of the time left on ``jobs`` parallel processes."""
+
+    def __init__(self, cells: list[Cell], jobs: int, work: Callable[[Cell], float] = cell_work):
+        counted: dict[str, float] = {}
+        for cell in cells:
+            key = work_key(cell)
+            if key not in counted:
+                counted[key] = work(cell)
+        known = [w for w in counted.values() if not math.isnan(w)]
+        fill = sum(known) / len(known) if known else 1.0
+        self.work = [fill if math.isnan(counted[work_key(c)]) else counted[work_key(c)] for c in cells]
+        self.index = {id(cell): i for i, cell in enumerate(cells)}
+        self.jobs, self.started = max(jobs, 1), time.time()
+        self.finished: set[int] = set()
+        self.seconds = self.work_done = 0.0
+
+    def line(self, cell: Cell, status: str, summary: str, seconds: float) -> str:
+        """Record ``cell`` finished (``seconds`` of its own; a skipped cell took none) and say where the run is."""
+        i = self.index[id(cell)]
+        self.finished.add(i)
+        if status != "skipped":
+            self.seconds += seconds
+            self.work_done += self.work[i]
+        rate = self.seconds / self.work_done if self.work_done else 0.0  # seconds per unit of work
+        left = sum(w for j, w in enumerate(self.work) if j not in self.finished)
+        return (f"[cell {len(self.finished)}/{len(self.work)}] {cell.grid} {cell.scale} {cell.id}: {status} "
+                f"({summary}) | elapsed {clock(time.time() - self.started)}, ~{clock(rate * left / self.jobs)} left")
