@@ -19,15 +19,20 @@ def import_path(path: str) -> Any:
     try:
         return getattr(importlib.import_module(module), name)
     except ModuleNotFoundError as error:
-        if error.name is None or not module.startswith(error.name):  # a module that exists lacks a dependency
+        if not names_itself(error, module):  # a module that exists lacks a dependency
             raise
         for moved in moved_modules(module):
             try:
                 return getattr(importlib.import_module(moved), name)
             except ModuleNotFoundError as inner:
-                if inner.name is None or not moved.startswith(inner.name):
+                if not names_itself(inner, moved):
                     raise
         raise
+
+
+def names_itself(error: ModuleNotFoundError, module: str) -> bool:
+    """Whether ``error`` says ``module`` (or a package above it) is missing, not something it imports."""
+    return error.name is not None and module.startswith(error.name)
 
 
 def moved_modules(module: str) -> list[str]:

@@ -38,14 +38,14 @@ class Progress:
     """One line per finished cell; the estimate of the time left on ``jobs`` parallel processes."""
 
     def __init__(self, cells: list[Cell], jobs: int, work: Callable[[Cell], float] = cell_work):
+        keys = [work_key(cell) for cell in cells]
         counted: dict[str, float] = {}
-        for cell in cells:
-            key = work_key(cell)
+        for key, cell in zip(keys, cells):
             if key not in counted:
                 counted[key] = work(cell)
         known = [w for w in counted.values() if not math.isnan(w)]
         fill = sum(known) / len(known) if known else 1.0
-        self.work = [fill if math.isnan(counted[work_key(c)]) else counted[work_key(c)] for c in cells]
+        self.work = [fill if math.isnan(counted[key]) else counted[key] for key in keys]
         self.index = {id(cell): i for i, cell in enumerate(cells)}
         self.jobs, self.started = max(jobs, 1), time.time()
         self.finished: set[int] = set()
