@@ -1,9 +1,11 @@
 """The object a ``class_path`` in a plain dict names (jsonargparse's importer is private and works only while
-parsing): one importer for checkpoints, the preflight and the grid."""
+parsing): one importer for checkpoints, the preflight and the grid; and a path written before the layer folders
+spelled as today (old checkpoints and `--config` files)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 # the folders jitlab's modules moved into (one per layer): a path written before the move, in an older checkpoint's
@@ -13,26 +15,28 @@ LAYER_FOLDERS = ("core", "train", "score", "experiments")
 
 def import_path(path: str) -> Any:
     """The object a dotted ``package.module.Name`` names (ImportError / AttributeError / ValueError if none)."""
-    module, _, name = path.rpartition(".")
+    module, _, name = current_path(path).rpartition(".")
     if not module:
         raise ValueError(f"{path!r} is not a dotted path 'package.module.Name'")
+    return getattr(importlib.import_module(module), name)
+
+
+def current_path(path: str) -> str:
+    """``path`` as spelled today: a jitlab module named before the layer folders is the folder's that has it
+    (``jitlab.data.EmbeddedDataModule`` -> ``jitlab.core.data.EmbeddedDataModule``); any other path unchanged.
+    Nothing is imported but the packages above each candidate (``importlib.util.find_spec``)."""
+    module, _, name = path.rpartition(".")
+    moved = moved_modules(module)
+    if not moved or module_exists(module):
+        return path
+    return next((f"{candidate}.{name}" for candidate in moved if module_exists(candidate)), path)
+
+
+def module_exists(module: str) -> bool:
     try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as error:
-        if not names_itself(error, module):  # a module that exists lacks a dependency
-            raise
-        for moved in moved_modules(module):
-            try:
-                return getattr(importlib.import_module(moved), name)
-            except ModuleNotFoundError as inner:
-                if not names_itself(inner, moved):
-                    raise
-        raise
-
-
-def names_itself(error: ModuleNotFoundError, module: str) -> bool:
-    """Whether ``error`` says ``module`` (or a package above it) is missing, not something it imports."""
-    return error.name is not None and module.startswith(error.name)
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a package above it is missing
+        return False
 
 
 def moved_modules(module: str) -> list[str]:

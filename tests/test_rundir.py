@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jitlab.experiments import rundir
-from jitlab.classpath import import_path
+from jitlab.classpath import current_path, import_path
 from jitlab.rows import is_frechet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +69,42 @@ def test_import_path_names_the_object_or_fails():
         import_path("jitlab.no_such_module.models.JiT")
     with pytest.raises(ImportError):
         import_path("torch.no_such_module.Name")
+
+
+def test_current_path_spells_a_moved_module_as_today_and_leaves_others():
+    assert current_path("jitlab.data.EmbeddedDataModule") == "jitlab.core.data.EmbeddedDataModule"
+    assert current_path("jitlab.strategy.ShardedStrategy") == "jitlab.train.strategy.ShardedStrategy"
+    for path in ("jitlab.core.models.JiT", "jitlab.no_such_module.Name", "torch.nn.Linear", "JiT"):
+        assert current_path(path) == path
+
+
+def test_an_old_runs_config_naming_moved_modules_is_read_as_today_and_left_as_written(tmp_path, capsys):
+    """An older run's config.yaml names ``jitlab.data.EmbeddedDataModule``: jsonargparse imports class paths itself,
+    so without the rewrite `jitlab fit --config` fails on ``module 'jitlab' has no attribute 'data'``."""
+    import yaml
+
+    from jitlab.commands.cli import main
+    from jitlab.commands.fit import current_config_args
+
+    config = yaml.safe_load((ROOT / "jitlab" / "mini.yaml").read_text())
+    config["model"]["net"]["class_path"] = "jitlab.models.JiT"
+    config["data"] = {"class_path": "jitlab.data.EmbeddedDataModule", "init_args": {"kind": "shapes"}}
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(config, sort_keys=False))
+    written = old.read_text()
+    for argv in (["fit", "--config", str(old), "--print_config"], ["fit", f"--config={old}", "--print_config"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert stop.value.code == 0 and "jitlab.data.EmbeddedDataModule -> jitlab.core.data.EmbeddedDataModule" in err
+        printed = yaml.safe_load(out[out.index("\n") + 1:] if out.startswith("#") else out)
+        assert printed["data"]["class_path"] == "jitlab.core.data.EmbeddedDataModule"
+        assert printed["model"]["net"]["class_path"] == "jitlab.core.models.JiT"
+        assert printed["data"]["init_args"]["kind"] == "shapes"
+    assert old.read_text() == written  # the run's file is never rewritten
+    today = tmp_path / "today.yaml"
+    today.write_text((ROOT / "jitlab" / "mini.yaml").read_text())
+    assert current_config_args(["fit", "--config", str(today)]) == ["fit", "--config", str(today)]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,44 @@ def check_config_files(argv: list[str]) -> None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             raise ConfigError("--config", f"{path} is not valid YAML{where}: "
                                           f"{getattr(error, 'problem', None) or one_line(error)}") from None
+
+
+def current_config_args(argv: list[str]) -> list[str]:
+    """``argv`` with each ``--config FILE`` that names jitlab modules by their paths from before the layer folders
+    (an older run's config.yaml: ``jitlab.data.EmbeddedDataModule``) replaced by FILE's text spelled today, with a
+    note naming what was read as what; the file itself is left as it is."""
+    args = list(argv)
+    for i, arg in enumerate(argv):
+        key, sep, value = arg.partition("=")
+        if key not in ("-c", "--config") or not (sep or i + 1 < len(argv)):
+            continue
+        at, path = (i, Path(value)) if sep else (i + 1, Path(argv[i + 1]))
+        config = yaml.safe_load(path.read_text())
+        renamed: dict[str, str] = {}
+        current = current_class_paths(config, renamed)
+        if renamed:
+            listed = ", ".join(f"{old} -> {new}" for old, new in renamed.items())
+            print(f"jitlab: note: {path} names modules moved since it was written; read as {listed}",
+                  file=sys.stderr)
+            text = yaml.safe_dump(current, sort_keys=False)
+            args[at] = f"{key}={text}" if sep else text
+    return args
+
+
+def current_class_paths(node: Any, renamed: dict[str, str]) -> Any:
+    """``node`` with every ``class_path`` spelled as today (``classpath.current_path``); ``renamed`` collects
+    the changed ones."""
+    from jitlab.classpath import current_path
+
+    if isinstance(node, list):
+        return [current_class_paths(item, renamed) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: current_class_paths(value, renamed) for key, value in node.items()}
+    written = out.get("class_path")
+    if isinstance(written, str) and current_path(written) != written:
+        out["class_path"] = renamed[written] = current_path(written)
+    return out
 
 
 def run_lightning(args: list[str] | None) -> int:
@@ -122,7 +161,8 @@ def rehearse_fit_command(args: list[str]) -> int:
 
 def main(argv: list[str], explicit: bool = True) -> int:
     """``argv`` starts with the verb (or a LightningCLI option); ``explicit=False``: LightningCLI reads ``sys.argv``."""
-    if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
-        return rehearse_fit_command(argv[1:])
     check_config_files(argv)
-    return run_lightning(argv if explicit else None)
+    current = current_config_args(argv)
+    if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
+        return rehearse_fit_command(current[1:])
+    return run_lightning(current if explicit or current != argv else None)
