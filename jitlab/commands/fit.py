@@ -25,15 +25,22 @@ VERBS = {
 }
 
 
+def config_files(argv: list[str]) -> list[tuple[int, str, Path]]:
+    """Each config file ``argv`` names: (the index of the argument holding it, the text before the path in that
+    argument, the path), for ``--config FILE``, ``-c FILE``, ``--config=FILE`` and ``-c=FILE``."""
+    found = []
+    for i, arg in enumerate(argv):
+        key, sep, value = arg.partition("=")
+        if key in ("-c", "--config") and sep:
+            found.append((i, key + sep, Path(value)))
+        elif arg in ("-c", "--config") and i + 1 < len(argv):
+            found.append((i + 1, "", Path(argv[i + 1])))
+    return found
+
+
 def check_config_files(argv: list[str]) -> None:
     """Each ``--config FILE`` exists and is YAML; jsonargparse's own messages do not name the file."""
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            path = Path(argv[i + 1])
-        elif arg.startswith("--config="):
-            path = Path(arg.partition("=")[2])
-        else:
-            continue
+    for _, _, path in config_files(argv):
         if not path.is_file():
             raise ConfigError("--config", f"{path}: no such file")
         try:
@@ -53,11 +60,7 @@ def current_config_args(argv: list[str]) -> list[str]:
     (an older run's config.yaml: ``jitlab.data.EmbeddedDataModule``) replaced by FILE's text spelled today, with a
     note naming what was read as what; the file itself is left as it is."""
     args = list(argv)
-    for i, arg in enumerate(argv):
-        key, sep, value = arg.partition("=")
-        if key not in ("-c", "--config") or not (sep or i + 1 < len(argv)):
-            continue
-        at, path = (i, Path(value)) if sep else (i + 1, Path(argv[i + 1]))
+    for at, prefix, path in config_files(argv):
         config = yaml.safe_load(path.read_text())
         renamed: dict[str, str] = {}
         current = current_class_paths(config, renamed)
@@ -66,7 +69,7 @@ def current_config_args(argv: list[str]) -> list[str]:
             print(f"jitlab: note: {path} names modules moved since it was written; read as {listed}",
                   file=sys.stderr)
             text = yaml.safe_dump(current, sort_keys=False)
-            args[at] = f"{key}={text}" if sep else text
+            args[at] = prefix + text
     return args
 
 
