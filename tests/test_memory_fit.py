@@ -73,3 +73,20 @@ def test_an_explicit_checkpointing_false_is_kept_by_the_plan():
     plan, keys = plan_fit(off, 0.1, 1)
     assert (plan.micro_batch, plan.accumulate, plan.checkpointing) == (16, 4, False) and plan.fits
     assert keys == {"trainer.accumulate_grad_batches": 4}  # the user's false is left as it is
+
+
+def test_an_explicit_accumulation_of_one_is_kept_by_the_plan():
+    # Lightning's default is 1, so `jitlab fit` leaves it null to tell an explicit 1 from unset: at 0.15 GiB the mini
+    # model accumulates 32 x 2 when free to, and with accumulation pinned at 1 checkpoints all 64 images instead
+    from jitlab.score.fitconfig import check_fit_config
+    from jitlab.train.fitplan import plan_fit
+
+    unset = check_fit_config([])
+    assert unset["trainer"]["accumulate_grad_batches"] is None
+    plan, keys = plan_fit(unset, 0.15, 1)
+    assert (plan.micro_batch, plan.accumulate, plan.checkpointing) == (32, 2, False)
+    assert keys["trainer.accumulate_grad_batches"] == 2
+    one = check_fit_config(["--trainer.accumulate_grad_batches=1"])
+    plan, keys = plan_fit(one, 0.15, 1)
+    assert (plan.micro_batch, plan.accumulate, plan.checkpointing) == (64, 1, True) and plan.fits
+    assert "trainer.accumulate_grad_batches" not in keys and keys["model.net.init_args.checkpointing"] is True

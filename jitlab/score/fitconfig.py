@@ -77,6 +77,8 @@ def lightning_cli() -> tuple[type, type]:
                                 "for (default: the GPU's own; none on CPU): micro-batch, accumulation, checkpointing, "
                                 "sharding, keeping the global batch (jitlab.train.fitplan; settings given are kept)")
             parser.set_defaults(builtin_defaults())
+            # unset is None (the memory plan chooses; 1 without a plan), so an explicit 1 is the user's and kept
+            parser.set_defaults({"trainer.accumulate_grad_batches": None})
 
         def _parse_ckpt_path(self) -> None:
             if self.config.get("subcommand") != "fit":
@@ -95,13 +97,17 @@ def lightning_cli() -> tuple[type, type]:
             fill_net_from_data(config)
             if self.subcommand == "fit":  # cheap checks before anything is built, spawned or written
                 plan_memory(config)  # first: the checks and the resume's comparison see the planned settings
-                resolved = config.as_dict()
-                if config.get("ckpt_path"):
-                    check_resume(config.ckpt_path, resolved)
-                # the preflight's notes wait until every class is built: a bad value found while building
-                # (e.g. a data module's or the flow's own check) is then the only line printed
-                with contextlib.redirect_stderr(io.StringIO()) as self._preflight_notes:
-                    check_fit(resolved)
+            if config.trainer.get("accumulate_grad_batches") is None:
+                config.trainer.accumulate_grad_batches = 1  # not planned: Lightning's default
+            if self.subcommand != "fit":
+                return
+            resolved = config.as_dict()
+            if config.get("ckpt_path"):
+                check_resume(config.ckpt_path, resolved)
+            # the preflight's notes wait until every class is built: a bad value found while building
+            # (e.g. a data module's or the flow's own check) is then the only line printed
+            with contextlib.redirect_stderr(io.StringIO()) as self._preflight_notes:
+                check_fit(resolved)
 
         def after_instantiate_classes(self) -> None:
             notes = getattr(self, "_preflight_notes", None)

@@ -168,10 +168,10 @@ def model_label(net: dict[str, Any]) -> str:
 
 
 def user_choices(config: dict[str, Any]) -> Choices:
-    """The memory settings a config gives explicitly: checkpointing set (True or False, not None), accumulation other
-    than 1 (Lightning's default, so an explicit 1 reads as unset), a strategy other than ``auto``."""
+    """The memory settings a config gives explicitly: checkpointing and accumulation set (not None: `jitlab fit`'s
+    parser leaves both None, unlike Lightning's default of 1 accumulation), a strategy other than ``auto``."""
     fit = FitView.of(config)
-    accumulate = fit.accumulate if fit.accumulate != 1 else None
+    accumulate = fit.trainer.get("accumulate_grad_batches")
     checkpointing = fit.net.get("checkpointing")
     strategy: Any = fit.trainer.get("strategy")
     kind, bucket_view = None, True
