@@ -5,6 +5,7 @@
     jitlab grid run table2 --scale paper --data_root /data/imagenet --launcher slurm --partition gpu
     jitlab grid run table2 --scale paper --launcher slurm --dry_run   # configs and commands, nothing runs
     jitlab grid plan table2 --scale paper                   # GMACs, images, GPU-hours per cell
+    jitlab grid status table2                               # each cell: done, running, interrupted, ...; time left
 """
 
 from __future__ import annotations
@@ -99,7 +100,34 @@ def build_parser() -> argparse.ArgumentParser:
                       help="memory of one GPU in GiB (e.g. 80): each cell's memory plan (a prediction from counted "
                            "activations)")
     plan.add_argument("--json", action="store_true", help="one JSON object per cell (a JSON list)")
+    status = sub.add_parser("status", help="where each cell's run stands (done, running, interrupted, ...) and the "
+                                           "time left")
+    common(status)
+    status.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
+    status.add_argument("--json", action="store_true", help="a JSON object: each cell, the counts, the time left")
+    status.add_argument("--jobs", type=positive_int, default=None,
+                        help="cells the run trains at a time, for the time left (default: `grid run`'s)")
     return p
+
+
+def status_command(args: argparse.Namespace) -> int:
+    """`jitlab grid status`: a line per cell and a summary, read from the run directories (nothing is written)."""
+    from jitlab.experiments.grid.progress import default_jobs
+    from jitlab.experiments.grid.status import STATES, cell_status, seconds_left, status_lines
+
+    spec, cells = resolve_cells(args)
+    statuses = [cell_status(cell, args.runs) for cell in cells]
+    left, timed = seconds_left(statuses)
+    jobs = args.jobs or default_jobs(args.scale)
+    if args.json:
+        counts = {state: sum(s.state == state for s in statuses) for state in STATES}
+        print(json.dumps({"grid": spec.name, "scale": args.scale, "runs": str(args.runs), "counts": counts,
+                          "cell_seconds_left": left, "jobs": jobs, "timed_cells": timed,
+                          "cells": [s.as_dict() for s in statuses]}, indent=1))
+        return 0
+    print(f"# {spec.title} at {args.scale} scale, runs under {args.runs}")
+    print("\n".join(status_lines(statuses, left, timed, jobs)))
+    return 0
 
 
 def list_command() -> int:
@@ -120,6 +148,8 @@ def main(argv: list[str] | None = None, entry: Callable[[list[str]], int] | None
     try:
         if args.action == "list":
             return list_command()
+        if args.action == "status":
+            return status_command(args)
         if args.action == "plan":
             from jitlab.experiments.grid.plan import plan_rows, plan_table
 

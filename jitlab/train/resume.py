@@ -47,17 +47,24 @@ def checkpoint_candidates(root: Path, dirpath: Path | None) -> list[Path]:
     return [p for p in found if p.is_file() or (p / "meta.pt").is_file()]  # a file, or a sharded directory
 
 
-def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str | None, str]:
-    """(the checkpoint to resume from or None, one line saying so) for ``--ckpt_path last|auto``: the newest
-    readable file (a file cut short by a kill while being written is passed over)."""
-    where = str(dirpath) if dirpath is not None else f"{root}/lightning_logs/version_*/checkpoints"
+def newest_checkpoint(root: Path, dirpath: Path | None) -> tuple[Path | None, dict[str, Any], list[str]]:
+    """(the newest readable checkpoint of the run or None, its content memory-mapped, the unreadable ones passed
+    over: a file cut short by a kill while being written)."""
     skipped = []
     for path in sorted(checkpoint_candidates(root, dirpath), key=lambda p: p.stat().st_mtime, reverse=True):
         try:
-            ckpt = read_training_checkpoint(path)
+            return path, read_training_checkpoint(path), skipped
         except ConfigError:
             skipped.append(str(path))
-            continue
+    return None, {}, skipped
+
+
+def resolve_ckpt_path(value: str, root: Path, dirpath: Path | None) -> tuple[str | None, str]:
+    """(the checkpoint to resume from or None, one line saying so) for ``--ckpt_path last|auto``: the newest
+    readable file (``newest_checkpoint``)."""
+    where = str(dirpath) if dirpath is not None else f"{root}/lightning_logs/version_*/checkpoints"
+    path, ckpt, skipped = newest_checkpoint(root, dirpath)
+    if path is not None:
         note = f" (passed over unreadable {', '.join(skipped)})" if skipped else ""
         return str(path), f"jitlab: --ckpt_path {value}: resuming from {path} (step {ckpt.get('global_step')}){note}"
     passed = f" (passed over unreadable {', '.join(skipped)}: not a checkpoint of `jitlab fit`)" if skipped else ""

@@ -15,6 +15,7 @@ import yaml
 
 from jitlab.errors import ConfigError
 from jitlab.experiments.grid.processes import CHILDREN
+from jitlab.experiments.grid.progress import default_jobs
 from jitlab.experiments.grid.ratios import shape_of
 from jitlab.experiments.grid.refstats import build_ref_stats
 from jitlab.experiments.grid.rehearse import rehearse_grid
@@ -123,8 +124,7 @@ def run_grid(args: argparse.Namespace, entry: Callable[[list[str]], int] | None 
         submit(cells, args.runs, slurm_options(args), dry_run=False, entry=entry)
         return 0
     cores = os.cpu_count() or 1
-    jobs = args.jobs or (cores if args.scale == "mini" else 1)
-    jobs = max(1, min(jobs, len(cells)))
+    jobs = max(1, min(args.jobs or default_jobs(args.scale), len(cells)))
     threads = max(1, cores // jobs)
     echo(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
          f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}")

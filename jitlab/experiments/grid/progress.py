@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from typing import Callable
 
 from jitlab.experiments.grid.spec import Cell
 from jitlab.experiments.rundir import clock
+
+
+def default_jobs(scale: str) -> int:
+    """Cells a local run trains at a time unless told: one per CPU core at mini scale (a cell uses one), else 1."""
+    return (os.cpu_count() or 1) if scale == "mini" else 1
 
 
 def cell_work(cell: Cell) -> float:
@@ -34,18 +40,23 @@ def work_key(cell: Cell) -> str:
                       sort_keys=True, default=str)
 
 
+def cells_work(cells: list[Cell], work: Callable[[Cell], float] = cell_work) -> list[float]:
+    """Each cell's work, counted once per ``work_key``; an uncountable cell weighs the mean of the others."""
+    keys = [work_key(cell) for cell in cells]
+    counted: dict[str, float] = {}
+    for key, cell in zip(keys, cells):
+        if key not in counted:
+            counted[key] = work(cell)
+    known = [w for w in counted.values() if not math.isnan(w)]
+    fill = sum(known) / len(known) if known else 1.0
+    return [fill if math.isnan(counted[key]) else counted[key] for key in keys]
+
+
 class Progress:
     """One line per finished cell; the estimate of the time left on ``jobs`` parallel processes."""
 
     def __init__(self, cells: list[Cell], jobs: int, work: Callable[[Cell], float] = cell_work):
-        keys = [work_key(cell) for cell in cells]
-        counted: dict[str, float] = {}
-        for key, cell in zip(keys, cells):
-            if key not in counted:
-                counted[key] = work(cell)
-        known = [w for w in counted.values() if not math.isnan(w)]
-        fill = sum(known) / len(known) if known else 1.0
-        self.work = [fill if math.isnan(counted[key]) else counted[key] for key in keys]
+        self.work = cells_work(cells, work)
         self.index = {id(cell): i for i, cell in enumerate(cells)}
         self.jobs, self.started = max(jobs, 1), time.time()
         self.finished: set[int] = set()
