@@ -83,6 +83,8 @@ def test_each_cell_state_is_read_from_its_run_directory(grid_runs):
     assert f"pid {os.getpid()}" in got["running"].detail and "no checkpoint yet" in got["running"].detail
     assert "other settings" in got["other"].detail and "loss is nan" in got["diverged"].detail
     assert not cell_dir(runs, cells[STATES.index("empty")]).exists()  # reading writes nothing
+    released = cell_status(cells[0], runs, released=True)  # a training is no run of the release's weights
+    assert released.state == "other settings" and "trained and converted weights are never mixed" in released.detail
 
 
 def test_time_left_is_the_finished_cells_pace_times_the_work_still_to_do(grid_runs):

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(status)
     status.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help=f"run directories (default {DEFAULT_RUNS})")
     status.add_argument("--json", action="store_true", help="a JSON object: each cell, the counts, the time left")
+    status.add_argument("--released", action="store_true", help="the runs are `grid run --released` ones")
     status.add_argument("--jobs", type=positive_int, default=None,
                         help="cells the run trains at a time, for the time left (default: `grid run`'s)")
     return p
@@ -116,7 +117,7 @@ def status_command(args: argparse.Namespace) -> int:
     from jitlab.experiments.grid.status import STATES, cell_status, seconds_left, status_lines
 
     spec, cells = resolve_cells(args)
-    statuses = [cell_status(cell, args.runs) for cell in cells]
+    statuses = [cell_status(cell, args.runs, args.released) for cell in cells]
     left, timed = seconds_left(statuses)
     jobs = args.jobs or default_jobs(args.scale)
     if args.json:

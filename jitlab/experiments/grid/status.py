@@ -58,10 +58,11 @@ def finished_status(cell: Cell, result: dict[str, Any]) -> CellStatus:
                       None if twin else result.get("seconds"), left=0.0)
 
 
-def cell_status(cell: Cell, runs: Path) -> CellStatus:
-    """What ``cell``'s run directory under ``runs`` says of it (nothing is written)."""
+def cell_status(cell: Cell, runs: Path, released: bool = False) -> CellStatus:
+    """What ``cell``'s run directory under ``runs`` says of it (nothing is written); ``released``: runs of the
+    release's converted weights (`grid run --released`), which a directory of trainings is not, and vice versa."""
     directory = cell_dir(runs, cell)
-    other = other_settings(cell, directory)
+    other = other_settings(cell, directory, released)
     if other is not None:
         return CellStatus(cell, "other settings", other, left=0.0)
     result = read_result(directory)
