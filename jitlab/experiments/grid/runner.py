@@ -213,7 +213,7 @@ def _run_held_cell(cell: Cell, directory: Path, threads: int | None, fit_extra: 
     prepare_cell(cell, directory)
     twin = find_twin(directory.parents[2], cell, directory)
     if twin is not None:  # the same config and evaluation already ran for another grid: reuse, don't rerun
-        reused = {**json.loads((twin / "result.json").read_text()), **cell_meta(cell), "reused_from": str(twin)}
+        reused = {**(read_result(twin) or {}), **cell_meta(cell), "reused_from": str(twin)}
         write_json(directory / "result.json", reused)
         return CellOutcome(cell, reused["status"], 0.0, f"same run as {twin}")
     env = thread_env(threads)
