@@ -38,13 +38,15 @@ def config_files(argv: list[str]) -> list[tuple[int, str, Path]]:
     return found
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Each ``--config FILE`` exists and is YAML; jsonargparse's own messages do not name the file."""
-    for _, _, path in config_files(argv):
+def check_config_files(argv: list[str]) -> list[tuple[int, str, Path, Any]]:
+    """Each ``--config FILE`` exists and is YAML (jsonargparse's own messages do not name the file): ``config_files``
+    with each file's parsed content."""
+    parsed = []
+    for at, prefix, path in config_files(argv):
         if not path.is_file():
             raise ConfigError("--config", f"{path}: no such file")
         try:
-            yaml.safe_load(path.read_text())
+            parsed.append((at, prefix, path, yaml.safe_load(path.read_text())))
         except (OSError, UnicodeDecodeError) as error:  # unreadable: permissions, a directory, binary bytes
             raise ConfigError("--config", f"{path} cannot be read as a YAML text file "
                                           f"({type(error).__name__}: {one_line(error, 160)})") from None
@@ -53,15 +55,16 @@ def check_config_files(argv: list[str]) -> None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             raise ConfigError("--config", f"{path} is not valid YAML{where}: "
                                           f"{getattr(error, 'problem', None) or one_line(error)}") from None
+    return parsed
 
 
 def current_config_args(argv: list[str]) -> list[str]:
     """``argv`` with each ``--config FILE`` that names jitlab modules by their paths from before the layer folders
     (an older run's config.yaml: ``jitlab.data.EmbeddedDataModule``) replaced by FILE's text spelled today, with a
-    note naming what was read as what; the file itself is left as it is."""
+    note naming what was read as what; the file itself is left as it is. The files are checked first
+    (``check_config_files``)."""
     args = list(argv)
-    for at, prefix, path in config_files(argv):
-        config = yaml.safe_load(path.read_text())
+    for at, prefix, path, config in check_config_files(argv):
         renamed: dict[str, str] = {}
         current = current_class_paths(config, renamed)
         if renamed:
@@ -84,8 +87,9 @@ def current_class_paths(node: Any, renamed: dict[str, str]) -> Any:
         return node
     out = {key: current_class_paths(value, renamed) for key, value in node.items()}
     written = out.get("class_path")
-    if isinstance(written, str) and current_path(written) != written:
-        out["class_path"] = renamed[written] = current_path(written)
+    today = current_path(written) if isinstance(written, str) else written
+    if today != written:
+        out["class_path"] = renamed[written] = today
     return out
 
 
@@ -164,8 +168,7 @@ def rehearse_fit_command(args: list[str]) -> int:
 
 def main(argv: list[str], explicit: bool = True) -> int:
     """``argv`` starts with the verb (or a LightningCLI option); ``explicit=False``: LightningCLI reads ``sys.argv``."""
-    check_config_files(argv)
-    current = current_config_args(argv)
+    current = current_config_args(argv)  # the --config files checked, and read with today's module paths
     if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
         return rehearse_fit_command(current[1:])
     return run_lightning(current if explicit or current != argv else None)

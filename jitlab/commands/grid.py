@@ -114,15 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
 def status_command(args: argparse.Namespace) -> int:
     """`jitlab grid status`: a line per cell and a summary, read from the run directories (nothing is written)."""
     from jitlab.experiments.grid.progress import default_jobs
-    from jitlab.experiments.grid.status import STATES, cell_status, seconds_left, status_lines
+    from jitlab.experiments.grid.status import cell_status, seconds_left, state_counts, status_lines
 
     spec, cells = resolve_cells(args)
     statuses = [cell_status(cell, args.runs, args.released) for cell in cells]
     left, timed = seconds_left(statuses)
     jobs = args.jobs or default_jobs(args.scale)
     if args.json:
-        counts = {state: sum(s.state == state for s in statuses) for state in STATES}
-        print(json.dumps({"grid": spec.name, "scale": args.scale, "runs": str(args.runs), "counts": counts,
+        print(json.dumps({"grid": spec.name, "scale": args.scale, "runs": str(args.runs),
+                          "counts": state_counts(statuses),
                           "cell_seconds_left": left, "jobs": jobs, "timed_cells": timed,
                           "cells": [s.as_dict() for s in statuses]}, indent=1))
         return 0

@@ -98,13 +98,17 @@ def seconds_left(statuses: list[CellStatus], work: Callable[[Cell], float] = cel
     return rate * sum(w * s.left for s, w in zip(statuses, weights)), len(timed)
 
 
+def state_counts(statuses: list[CellStatus]) -> dict[str, int]:
+    """How many cells are in each of STATES (zeros included)."""
+    return {state: sum(s.state == state for s in statuses) for state in STATES}
+
+
 def status_lines(statuses: list[CellStatus], left: float | None, timed: int, jobs: int) -> list[str]:
     """A line per cell (state, cell id, detail), then the counts of each state and the time left on ``jobs`` cells
     at a time (the cells' own times were measured as they ran, so ``jobs`` at once divide the sum)."""
     width = max((len(s.cell.id) for s in statuses), default=4)
     lines = [f"{s.state:<14} {s.cell.id:<{width}}  {s.detail}".rstrip() for s in statuses]
-    counts = [f"{sum(s.state == state for s in statuses)} {state}" for state in STATES
-              if any(s.state == state for s in statuses)]
+    counts = [f"{n} {state}" for state, n in state_counts(statuses).items() if n]
     pace = ("nothing left to run" if left == 0 else "time left unknown (no cell timed here yet)" if left is None
             else f"~{clock(left / jobs)} left at {jobs} cell(s) at a time ({clock(left)} of cell time at the pace "
                  f"of the {timed} cell(s) finished here, each cell weighed by its counted work)")
