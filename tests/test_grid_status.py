@@ -12,6 +12,7 @@ import torch
 
 from jitlab.atomic import write_json
 from jitlab.experiments.grid.runner import cell_meta, prepare_cell
+from jitlab.experiments.grid.slurm import JOB_RECORD
 from jitlab.experiments.grid.spec import load_spec
 from jitlab.experiments.grid.status import cell_status, seconds_left, status_lines
 from jitlab.experiments.rundir import cell_dir
@@ -118,3 +119,18 @@ def test_the_verb_prints_a_line_per_cell_and_json(grid_runs, capsys):
     payload = json.loads(out)
     assert payload["counts"]["not started"] == 2 and sorted(c["cell"] for c in payload["cells"]) == sorted(only)
     assert payload["cell_seconds_left"] > 0 and payload["timed_cells"] == 2
+
+
+@pytest.mark.parametrize("state, word", [("PENDING", "queued"), ("REQUEUED", "queued"), ("RUNNING", "running")])
+def test_a_cell_whose_slurm_job_waits_is_queued_not_running(grid_runs, monkeypatch, state, word):
+    cells, runs = grid_runs
+    empty = cells[STATES.index("empty")]
+    directory = cell_dir(runs, empty)
+    prepare_cell(empty, directory)
+    write_json(directory / JOB_RECORD, {"job_id": "4242"})
+    monkeypatch.setattr("jitlab.experiments.grid.slurm.job_state", lambda job_id: state if job_id == "4242" else None)
+    got = cell_status(empty, runs)
+    assert (got.state, got.detail) == (word, f"no checkpoint yet; job 4242 is {state}")
+    assert got.left == 1.0  # a queued or running cell's work is still to do
+    monkeypatch.setattr("jitlab.experiments.grid.slurm.job_state", lambda job_id: None)  # gone from the queue
+    assert cell_status(empty, runs).state == "not started"

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from jitlab.train.strategy import StrategyKind
 
 JOB_RECORD = "slurm_job.json"
+# of the active states, those in which a job waits for its nodes rather than runs
+QUEUED_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"}
 REQUEUE_SIGNAL = "SIGUSR1"  # Lightning's SLURMEnvironment default; submitit leaves it alone
 
 
@@ -136,8 +138,9 @@ def evaluate_together(main: Entry, fit_code: int, args: list[str]) -> int:
     return main(args)  # `jitlab eval` uses the initialised group (rank, world) and ends it
 
 
-def not_submittable(directory: Path) -> str | None:
-    """Why a cell must not be submitted now (its job is queued or running, or a live runner holds it), or None."""
+def cell_activity(directory: Path) -> tuple[str, str] | None:
+    """("queued" or "running", why) when a cell's SLURM job waits in the queue or runs, or a live runner holds
+    it; None when nothing does (it may be submitted)."""
     try:
         record = json.loads((Path(directory) / JOB_RECORD).read_text())
     except (OSError, ValueError):
@@ -145,11 +148,17 @@ def not_submittable(directory: Path) -> str | None:
     if record is not None:
         state = job_state(str(record.get("job_id")))
         if state in ACTIVE_STATES:
-            return f"job {record['job_id']} is {state}"
+            return "queued" if state in QUEUED_STATES else "running", f"job {record['job_id']} is {state}"
     holder = CellLock(directory).read()
     if holder is not None and holder_alive(holder):
-        return f"a runner holds it ({describe(holder)})"
+        return "running", f"a runner holds it ({describe(holder)})"
     return None
+
+
+def not_submittable(directory: Path) -> str | None:
+    """Why a cell must not be submitted now (its job is queued or running, or a live runner holds it), or None."""
+    activity = cell_activity(directory)
+    return None if activity is None else activity[1]
 
 
 def submit(cells: list[Cell], runs: Path, options: SlurmOptions, dry_run: bool, echo=print,

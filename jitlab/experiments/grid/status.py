@@ -1,10 +1,10 @@
 """Where a grid's runs stand (`jitlab grid status`): each cell's state, read from its run directory, and the time
 left at the pace of the cells finished there, weighed by each cell's counted work (``grid.progress``).
 
-A cell is, checked in this order: ``other settings`` (its directory holds a run of other settings, which the
-runner refuses), ``done`` / ``diverged`` (finished at its last step), ``running`` (a live runner holds its lock,
-or its SLURM job is queued or running), ``failed``, ``stale`` (scored short of its last step: it is trained on
-and rescored), ``interrupted`` (a checkpoint and no result: it resumes) or ``not started``.
+A cell is, checked in this order: ``other settings`` (its directory holds a run of other settings, which the runner
+refuses), ``done`` / ``diverged`` (finished at its last step), ``queued`` (its SLURM job waits for nodes),
+``running`` (a live runner holds its lock, or its SLURM job runs), ``failed``, ``stale`` (scored short of its last
+step: it is trained on and rescored), ``interrupted`` (a checkpoint and no result: it resumes) or ``not started``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any, Callable
 from jitlab.errors import one_line
 from jitlab.experiments.grid.progress import cell_work, cells_work
 from jitlab.experiments.grid.runner import other_settings
-from jitlab.experiments.grid.slurm import not_submittable
+from jitlab.experiments.grid.slurm import cell_activity
 from jitlab.experiments.grid.spec import Cell
 from jitlab.experiments.rundir import FINISHED, cell_dir, clock, is_finished, primary_index, read_result
 from jitlab.fitview import FitView
 
-STATES = ("done", "diverged", "running", "interrupted", "stale", "failed", "not started", "other settings")
+STATES = ("done", "diverged", "queued", "running", "interrupted", "stale", "failed", "not started", "other settings")
 
 
 @dataclass
@@ -72,10 +72,10 @@ def cell_status(cell: Cell, runs: Path, released: bool = False) -> CellStatus:
     step = checkpoint_step(directory) if directory.is_dir() else None
     at = "no checkpoint yet" if step is None else f"step {step} of {target}"
     left = 1.0 - (step or 0) / target if target else 1.0
-    busy = not_submittable(directory)
+    activity = cell_activity(directory)
     status = (result or {}).get("status")
-    if busy is not None:
-        return CellStatus(cell, "running", f"{at}; {busy}", step, left=left)
+    if activity is not None:
+        return CellStatus(cell, activity[0], f"{at}; {activity[1]}", step, left=left)
     if status == "failed":
         error = one_line(result.get("error") or "no error recorded", 160)
         return CellStatus(cell, "failed", f"{error} (runs again)", step, left=left)
