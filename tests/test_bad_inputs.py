@@ -25,6 +25,7 @@ ERROR_LINE = re.compile(r"^jitlab( [\w-]+)*: error: ")
 CASES = [
     ("fit-batch-0", ["fit", "--data.init_args.global_batch_size=0"], "global_batch_size", "tmp"),
     ("fit-yaml-syntax", ["fit", "--config", "broken.yaml"], "broken.yaml", "tmp"),
+    ("fit-group-file-yaml-syntax", ["fit", "--data", "broken.yaml"], "--data: broken.yaml is not valid YAML", "tmp"),
     ("fit-config-missing", ["fit", "--config", "missing.yaml"], "missing.yaml", "tmp"),
     ("fit-pred", ["fit", "--model.flow.pred=xx"], "pred", "tmp"),
     ("fit-loss", ["fit", "--model.flow.loss=velocity"], "loss", "tmp"),

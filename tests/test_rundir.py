@@ -107,6 +107,32 @@ def test_an_old_runs_config_naming_moved_modules_is_read_as_today_and_left_as_wr
     assert current_config_args(["fit", "--config", str(today)]) == ["fit", "--config", str(today)]
 
 
+def test_a_group_config_file_naming_moved_modules_is_read_as_today(tmp_path, capsys):
+    """``--data FILE`` / ``--model=FILE``: a group's own config file, which jsonargparse also reads, is rewritten
+    the same way; a class name given to ``--data`` is not taken for a file."""
+    import yaml
+
+    from jitlab.commands.cli import main
+    from jitlab.commands.fit import current_config_args
+
+    model = yaml.safe_load((ROOT / "jitlab" / "mini.yaml").read_text())["model"]
+    model["net"]["class_path"] = "jitlab.models.JiT"
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
+    data = {"class_path": "jitlab.data.EmbeddedDataModule", "init_args": {"kind": "shapes"}}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--data", str(tmp_path / "data.yaml"), f"--model={tmp_path / 'model.yaml'}", "--print_config"])
+    out, err = capsys.readouterr()
+    assert stop.value.code == 0, err
+    assert "jitlab.data.EmbeddedDataModule -> jitlab.core.data.EmbeddedDataModule" in err
+    assert "jitlab.models.JiT -> jitlab.core.models.JiT" in err
+    printed = yaml.safe_load(out[out.index("\n") + 1:] if out.startswith("#") else out)
+    assert printed["data"]["class_path"] == "jitlab.core.data.EmbeddedDataModule"
+    assert printed["data"]["init_args"]["kind"] == "shapes"
+    assert printed["model"]["net"]["class_path"] == "jitlab.core.models.JiT"
+    assert current_config_args(["fit", "--data", "EmbeddedDataModule"]) == ["fit", "--data", "EmbeddedDataModule"]
+
+
 def imported_modules(path: Path) -> set[str]:
     """Every jitlab module a file imports, at any depth of the file (function-level imports included)."""
     found = set()

@@ -25,44 +25,58 @@ VERBS = {
 }
 
 
-def config_files(argv: list[str]) -> list[tuple[int, str, Path]]:
-    """Each config file ``argv`` names: (the index of the argument holding it, the text before the path in that
-    argument, the path), for ``--config FILE``, ``-c FILE``, ``--config=FILE`` and ``-c=FILE``."""
+CONFIG_OPTIONS = ("-c", "--config")  # a whole config: the file must exist
+GROUP_OPTIONS = ("--model", "--data", "--trainer")  # a group's config file, or a class name / inline YAML
+
+
+def config_files(argv: list[str]) -> list[tuple[int, str, str, Path]]:
+    """Each config file ``argv`` names: (the index of the argument holding it, the option, the text before the
+    path in that argument, the path), for ``--config FILE``, ``-c FILE``, ``--config=FILE`` and ``-c=FILE``, and
+    for a group's file (``--model FILE``, ``--data=FILE``, ...) when FILE is one (else it is not a path)."""
     found = []
     for i, arg in enumerate(argv):
         key, sep, value = arg.partition("=")
-        if key in ("-c", "--config") and sep:
-            found.append((i, key + sep, Path(value)))
-        elif arg in ("-c", "--config") and i + 1 < len(argv):
-            found.append((i + 1, "", Path(argv[i + 1])))
-    return found
+        if key in CONFIG_OPTIONS + GROUP_OPTIONS and sep:
+            found.append((i, key, key + sep, Path(value)))
+        elif arg in CONFIG_OPTIONS + GROUP_OPTIONS and i + 1 < len(argv):
+            found.append((i + 1, arg, "", Path(argv[i + 1])))
+    return [(at, key, prefix, path) for at, key, prefix, path in found
+            if key in CONFIG_OPTIONS or is_file(path)]
+
+
+def is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # inline YAML too long or odd for a file name
+        return False
 
 
 def check_config_files(argv: list[str]) -> list[tuple[int, str, Path, Any]]:
-    """Each ``--config FILE`` exists and is YAML (jsonargparse's own messages do not name the file): ``config_files``
-    with each file's parsed content."""
+    """Each config file exists and is YAML (jsonargparse's own messages do not name the file): ``config_files``
+    with each file's parsed content (the option dropped)."""
     parsed = []
-    for at, prefix, path in config_files(argv):
+    for at, option, prefix, path in config_files(argv):
+        field = "--config" if option in CONFIG_OPTIONS else option
         if not path.is_file():
-            raise ConfigError("--config", f"{path}: no such file")
+            raise ConfigError(field, f"{path}: no such file")
         try:
             parsed.append((at, prefix, path, yaml.safe_load(path.read_text())))
         except (OSError, UnicodeDecodeError) as error:  # unreadable: permissions, a directory, binary bytes
-            raise ConfigError("--config", f"{path} cannot be read as a YAML text file "
-                                          f"({type(error).__name__}: {one_line(error, 160)})") from None
+            raise ConfigError(field, f"{path} cannot be read as a YAML text file "
+                                     f"({type(error).__name__}: {one_line(error, 160)})") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ConfigError("--config", f"{path} is not valid YAML{where}: "
-                                          f"{getattr(error, 'problem', None) or one_line(error)}") from None
+            raise ConfigError(field, f"{path} is not valid YAML{where}: "
+                                     f"{getattr(error, 'problem', None) or one_line(error)}") from None
     return parsed
 
 
 def current_config_args(argv: list[str]) -> list[str]:
-    """``argv`` with each ``--config FILE`` that names jitlab modules by their paths from before the layer folders
-    (an older run's config.yaml: ``jitlab.data.EmbeddedDataModule``) replaced by FILE's text spelled today, with a
-    note naming what was read as what; the file itself is left as it is. The files are checked first
-    (``check_config_files``)."""
+    """``argv`` with each config file (``--config FILE``, or a group's: ``--data FILE``) that names jitlab modules
+    by their paths from before the layer folders (an older run's config.yaml: ``jitlab.data.EmbeddedDataModule``)
+    replaced by FILE's text spelled today, with a note naming what was read as what; the file itself is left as it
+    is. The files are checked first (``check_config_files``)."""
     args = list(argv)
     for at, prefix, path, config in check_config_files(argv):
         renamed: dict[str, str] = {}
