@@ -78,7 +78,7 @@ def test_several_training_seeds_are_read_averaged_and_judged_by_their_spread(tmp
     seeds = md.split("## Every training seed")[1].split("\n## ")[0]
     assert "| `setting-a_loss-v_pred-x` | 37.24 | 38 | 38.76 | - | 38 | 0.76 | 2.0% |" in seeds
     assert "`setting-a_loss-v_pred-x_seed-2`" in md.split("## Every cell and training seed")[1]
-    assert "training seeds 0-3 (`seed_everything` + K), 3 with a result per cell" in md
+    assert "training seeds 0-3 (`seed_everything` + K), 3 of them with a result per cell" in md
     assert "(of 55 trainings of 18 cells)" in md and "ignored" not in md  # seed directories are not strays
     verdict_lines = [line for line in md.splitlines() if line.startswith("- **(")]
     assert all("**Reproduces (3 seeds)**" in line for line in verdict_lines)

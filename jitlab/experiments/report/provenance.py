@@ -206,8 +206,9 @@ def _training(collected: Collected, done: pd.DataFrame) -> str:
     if seeds > 1:
         ran = _per_training(collected.frame)
         ran = ran[ran["status"] != NOT_RUN].groupby("cell", sort=False).size()
-        counts = _join(sorted(set(ran))) if len(ran) else "0"
-        training += (f"; training seeds 0-{seeds - 1} (`seed_everything` + K), {counts} with a result per cell: "
+        counts = sorted(set(ran)) or [0]
+        some = " or ".join(filter(None, [_join(counts[:-1]), _join(counts[-1:])]))  # "1, 2 or 3"
+        training += (f"; training seeds 0-{seeds - 1} (`seed_everything` + K), {some} of them with a result per cell: "
                      f"each table shows the mean ± sd over a cell's trainings, every training in the table of seeds")
     else:
         training += "; one training per cell (training seed 0): a cell's value is one training, not a mean"
