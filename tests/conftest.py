@@ -11,6 +11,26 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def tiny_fit_config(max_steps: int, **groups) -> dict:
+    """A `jitlab fit` config that trains in seconds: 16x16 shapes, patch 4, width 32, one block, batch 8, a
+    checkpoint every 5 steps; ``groups`` replace whole top-level groups (``ema=...``, ``samples=...``)."""
+    return {
+        "seed_everything": 0,
+        "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
+            "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
+            "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
+            "optim": {"blr": 4e-3, "warmup_steps": 2}},
+        "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
+                 "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0}},
+        "samples": {"every_n_steps": 0},
+        "checkpoint": {"save_last": True, "every_n_train_steps": 5, "save_top_k": 0},
+        "trainer": {"max_steps": max_steps, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+                    "precision": "32-true", "enable_progress_bar": False, "log_every_n_steps": 5,
+                    "accelerator": "cpu", "devices": 1},
+        **groups,
+    }
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     """``jitlab ARGS`` in this process: its exit code and everything it printed."""
     from jitlab.commands.cli import main

@@ -19,6 +19,7 @@ from jitlab.commands.cli import main
 from jitlab.errors import ConfigError
 from jitlab.experiments.grid import runner
 from jitlab.experiments.grid.spec import list_grids, load_spec
+from tests.conftest import tiny_fit_config
 from tests.test_evaluate import quick_refnet  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,20 +27,7 @@ GRIDS = list_grids(REPO)
 PAPER_ONLY = {"table7", "table8"}  # the released models' 600-epoch tables: no mini stand-in (tests/test_recipes.py)
 MINI_ONLY = {"fig2"}  # Figure 2's toy (a spiral, a small MLP) is a CPU experiment in the paper too (tests/test_toy.py)
 
-# a cell that trains in seconds: 16x16 shapes, patch 4, width 32, one block, batch 8
-TINY_BASE = {
-    "seed_everything": 0,
-    "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
-        "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
-        "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
-        "optim": {"blr": 4e-3, "warmup_steps": 2}},
-    "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
-             "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0}},
-    "samples": {"every_n_steps": 0},
-    "checkpoint": {"save_last": True, "every_n_train_steps": 5, "save_top_k": 0},
-    "trainer": {"max_steps": 30, "limit_val_batches": 0, "num_sanity_val_steps": 0, "precision": "32-true",
-                "enable_progress_bar": False, "log_every_n_steps": 5, "accelerator": "cpu", "devices": 1},
-}
+TINY_BASE = tiny_fit_config(30)  # a cell that trains in seconds
 TINY_EVAL = {"features": "refnet", "num_images": 8, "sampler": "euler", "steps": 2, "cfg": [1.0],
              "cfg_interval": [[0.0, 1.0]], "ema": [0], "batch_size": 8}
 

@@ -15,24 +15,11 @@ import yaml
 
 from jitlab.errors import ConfigError
 from jitlab.train.resume import config_differences, read_training_checkpoint, resolve_ckpt_path
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_fit_config
 
 STEPS = 150
-# a run of seconds: 16x16 shapes, width 32, one block, batch 8, a checkpoint every 5 steps
-TINY = {
-    "seed_everything": 0,
-    "model": {"net": {"class_path": "jitlab.core.models.JiT", "init_args": {
-        "patch_size": 4, "hidden_size": 32, "depth": 1, "num_heads": 2, "bottleneck_dim": None, "rope": False,
-        "qk_norm": False, "in_context_len": 0, "attn_impl": "sdpa"}},
-        "optim": {"blr": 4e-3, "warmup_steps": 2}},
-    "data": {"class_path": "jitlab.core.data.EmbeddedDataModule",
-             "init_args": {"kind": "shapes", "resolution": 16, "global_batch_size": 8, "num_workers": 0}},
-    "ema": {"decays": [0.9, 0.5]},
-    "samples": {"every_n_steps": 0, "num_images": 2, "steps": 1},
-    "checkpoint": {"save_last": True, "every_n_train_steps": 5, "save_top_k": 0},
-    "trainer": {"max_steps": STEPS, "limit_val_batches": 0, "num_sanity_val_steps": 0, "precision": "32-true",
-                "enable_progress_bar": False, "log_every_n_steps": 5, "accelerator": "cpu", "devices": 1},
-}
+TINY = tiny_fit_config(STEPS, ema={"decays": [0.9, 0.5]},
+                       samples={"every_n_steps": 0, "num_images": 2, "steps": 1})  # a run of seconds
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
