@@ -182,7 +182,7 @@ def rehearse_fit_command(args: list[str]) -> int:
 
 def main(argv: list[str], explicit: bool = True) -> int:
     """``argv`` starts with the verb (or a LightningCLI option); ``explicit=False``: LightningCLI reads ``sys.argv``."""
-    current = current_config_args(argv)  # the --config files checked, and read with today's module paths
+    current = current_config_args(argv)  # every config file (--config, --data FILE, ...) checked, with today's paths
     if argv and argv[0] == "fit" and any(a.split("=")[0] == "--rehearse" for a in argv):
         return rehearse_fit_command(current[1:])
     return run_lightning(current if explicit or current != argv else None)
