@@ -138,11 +138,15 @@ def test_the_time_left_weighs_each_cell_by_its_counted_work():
         return {"b": float("nan"), "b16p2": 4.0}.get(cell.labels["setting"], 1.0)
 
     progress = Progress(cells, jobs=2, work=work)
+    assert progress.line(p2[2], "skipped", "done earlier", 0.0).endswith("time left unknown until a cell is timed")
     # once per network, trainer, data and evaluation: the loss, prediction and seed do not change the FLOPs
     assert sorted(counted) == ["a", "b", "b16p2", "b16p4"]
-    # 120 s per unit of work; left: 27 (a) + 27 x 2 (b: not countable, the mean of the others) + 26 + 27 x 4
+    # 120 s per unit of work; left: 27 (a) + 27 x 2 (b: not countable, the mean of the others) + 26 + 26 x 4
     line = progress.line(p4[0], "done", "FD-ref-500 30", 120.0)
-    assert line.startswith("[cell 1/108] table2 mini setting-b16p4_") and line.endswith("~3h35m left")
-    # a skipped cell (done earlier) takes its work off what is left and leaves the rate alone: 211 x 120 / 2
-    assert progress.line(p2[0], "skipped", "done earlier", 0.0).endswith("~3h31m left")
-    # (the mean cell time would have said 120 x 106 / 2 s: 1h46m)
+    assert line.startswith("[cell 2/108] table2 mini setting-b16p4_") and line.endswith("~3h31m left")
+    # a skipped cell (done earlier) takes its work off what is left and leaves the rate alone: 207 x 120 / 2
+    assert progress.line(p2[0], "skipped", "done earlier", 0.0).endswith("~3h27m left")
+    # (the mean cell time would have said 120 x 105 / 2 s: 1h45m)
+    # a timed p2 cell (300 s: 2.5x the p4 cell where the FLOPs count 4x) sets its 24 twins' time; the rest go at
+    # the pace of both, 420 s / 5 units: (27 x 84 + 27 x 2 x 84 + 26 x 120 + 24 x 300) / 2 s (FLOPs alone: 2h29m)
+    assert progress.line(p2[1], "done", "FD-ref-500 25", 300.0).endswith("~2h22m left")

@@ -1,8 +1,11 @@
 """The progress line of a grid run: i of N, elapsed, and the time left weighed by each cell's counted work.
 
 Cells of one grid differ in cost (Table 2's 16x16/p2 cells train 64 tokens where the others train 16: about 4x),
-so the time left is the seconds per unit of work of the cells trained so far times the work still to do, not the
-mean cell time times the cells left. The work is `jitlab grid plan`'s count (training and evaluation FLOPs).
+so the time left is not the mean cell time times the cells left. A cell whose twins (its other seeds, or other
+losses and predictions of one network: one ``work_key``) were timed takes their mean seconds; another one takes its
+counted work (`jitlab grid plan`'s training and evaluation FLOPs) at the pace of all timed cells. The twins come
+first because the FLOPs miss what does not scale with them: a p2 cell counts 4x a p4 cell's work and took 2.5-3x its
+seconds on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -52,24 +55,39 @@ def cells_work(cells: list[Cell], work: Callable[[Cell], float] = cell_work) -> 
     return [fill if math.isnan(counted[key]) else counted[key] for key in keys]
 
 
+def cell_time_left(keys: list[str], work: list[float], timed: dict[int, float], left: list[float]) -> float:
+    """Seconds of cell time still to do: cell ``i`` has ``left[i]`` of its work to do and weighs ``work[i]``;
+    ``timed`` maps the cells timed so far (at least one) to their seconds. See the module's docstring."""
+    rate = sum(timed.values()) / sum(work[i] for i in timed)  # seconds per unit of work
+    twins: dict[str, list[float]] = {}
+    for i, seconds in timed.items():
+        twins.setdefault(keys[i], []).append(seconds)
+    return sum(fraction * (sum(twins[key]) / len(twins[key]) if key in twins else rate * w)
+               for key, w, fraction in zip(keys, work, left))
+
+
 class Progress:
     """One line per finished cell; the estimate of the time left on ``jobs`` parallel processes."""
 
     def __init__(self, cells: list[Cell], jobs: int, work: Callable[[Cell], float] = cell_work):
-        self.work = cells_work(cells, work)
+        self.work, self.keys = cells_work(cells, work), [work_key(cell) for cell in cells]
         self.index = {id(cell): i for i, cell in enumerate(cells)}
         self.jobs, self.started = max(jobs, 1), time.time()
         self.finished: set[int] = set()
-        self.seconds = self.work_done = 0.0
+        self.timed: dict[int, float] = {}
 
     def line(self, cell: Cell, status: str, summary: str, seconds: float) -> str:
         """Record ``cell`` finished (``seconds`` of its own; a skipped cell took none) and say where the run is."""
         i = self.index[id(cell)]
         self.finished.add(i)
         if status != "skipped":
-            self.seconds += seconds
-            self.work_done += self.work[i]
-        rate = self.seconds / self.work_done if self.work_done else 0.0  # seconds per unit of work
-        left = sum(w for j, w in enumerate(self.work) if j not in self.finished)
+            self.timed[i] = seconds
+        left = [0.0 if j in self.finished else 1.0 for j in range(len(self.work))]
+        if len(self.finished) == len(self.work):
+            pace = "nothing left"
+        elif not self.timed:  # only skipped cells so far: no pace to go by
+            pace = "time left unknown until a cell is timed"
+        else:
+            pace = f"~{clock(cell_time_left(self.keys, self.work, self.timed, left) / self.jobs)} left"
         return (f"[cell {len(self.finished)}/{len(self.work)}] {cell.grid} {cell.scale} {cell.id}: {status} "
-                f"({summary}) | elapsed {clock(time.time() - self.started)}, ~{clock(rate * left / self.jobs)} left")
+                f"({summary}) | elapsed {clock(time.time() - self.started)}, {pace}")

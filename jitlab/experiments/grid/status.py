@@ -1,5 +1,5 @@
 """Where a grid's runs stand (`jitlab grid status`): each cell's state, read from its run directory, and the time
-left at the pace of the cells finished there, weighed by each cell's counted work (``grid.progress``).
+left at the pace of the cells finished there: their twins' seconds, else each cell's counted work (``grid.progress``).
 
 A cell is, checked in this order: ``other settings`` (its directory holds a run of other settings, which the runner
 refuses), ``done`` / ``diverged`` (finished at its last step), ``queued`` (its SLURM job waits for nodes),
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from jitlab.errors import one_line
-from jitlab.experiments.grid.progress import cell_work, cells_work
+from jitlab.experiments.grid.progress import cell_time_left, cell_work, cells_work, work_key
 from jitlab.experiments.grid.runner import other_settings
 from jitlab.experiments.grid.slurm import cell_activity
 from jitlab.experiments.grid.spec import Cell
@@ -89,13 +89,14 @@ def cell_status(cell: Cell, runs: Path, released: bool = False) -> CellStatus:
 
 def seconds_left(statuses: list[CellStatus], work: Callable[[Cell], float] = cell_work) -> tuple[float | None, int]:
     """(seconds of work left, one cell at a time, at the pace of the cells finished here; None when none was
-    timed), and how many cells that pace was measured on. Each cell weighs its counted work (``cells_work``)."""
-    weights = cells_work([s.cell for s in statuses], work)
-    timed = [(s.seconds, w) for s, w in zip(statuses, weights) if s.state in FINISHED and s.seconds]
+    timed), and how many cells that pace was measured on: a cell takes its timed twins' mean seconds, else its
+    counted work at the pace of all timed cells (``progress.cell_time_left``)."""
+    cells = [s.cell for s in statuses]
+    timed = {i: s.seconds for i, s in enumerate(statuses) if s.state in FINISHED and s.seconds}
     if not timed:
         return None, 0
-    rate = sum(seconds for seconds, _ in timed) / sum(w for _, w in timed)  # seconds per unit of work
-    return rate * sum(w * s.left for s, w in zip(statuses, weights)), len(timed)
+    keys, left = [work_key(cell) for cell in cells], [s.left for s in statuses]
+    return cell_time_left(keys, cells_work(cells, work), timed, left), len(timed)
 
 
 def state_counts(statuses: list[CellStatus]) -> dict[str, int]:
