@@ -112,6 +112,6 @@ def status_lines(statuses: list[CellStatus], left: float | None, timed: int, job
     counts = [f"{n} {state}" for state, n in state_counts(statuses).items() if n]
     pace = ("nothing left to run" if left == 0 else "time left unknown (no cell timed here yet)" if left is None
             else f"~{clock(left / jobs)} left at {jobs} cell(s) at a time ({clock(left)} of cell time at the pace "
-                 f"of the {timed} cell(s) finished here, each cell weighed by its counted work)")
+                 f"of the {timed} cell(s) finished here: each cell at its twins' time, else by its counted work)")
     lines.append(f"# {len(statuses)} cells: {', '.join(counts) or 'none'}; {pace}")
     return lines
