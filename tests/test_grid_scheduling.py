@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -150,3 +151,19 @@ def test_the_time_left_weighs_each_cell_by_its_counted_work():
     # a timed p2 cell (300 s: 2.5x the p4 cell where the FLOPs count 4x) sets its 24 twins' time; the rest go at
     # the pace of both, 420 s / 5 units: (27 x 84 + 27 x 2 x 84 + 26 x 120 + 24 x 300) / 2 s (FLOPs alone: 2h29m)
     assert progress.line(p2[1], "done", "FD-ref-500 25", 300.0).endswith("~2h22m left")
+
+
+@pytest.mark.parametrize("extra, threads", [([], 2), (["--threads", "1"], 1)])
+def test_grid_run_gives_each_cell_the_cores_over_the_jobs_or_threads(monkeypatch, capsys, tmp_path, extra,
+                                                                       threads):
+    from jitlab.commands.cli import main
+    from jitlab.experiments.grid import actions
+
+    calls: list[dict] = []
+    monkeypatch.setattr(actions.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(actions, "run_local", lambda cells, runs, **kw: calls.append(kw) or [])
+    only = [c.id for c in load_spec("table2").cells("mini")[:3]]
+    verb = ["grid", "run", "table2", "--only", *only, "--jobs", "2", "--skip_preflight", "--runs", str(tmp_path)]
+    assert main([*verb, *extra]) == 0
+    assert calls[0]["jobs"] == 2 and calls[0]["threads"] == threads and calls[0]["references"].threads == threads
+    assert f"9 cells, 2 at a time ({threads} thread(s) each)" in capsys.readouterr().out  # 3 cells x 3 seeds

@@ -71,6 +71,9 @@ def add_run(sub: Any) -> None:
                      help="make missing reference statistics (jitlab fid-stats on the cells' data) before starting")
     run.add_argument("--jobs", type=positive_int, default=None,
                      help="cells at a time (local; default: one per CPU core at mini scale, 1 at paper scale)")
+    run.add_argument("--threads", type=positive_int, default=None,
+                     help="math-library threads per cell process (local; default: the CPU cores over --jobs; set it "
+                          "lower when another run shares the machine)")
     run.add_argument("--released", type=Path, default=None, metavar="DIR",
                      help="instead of training, give each cell the authors' released weights (the *.pth under DIR "
                           "naming its model), converted, then score and record it; a model without a file is not run")

@@ -125,7 +125,7 @@ def run_grid(args: argparse.Namespace, entry: Callable[[list[str]], int] | None 
         return 0
     cores = os.cpu_count() or 1
     jobs = max(1, min(args.jobs or default_jobs(args.scale), len(cells)))
-    threads = max(1, cores // jobs)
+    threads = args.threads or max(1, cores // jobs)
     echo(f"jitlab grid: {spec.name} at {args.scale} scale: {len(cells)} cells, {jobs} at a time "
          f"({threads} thread(s) each), runs under {args.runs / spec.name / args.scale}")
     started = time.time()
