@@ -167,3 +167,25 @@ def test_grid_run_gives_each_cell_the_cores_over_the_jobs_or_threads(monkeypatch
     assert main([*verb, *extra]) == 0
     assert calls[0]["jobs"] == 2 and calls[0]["threads"] == threads and calls[0]["references"].threads == threads
     assert f"9 cells, 2 at a time ({threads} thread(s) each)" in capsys.readouterr().out  # 3 cells x 3 seeds
+
+
+def test_lines_printed_at_once_by_the_cells_threads_stay_whole(monkeypatch):
+    import io
+    import sys
+
+    from jitlab.experiments.grid import actions
+
+    class SlowOut(io.StringIO):  # a terminal that takes its time: print's text and newline are two writes
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            time.sleep(0.01)
+            return written
+
+    out = SlowOut()
+    monkeypatch.setattr(sys, "stdout", out)
+    workers = [threading.Thread(target=actions.echo, args=(f"jitlab grid: line {i}",)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert sorted(out.getvalue().splitlines()) == [f"jitlab grid: line {i}" for i in range(4)]

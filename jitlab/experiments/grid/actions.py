@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 import time
 from typing import Callable
 
@@ -78,8 +79,14 @@ def check_config(config: dict) -> dict:
     return check_fit_config(["--config", yaml.safe_dump(config, sort_keys=False)])
 
 
+ECHO_LOCK = threading.Lock()
+
+
 def echo(line: str) -> None:
-    print(line, flush=True)
+    """Print one whole line: the cells' and the reference classifiers' threads print at once (print writes a line's
+    text and its newline apart, so two unlocked ones can run together on one line)."""
+    with ECHO_LOCK:
+        print(line, flush=True)
 
 
 def slurm_options(args: argparse.Namespace) -> SlurmOptions:
