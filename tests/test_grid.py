@@ -142,13 +142,16 @@ def test_failed_cell_is_recorded_and_the_grid_goes_on_then_skips_what_finished(t
     cells[1].config["trainer"]["accumulate_grad_batches"] = 3
     runs = tmp_path / "runs"
     lines: list[str] = []
-    outcomes = runner.run_local(cells, runs, runner=in_process, echo=lines.append)
+    outcomes = runner.run_local(cells, runs, threads=1, runner=in_process, echo=lines.append)
     status = {o.cell.id: o.status for o in outcomes}
     assert status == {"pred-x": "done", "pred-eps": "failed"}
     assert lines[0].startswith("[cell 1/2] tiny mini pred-x: done") and "left" in lines[0]
     done = json.loads((runs / "tiny" / "mini" / "pred-x" / "result.json").read_text())
     assert done["status"] == "done" and done["step"] == 30 and done["paper_value"] == 1.5
     assert done["rows"][0]["metric"].startswith("FD-ref") and done["rows"][0]["n_samples"] == 8
+    # where it ran (trainings differ across CPUs): the machine, and the threads its processes were given
+    assert done["machine"]["CPU"].endswith("logical cores") and done["machine"]["torch"] == torch.__version__
+    assert done["machine"]["torch threads"] == "1"
     failed = json.loads((runs / "tiny" / "mini" / "pred-eps" / "result.json").read_text())
     assert failed["status"] == "failed" and "train.log" in failed["error"]
     # again: the finished cell is skipped untouched, the failed one is tried again

@@ -246,8 +246,11 @@ def finish_cell(cell: Cell, directory: Path, train_code: int, started: float, co
                 env: dict[str, str], runner: Runner, settings: dict[str, Any] | None = None,
                 extra: dict[str, Any] | None = None) -> CellOutcome:
     """After training: check the checkpoint, evaluate (``settings``, else the cell's eval), write result.json
-    (with ``extra``)."""
-    result: dict[str, Any] = {**cell_meta(cell), "rows": [], "error": None, "commands": commands,
+    (with ``extra``, and the machine it ran on: a training is not bit-identical across CPUs)."""
+    from jitlab.experiments.bench.machine import machine_facts  # here: it imports torch
+
+    machine = {**machine_facts({}), "torch threads": env.get("OMP_NUM_THREADS", "all cores")}  # the cell's, not ours
+    result: dict[str, Any] = {**cell_meta(cell), "rows": [], "error": None, "commands": commands, "machine": machine,
                               "train_seconds": round(time.time() - started, 1), **(extra or {})}
     ckpt = final_checkpoint(directory)
     if train_code != 0 or not ckpt.exists():
